@@ -1,0 +1,28 @@
+# The README's two commands: `make demo` and `make test`. Both set up a fresh machine by themselves
+# (scripts/setup.sh: .venv from requirements.lock, Delta jars into .jars/) and reuse it when warm.
+WORKDIR ?= demo-work
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench lint lock clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/duet demo --workdir $(WORKDIR)
+
+test: setup
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+bench: setup
+	.venv/bin/python -m benchmarks.ingest_throughput
+
+lint: setup
+	.venv/bin/ruff check .
+
+# Re-resolve requirements.lock after changing pyproject.toml dependencies.
+lock: setup
+	.venv/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
+
+clean:
+	rm -rf $(WORKDIR) bench-work .pytest_cache

@@ -1,0 +1,18 @@
+"""Errors a user can act on.
+
+A ``DuetError`` carries a one-line message that names the file, table or column at fault and what to do.
+The command line prints it as ``duet: error: <message>`` and exits non-zero; anything else that escapes
+is a bug and is reported with a hint to re-run with ``--verbose`` for the traceback.
+"""
+
+
+class DuetError(Exception):
+    """A failure caused by input or environment, with a message meant for the user."""
+
+
+class InputError(DuetError):
+    """An input file cannot be ingested as a whole (missing, empty, unknown format or columns)."""
+
+
+class ValidationFailed(DuetError):
+    """A data quality suite failed; the message names the failed expectations."""

@@ -1,0 +1,271 @@
+"""Synthetic click and conversion events in the input layout (``duet generate``).
+
+The generator is a latent user model, so that evaluations have something true to find:
+
+* **Activity** is heavy-tailed: each user's click rate is ``clicks_per_day * a_u`` with
+  ``a_u ~ LogNormal`` (mean 1), and clicks per user-day are Poisson. Hours follow a diurnal profile.
+* **Click interests** ``theta_u ~ Dirichlet(alpha)`` over ``topics``; a click picks a topic from
+  ``theta_u``, an advertiser of that topic by Zipf popularity, and one of its ads by Zipf popularity.
+* **Conversion intent** has a part that clicks show and a part they do not. A click on topic ``t``
+  converts with probability proportional to ``exp(v_ut + signal * h_ut)``, where
+  ``v_ut = 0.5 log(K theta_ut + 0.1)`` grows with the user's click share (visible in clicks) and
+  ``h_ut = 0.8 s_u + 0.7 log(K eta_ut + 0.1)`` uses a hidden propensity ``s_u ~ N(0,1)`` and hidden topic intent ``eta_u ~ Dirichlet(alpha)``. Probabilities are
+  scaled so that ``cvr`` of clicks convert (default 2%). ``--conversion-signal`` is ``signal``; at 0,
+  conversions depend only on what clicks show, which makes a control for evaluations.
+* **Unattributed conversions** (default 30% of all conversions) come from the same per-user, per-topic
+  conversion propensity, at random times, with no click id: like attributed ones they reveal ``s_u``
+  and ``eta_u`` when ``signal > 0``.
+* **Delays**: conversion delay ~ LogNormal with median 20 h (about half within a day), capped at 30 days;
+  report delay ~ LogNormal with median 2 h, from 1 minute to 14 days.
+
+Users are generated in chunks and each chunk is appended to the Parquet files as row groups, so memory is
+bounded by the chunk, not the data set (20M+ clicks is fine). The output is a pure function of the
+config: the same seed gives the same files. Timestamps are written as microseconds in UTC.
+
+This module must never start Spark: it produces *input* for the pipeline, like an event collector would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from duet.contracts import CLICKS_ARROW, CONVERSIONS_ARROW
+from duet.errors import DuetError
+
+_DAY_S = 86_400
+# Share of a day's clicks in each UTC hour: quiet nights, evening peak.
+_DIURNAL = np.array(
+    [2, 1.5, 1, 1, 1, 1.5, 2.5, 4, 5, 5.5, 5.5, 6, 6, 5.5, 5.5, 5.5, 6, 6.5, 7.5, 8.5, 8.5, 7, 5, 3.5]
+)
+_CONVERSION_TYPES = np.array(["purchase", "add_to_cart", "lead", "install"])
+_CONVERSION_TYPE_P = np.array([0.6, 0.25, 0.1, 0.05])
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything the synthetic data depends on. Same config, same files."""
+
+    users: int = 2000
+    days: int = 14
+    start: date = date(2026, 1, 5)
+    seed: int = 0
+    conversion_signal: float = 1.0
+    unattributed_share: float = 0.3
+    clicks_per_day: float = 4.0
+    activity_sigma: float = 1.0
+    cvr: float = 0.02
+    topics: int = 16
+    topic_alpha: float = 0.3
+    advertisers: int = 200
+    ads_per_advertiser: int = 25
+    chunk_users: int = 20_000
+
+    def __post_init__(self) -> None:
+        checks = {
+            "users": self.users >= 1,
+            "days": self.days >= 1,
+            "conversion_signal": self.conversion_signal >= 0,
+            "unattributed_share": 0 <= self.unattributed_share < 1,
+            "clicks_per_day": self.clicks_per_day > 0,
+            "cvr": 0 < self.cvr < 0.5,
+            "topics": self.topics >= 1,
+            "advertisers": self.advertisers >= self.topics,
+            "ads_per_advertiser": self.ads_per_advertiser >= 1,
+            "chunk_users": self.chunk_users >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise DuetError(f"invalid generator setting(s): {', '.join(bad)} (see `duet generate --help`)")
+
+
+@dataclass(frozen=True)
+class GeneratorSummary:
+    clicks: int
+    conversions: int
+    attributed_conversions: int
+    unattributed_conversions: int
+    clicks_path: str
+    conversions_path: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def _zipf(n: int, s: float = 1.1) -> np.ndarray:
+    w = 1.0 / np.arange(1, n + 1) ** s
+    return w / w.sum()
+
+
+def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    """``prefix`` + zero-padded numbers, built in Arrow (Python strings would dominate the run time)."""
+    digits = pc.utf8_lpad(pa.array(numbers, pa.int64()).cast(pa.string()), width, "0")
+    return pc.binary_join_element_wise(pa.scalar(prefix), digits, "")
+
+
+class _Catalog:
+    """Advertisers (each in one topic, Zipf-popular within it) and their ads."""
+
+    def __init__(self, cfg: GeneratorConfig, rng: np.random.Generator) -> None:
+        self.topic_of_adv = np.arange(cfg.advertisers) % cfg.topics
+        rng.shuffle(self.topic_of_adv)
+        self.advs_by_topic = [np.flatnonzero(self.topic_of_adv == t) for t in range(cfg.topics)]
+        self.adv_p_by_topic = [_zipf(len(a)) for a in self.advs_by_topic]
+        self.ad_p = _zipf(cfg.ads_per_advertiser)
+        self.ads_per_advertiser = cfg.ads_per_advertiser
+
+    def advertisers_for(self, topics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = np.empty(len(topics), np.int64)
+        for t, advs in enumerate(self.advs_by_topic):
+            idx = np.flatnonzero(topics == t)
+            if len(idx):
+                out[idx] = rng.choice(advs, size=len(idx), p=self.adv_p_by_topic[t])
+        return out
+
+    def ads_for(self, advertisers: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return advertisers * self.ads_per_advertiser + rng.choice(
+            self.ads_per_advertiser, size=len(advertisers), p=self.ad_p
+        )
+
+
+def _sample_topics(weights: np.ndarray, owner: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One topic per event, drawn from its owner's row of ``weights`` (rows sum to 1)."""
+    cdf = np.cumsum(weights, axis=1)
+    u = rng.random(len(owner))[:, None]
+    return np.minimum((u > cdf[owner]).sum(axis=1), weights.shape[1] - 1)
+
+
+def _lognormal_seconds(rng, n, median_s, sigma, lo_s, hi_s) -> np.ndarray:
+    return np.clip(np.exp(np.log(median_s) + sigma * rng.standard_normal(n)), lo_s, hi_s)
+
+
+def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: int,
+           first_click: int, first_conversion: int, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
+    k = cfg.topics
+    start_s = int(datetime(cfg.start.year, cfg.start.month, cfg.start.day, tzinfo=UTC).timestamp())
+    span_s = cfg.days * _DAY_S
+
+    # Latent users.
+    sigma = cfg.activity_sigma
+    activity = rng.lognormal(-sigma**2 / 2, sigma, n_users)
+    theta = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
+    eta = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
+    propensity = rng.standard_normal(n_users)
+    visible = 0.5 * np.log(k * theta + 0.1)
+    hidden = 0.8 * propensity[:, None] + 0.7 * np.log(k * eta + 0.1)
+    log_rate = visible + cfg.conversion_signal * hidden  # (users, topics), up to a constant
+
+    # Clicks: Poisson per user-day, diurnal hours.
+    n_clicks = rng.poisson(cfg.clicks_per_day * activity * cfg.days)
+    owner = np.repeat(np.arange(n_users), n_clicks)
+    day = rng.integers(0, cfg.days, len(owner))
+    hour = rng.choice(24, size=len(owner), p=_DIURNAL / _DIURNAL.sum())
+    click_s = start_s + day * _DAY_S + hour * 3600 + rng.integers(0, 3600, len(owner))
+    click_us = click_s * 1_000_000 + rng.integers(0, 1_000_000, len(owner))
+    order = np.lexsort((click_us, owner))
+    owner, click_us = owner[order], click_us[order]
+    topic = _sample_topics(theta, owner, rng)
+    adv = catalog.advertisers_for(topic, rng)
+    ad = catalog.ads_for(adv, rng)
+
+    # Attributed conversions: scale exp(log_rate) so that cfg.cvr of this chunk's clicks convert.
+    score = np.exp(log_rate[owner, topic])
+    p = np.minimum(score * (cfg.cvr / score.mean()), 0.5) if len(score) else score
+    converted = rng.random(len(owner)) < p
+    conv_click = np.flatnonzero(converted)
+    delay_s = _lognormal_seconds(rng, len(conv_click), 20 * 3600, 1.6, 1, 30 * _DAY_S)
+    att_conv_us = click_us[conv_click] + (delay_s * 1e6).astype(np.int64)
+
+    # Unattributed conversions: same per-user topic propensity, share-matched counts, random times.
+    expected_att = np.bincount(owner, weights=p, minlength=n_users)
+    ratio = cfg.unattributed_share / (1 - cfg.unattributed_share)
+    n_un = rng.poisson(expected_att * ratio)
+    un_owner = np.repeat(np.arange(n_users), n_un)
+    topic_w = theta * np.exp(log_rate)
+    topic_w /= topic_w.sum(axis=1, keepdims=True)
+    un_topic = _sample_topics(topic_w, un_owner, rng)
+    un_adv = catalog.advertisers_for(un_topic, rng)
+    un_conv_us = (start_s + rng.integers(0, span_s, len(un_owner))) * 1_000_000 + rng.integers(
+        0, 1_000_000, len(un_owner)
+    )
+
+    c_owner = np.concatenate([owner[conv_click], un_owner])
+    c_adv = np.concatenate([adv[conv_click], un_adv])
+    c_ts = np.concatenate([att_conv_us, un_conv_us])
+    c_click = np.concatenate([first_click + conv_click, np.full(len(un_owner), -1)])
+    order = np.lexsort((c_ts, c_owner))
+    c_owner, c_adv, c_ts, c_click = c_owner[order], c_adv[order], c_ts[order], c_click[order]
+    report_us = c_ts + (_lognormal_seconds(rng, len(c_ts), 7200, 2.0, 60, 14 * _DAY_S) * 1e6).astype(np.int64)
+    ctype = rng.choice(len(_CONVERSION_TYPES), size=len(c_ts), p=_CONVERSION_TYPE_P)
+    has_value = ctype <= 1  # purchases and carts carry a value; leads and installs do not
+    value = np.round(rng.lognormal(np.log(40.0), 1.0, len(c_ts)), 2)
+
+    users = first_user + np.arange(n_users)
+    clicks = pa.table(
+        {
+            "click_id": _ids("c", first_click + np.arange(len(owner)), 10),
+            "user_id": _ids("u", users[owner], 7),
+            "ad_id": _ids("ad", ad, 6),
+            "advertiser_id": _ids("adv", adv, 4),
+            "click_ts": pa.array(click_us, pa.int64()).cast(CLICKS_ARROW.field("click_ts").type),
+        },
+        schema=CLICKS_ARROW,
+    )
+    attributed = c_click >= 0
+    att_ids = _ids("c", np.where(attributed, c_click, 0), 10)
+    conversions = pa.table(
+        {
+            "conversion_id": _ids("cv", first_conversion + np.arange(len(c_ts)), 10),
+            "user_id": _ids("u", users[c_owner], 7),
+            "advertiser_id": _ids("adv", c_adv, 4),
+            "conversion_type": pa.array(_CONVERSION_TYPES[ctype]),
+            "conversion_ts": pa.array(c_ts, pa.int64()).cast(CONVERSIONS_ARROW.field("conversion_ts").type),
+            "report_ts": pa.array(report_us, pa.int64()).cast(CONVERSIONS_ARROW.field("report_ts").type),
+            "attributed_click_id": pc.if_else(pa.array(attributed), att_ids, pa.scalar(None, pa.string())),
+            "value": pa.array(np.where(has_value, value, np.nan), mask=~has_value),
+        },
+        schema=CONVERSIONS_ARROW,
+    )
+    return clicks, conversions
+
+
+def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike) -> GeneratorSummary:
+    """Write ``clicks.parquet`` and ``conversions.parquet`` under ``out_dir``; return their counts.
+
+    Files are written under a temporary name and renamed when complete, so a killed run never leaves a
+    truncated file behind under the final name.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = np.random.SeedSequence(cfg.seed)
+    catalog = _Catalog(cfg, np.random.default_rng(root.spawn(1)[0]))
+    chunk_seeds = root.spawn(1 + (cfg.users + cfg.chunk_users - 1) // cfg.chunk_users)[1:]
+
+    paths = {"clicks": out / "clicks.parquet", "conversions": out / "conversions.parquet"}
+    tmp = {k: p.with_suffix(".parquet.tmp") for k, p in paths.items()}
+    n_clicks = n_conv = n_att = 0
+    with pq.ParquetWriter(tmp["clicks"], CLICKS_ARROW) as wc, \
+         pq.ParquetWriter(tmp["conversions"], CONVERSIONS_ARROW) as wv:
+        for i, seed in enumerate(chunk_seeds):
+            first_user = i * cfg.chunk_users
+            n_users = min(cfg.chunk_users, cfg.users - first_user)
+            clicks, conversions = _chunk(
+                cfg, catalog, first_user, n_users, n_clicks, n_conv, np.random.default_rng(seed)
+            )
+            wc.write_table(clicks, row_group_size=1 << 20)
+            wv.write_table(conversions, row_group_size=1 << 20)
+            n_clicks += clicks.num_rows
+            n_conv += conversions.num_rows
+            n_att += conversions.num_rows - conversions["attributed_click_id"].null_count
+    for key, path in paths.items():
+        os.replace(tmp[key], path)
+    return GeneratorSummary(n_clicks, n_conv, n_att, n_conv - n_att, str(paths["clicks"]),
+                            str(paths["conversions"]))

@@ -1,0 +1,114 @@
+"""The one SparkSession factory: Delta enabled, UTC, local by default, any cluster by master URL.
+
+Every job and test gets its session from ``spark_session``; nothing else calls ``SparkSession.builder``.
+The Delta jars come from ``.jars/`` in the checkout (fetched once by scripts/setup.sh with Maven), or
+from ``$DUET_JARS``; without either, Spark's Ivy downloads them (``configure_spark_with_delta_pip``).
+Under ``spark-submit`` the master and jars given there win: this module only fills in what is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from duet.errors import DuetError
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Settings every duet session needs, whatever the master.
+REQUIRED_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Contract: every timestamp is UTC. Session time zone governs parsing and display.
+    "spark.sql.session.timeZone": "UTC",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    # Parquet written by Spark and read by pandas/deltalake without nanosecond surprises.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+
+# Sensible defaults for a small local machine; any of them can be overridden with --conf.
+LOCAL_DEFAULTS: dict[str, str] = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.default.parallelism": "4",
+    "spark.driver.memory": "4g",
+    "spark.ui.showConsoleProgress": "false",
+    # Delta reads its log with this many tasks; the default (50) is for clusters.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.sql.adaptive.enabled": "true",
+}
+
+
+def delta_jars(jars_dir: str | os.PathLike | None = None) -> list[str]:
+    """The Delta jar files to put on Spark's class path, or [] if none are cached locally."""
+    folder = Path(jars_dir or os.environ.get("DUET_JARS") or _REPO_ROOT / ".jars")
+    return sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+
+
+def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
+    """``["k=v", ...]`` from repeated ``--conf`` flags into a dict; a pair without '=' is an error."""
+    conf: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise DuetError(f"--conf expects key=value, got {pair!r}")
+        conf[key.strip()] = value
+    return conf
+
+
+def spark_session(
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+    app_name: str = "duet",
+    verbose: bool = False,
+) -> SparkSession:
+    """Return the active SparkSession or build one with Delta, UTC and local defaults.
+
+    ``master`` is ``local[*]`` unless given or already set by spark-submit. ``conf`` overrides every
+    default except the Delta/UTC settings in ``REQUIRED_CONF``, which jobs rely on.
+    """
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+
+    from pyspark import SparkConf
+
+    submitted = SparkConf()  # holds what spark-submit / PYSPARK_SUBMIT_ARGS already set
+    builder = SparkSession.builder.appName(app_name)
+    resolved_master = master or submitted.get("spark.master", None) or "local[*]"
+    builder = builder.master(resolved_master)
+
+    settings: dict[str, str] = {}
+    if resolved_master.startswith("local"):
+        settings.update(LOCAL_DEFAULTS)
+    if not verbose:
+        log4j = Path(__file__).with_name("log4j2.properties")
+        settings["spark.driver.extraJavaOptions"] = (
+            f"{REQUIRED_CONF['spark.driver.extraJavaOptions']} -Dlog4j.configurationFile=file:{log4j}"
+        )
+    user_conf = dict(conf or {})
+    settings.update(user_conf)
+    for key, value in REQUIRED_CONF.items():
+        if key == "spark.driver.extraJavaOptions" and key in settings:
+            continue  # already carries -Duser.timezone=UTC plus the log4j file
+        if key in user_conf and user_conf[key] != value:
+            raise DuetError(f"--conf {key}={user_conf[key]} conflicts with duet's required {key}={value}")
+        settings[key] = value
+
+    jars = delta_jars()
+    if not submitted.contains("spark.jars.packages") and not submitted.contains("spark.jars"):
+        if jars:
+            settings.setdefault("spark.jars", ",".join(jars))
+        else:
+            from delta import configure_spark_with_delta_pip
+
+            builder = configure_spark_with_delta_pip(builder)
+
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
+    return spark

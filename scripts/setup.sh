@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Brings a checkout to a working state, from nothing or from a previous run:
+#   .venv/   the locked Python dependencies (requirements.lock) and duet itself (editable)
+#   .jars/   the Delta Lake jars for Spark (infra/jars/pom.xml, fetched with Maven)
+# Each part is skipped when its inputs have not changed since it last succeeded (a stamp file
+# holds the hash of its inputs), so a warm re-run takes seconds. Downloads are cached by uv
+# (~/.cache/uv) and Maven (~/.m2), never in the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+command -v java >/dev/null || die "Java 17+ is needed for Spark (install OpenJDK 17, e.g. apt-get install openjdk-17-jdk-headless)"
+java_major=$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1)
+[ "${java_major:-0}" -ge 17 ] || die "Java ${java_major:-unknown} found; Spark 4.1 needs Java 17 or newer"
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for c in python3.11 python3; do
+    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then PY=$c; break; fi
+  done
+fi
+[ -n "$PY" ] || die "Python 3.11 is needed (set PYTHON=/path/to/python3.11)"
+
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# --- Python environment -------------------------------------------------------------------------
+want=$(hash_of requirements.lock pyproject.toml)
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $PY"
+  "$PY" -m venv .venv
+fi
+if [ "$(cat .venv/.duet-stamp 2>/dev/null)" != "$want" ]; then
+  say "installing locked dependencies (first time: ~3 GB incl. torch; cached afterwards)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
+  .venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements.lock
+  .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
+  echo "$want" > .venv/.duet-stamp
+else
+  say ".venv is up to date"
+fi
+
+# --- Delta Lake jars ----------------------------------------------------------------------------
+want=$(hash_of infra/jars/pom.xml)
+if [ "$(cat .jars/.duet-stamp 2>/dev/null)" != "$want" ]; then
+  command -v mvn >/dev/null || die "Maven is needed once to fetch the Delta jars (apt-get install maven)"
+  say "fetching Delta jars with Maven into .jars/"
+  rm -rf .jars.tmp
+  mvn -q -B -f infra/jars/pom.xml dependency:copy-dependencies \
+      -DincludeGroupIds=io.delta -DoutputDirectory="$PWD/.jars.tmp" >&2 \
+    || die "Maven could not fetch the Delta jars (see the output above)"
+  echo "$want" > .jars.tmp/.duet-stamp
+  rm -rf .jars && mv .jars.tmp .jars   # swap in whole: a half-fetched folder is never used
+else
+  say ".jars is up to date"
+fi
+say "ready"

@@ -1,0 +1,41 @@
+"""The thin write edge of the Spark jobs: create contract tables and insert-only MERGEs.
+
+Tables are created from the contract schema with ``createIfNotExists``, so a contract column declared
+NOT NULL is a Delta constraint too: a bug that lets a null key through fails the commit instead of
+landing. Writes are MERGEs keyed on the table's key that only insert rows whose key is not there yet:
+each is one atomic Delta commit, and re-running one after a crash adds nothing twice.
+"""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from duet.contracts import Table
+
+
+def exists(spark: SparkSession, table: Table, lake: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, table.location(lake))
+
+
+def ensure_table(spark: SparkSession, table: Table, lake: str) -> DeltaTable:
+    """The Delta table at its contract location, created empty with the contract schema if missing."""
+    return (DeltaTable.createIfNotExists(spark)
+            .location(table.location(lake))
+            .addColumns(table.schema)
+            .execute())
+
+
+def insert_new(spark: SparkSession, table: Table, lake: str, rows: DataFrame,
+               evolve_schema: bool = False) -> int:
+    """MERGE ``rows`` into ``table``, inserting only keys not present; return how many were inserted.
+
+    ``evolve_schema`` lets extra columns of ``rows`` (click context columns) be added to the table.
+    """
+    target = ensure_table(spark, table, lake)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.key)
+    merge = target.alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll()
+    if evolve_schema:
+        merge = merge.withSchemaEvolution()
+    metrics = merge.execute()
+    return int(metrics.first()["num_inserted_rows"]) if metrics is not None else -1

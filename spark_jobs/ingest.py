@@ -1,0 +1,273 @@
+"""Ingest click and conversion files into ``raw/*`` Delta tables; rejects go to ``quarantine/*``.
+
+The transform is ``classify(parsed, table, existing) -> DataFrame``: every input row gets a ``_status``
+(``new``, ``already_present`` or ``quarantined``) and, if quarantined, a ``_reason``:
+
+* a row breaking a parse rule (``spark_jobs.parse``) is quarantined with all its reasons;
+* among valid rows with the same key in one file, the first in file order wins; a later identical row is
+  ``already_present``, a later different row is quarantined ("first seen wins");
+* a valid row whose key is already in the table is ``already_present`` if its contract columns are equal,
+  else quarantined: the first version ever ingested is the one kept.
+
+Row identity is the contract columns only (context columns do not make a row different). The write edge
+inserts quarantined rows into ``quarantine/<kind>`` keyed by a hash of (source, row number, record) and new
+rows into ``raw/<kind>`` keyed by the contract key, both insert-only MERGEs, so ingesting a file twice
+adds nothing and a re-run after a crash converges. For every file,
+``read = ingested + already_present + quarantined + skipped`` is checked before anything is written.
+
+Run as ``duet ingest`` or ``spark-submit spark_jobs/ingest.py --lake DIR --clicks FILE ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from duet.contracts import (
+    QUARANTINE_CLICKS,
+    QUARANTINE_CONVERSIONS,
+    RAW_CLICKS,
+    RAW_CONVERSIONS,
+    Table,
+)
+from duet.errors import DuetError
+from spark_jobs import delta_io
+from spark_jobs.parse import ParseRules, parse_events
+from spark_jobs.readers import KIND_COLUMNS, read_input, row_numbers
+
+RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
+QUARANTINE = {"clicks": QUARANTINE_CLICKS, "conversions": QUARANTINE_CONVERSIONS}
+NEW, PRESENT, QUARANTINED = "new", "already_present", "quarantined"
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """What an ingest run needs besides its input files."""
+
+    lake: str
+    rules: ParseRules = field(default_factory=ParseRules)
+    attribution_window_s: float = 7 * 86_400  # Taobao layout: how far back a buy looks for its pv
+
+
+@dataclass
+class FileCounts:
+    """The conservation account of one input file (Taobao files count clicks and conversions together)."""
+
+    source: str
+    kind: str
+    read: int = 0
+    ingested: int = 0
+    already_present: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    quarantine_added: int = 0
+    by_table: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.ingested + self.already_present + self.quarantined + self.skipped
+
+    def line(self) -> str:
+        new_q = f" ({self.quarantine_added} new)" if self.quarantined else ""
+        return (f"{self.source}: read {self.read} = ingested {self.ingested} + already present "
+                f"{self.already_present} + quarantined {self.quarantined}{new_q} + skipped {self.skipped}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def content_hash(columns: list[Column]) -> Column:
+    """A hash of values, distinguishing null from every string (Spark's hashes skip nulls)."""
+    return F.xxhash64(*[F.coalesce(c.cast("string"), F.lit("\u0000null")) for c in columns])
+
+
+def _typed_hash(table: Table) -> Column:
+    return content_hash([F.col("_typed")[c] for c in table.columns])
+
+
+def classify(parsed: DataFrame, table: Table, existing: DataFrame | None) -> DataFrame:
+    """Add ``_status`` and ``_reason`` to parsed rows (see the module docstring). Pure transform.
+
+    ``existing`` is the current table (or None); only its key and contract columns are read.
+    """
+    key = table.key[0]
+    valid = F.size("_reasons") == 0
+    df = parsed.withColumn("_valid", valid).withColumn("_key", F.col("_typed")[key]) \
+        .withColumn("_hash", _typed_hash(table))
+    in_file = Window.partitionBy("_valid", "_key").orderBy("_pid", "_idx")
+    df = df.withColumn("_rank", F.row_number().over(in_file)) \
+        .withColumn("_first_hash", F.first("_hash").over(in_file))
+    if existing is not None:
+        known = existing.select(F.col(key).alias("_key"),
+                                content_hash([F.col(c) for c in table.columns]).alias("_known_hash"))
+        df = df.join(known, "_key", "left")
+    else:
+        df = df.withColumn("_known_hash", F.lit(None).cast("long"))
+
+    quoted_key = F.concat(F.lit(f"{key} '"), F.col("_key"), F.lit("'"))
+    status = (F.when(~F.col("_valid"), F.lit(QUARANTINED))
+              .when((F.col("_rank") > 1) & (F.col("_hash") == F.col("_first_hash")), F.lit(PRESENT))
+              .when(F.col("_rank") > 1, F.lit(QUARANTINED))
+              .when(F.col("_known_hash").isNull(), F.lit(NEW))
+              .when(F.col("_known_hash") == F.col("_hash"), F.lit(PRESENT))
+              .otherwise(F.lit(QUARANTINED)))
+    reason = (F.when(~F.col("_valid"), F.array_join("_reasons", "; "))
+              .when((F.col("_rank") > 1) & (F.col("_hash") != F.col("_first_hash")),
+                    F.concat(F.lit("conflicting duplicate: "), quoted_key,
+                             F.lit(" appears earlier in this file with different content (first seen wins)")))
+              .when((F.col("_rank") == 1) & F.col("_known_hash").isNotNull()
+                    & (F.col("_known_hash") != F.col("_hash")),
+                    F.concat(F.lit("conflicting duplicate: "), quoted_key,
+                             F.lit(" was ingested before with different content (first seen wins)"))))
+    return df.withColumn("_status", status).withColumn("_reason", reason)
+
+
+def quarantine_rows(classified: DataFrame, kind: str, source: str, row_number: Column,
+                    ingested_at: datetime) -> DataFrame:
+    """The quarantined rows in the quarantine table's shape (original fields as strings)."""
+    originals = [c for c in classified.columns if not c.startswith("_")]  # contract + context columns
+    record = F.coalesce(F.col("_record"), F.to_json(F.struct(*[F.col(c) for c in originals])))
+    rows = classified.where(F.col("_status") == QUARANTINED).select(
+        *[F.col(c) for c in KIND_COLUMNS[kind]],
+        record.alias("record"),
+        F.col("_reason").alias("reason"),
+        F.lit(source).alias("source"),
+        row_number.alias("source_row"),
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+    )
+    qid = F.sha2(F.concat_ws("\u0001", F.col("source"), F.col("source_row").cast("string"),
+                             F.col("record")), 256)
+    return rows.withColumn("quarantine_id", qid)
+
+
+def new_rows(classified: DataFrame, kind: str) -> tuple[DataFrame, bool]:
+    """The rows to insert into ``raw/<kind>``, and whether they carry context columns."""
+    contract = KIND_COLUMNS[kind]
+    context = [c for c in classified.columns if not c.startswith("_") and c not in contract]
+    rows = classified.where(F.col("_status") == NEW).select(
+        "_typed.*", *[F.col(c) for c in context]
+    )
+    return rows, bool(context)
+
+
+def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataFrame, source: str,
+                 counts: FileCounts, ingested_at: datetime, row_number: Column) -> None:
+    """Parse, classify and write one kind's rows of one source; add its figures to ``counts``."""
+    raw, quarantine = RAW[kind], QUARANTINE[kind]
+    existing = (spark.read.format("delta").load(raw.location(cfg.lake))
+                if delta_io.exists(spark, raw, cfg.lake) else None)
+    classified = classify(parse_events(frame, kind, cfg.rules), raw, existing)
+    classified = classified.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        by_status = {r["_status"]: r["n"] for r in
+                     classified.groupBy("_status").agg(F.count("*").alias("n")).collect()}
+        table_counts = {s: by_status.get(s, 0) for s in (NEW, PRESENT, QUARANTINED)}
+        counts.by_table[raw.path] = table_counts
+        counts.ingested += table_counts[NEW]
+        counts.already_present += table_counts[PRESENT]
+        counts.quarantined += table_counts[QUARANTINED]
+        if table_counts[QUARANTINED]:
+            rows = quarantine_rows(classified, kind, source, row_number, ingested_at)
+            counts.quarantine_added += delta_io.insert_new(spark, quarantine, cfg.lake, rows)
+        if table_counts[NEW]:
+            rows, has_context = new_rows(classified, kind)
+            inserted = delta_io.insert_new(spark, raw, cfg.lake, rows, evolve_schema=has_context)
+            if inserted != table_counts[NEW]:
+                raise DuetError(f"{raw.path}: inserted {inserted} rows but {table_counts[NEW]} were new; "
+                                "another ingest wrote the same keys concurrently - re-run to reconcile")
+    finally:
+        classified.unpersist()
+
+
+def ingest_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
+                fmt: str | None = None) -> FileCounts:
+    """Ingest one clicks or conversions file; return its conservation account."""
+    frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        row_number, total = row_numbers(frame)
+        counts = FileCounts(source=path, kind=kind, read=total)
+        if total:
+            ingest_frame(spark, cfg, kind, frame, path, counts, datetime.now(UTC), row_number)
+    finally:
+        frame.unpersist()
+    check_balance(counts)
+    return counts
+
+
+def check_balance(counts: FileCounts) -> None:
+    if not counts.balanced:
+        raise DuetError(f"row accounting does not add up, this is a bug: {counts.line()}")
+
+
+def ingest(spark: SparkSession, cfg: IngestConfig, clicks: str | None = None,
+           conversions: str | None = None, fmt: str | None = None) -> list[FileCounts]:
+    """Ingest the given files (clicks first, then conversions); return one account per file."""
+    if not clicks and not conversions:
+        raise DuetError("nothing to ingest: give --clicks FILE and/or --conversions FILE")
+    # Check every file before writing anything, so a typo in the second path writes nothing.
+    from spark_jobs.readers import check_exists, format_of
+
+    for path in (clicks, conversions):
+        if path:
+            check_exists(path)
+            format_of(path, fmt)
+    results = []
+    if clicks:
+        results.append(ingest_file(spark, cfg, "clicks", clicks, fmt))
+    if conversions:
+        results.append(ingest_file(spark, cfg, "conversions", conversions, fmt))
+    return results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``duet ingest`` arguments (shared with the spark-submit entry point below)."""
+    parser.add_argument("--lake", required=True, help="lake root folder or URI (tables go under it)")
+    parser.add_argument("--clicks", help="clicks file in the raw layout (CSV with header, Parquet, JSONL)")
+    parser.add_argument("--conversions", help="conversions file in the raw layout")
+    parser.add_argument("--events", help="Taobao UserBehavior CSV (with --format taobao)")
+    parser.add_argument("--format", choices=["csv", "parquet", "jsonl", "taobao"],
+                        help="input format (default: from the file extension)")
+    parser.add_argument("--attribution-window-days", type=float, default=7.0,
+                        help="Taobao layout: a buy is attributed to the same user's latest pv of the item "
+                             "at most this long before it (default 7)")
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> list[FileCounts]:
+    """Run an ingest from parsed ``duet ingest`` arguments; print and return the accounts."""
+    cfg = IngestConfig(lake=args.lake, attribution_window_s=args.attribution_window_days * 86_400)
+    if args.format == "taobao" or args.events:
+        if args.format != "taobao" or not args.events or args.clicks or args.conversions:
+            raise DuetError("the Taobao layout takes exactly: --format taobao --events FILE")
+        from spark_jobs.taobao import ingest_taobao
+
+        results = [ingest_taobao(spark, cfg, args.events)]
+    else:
+        results = ingest(spark, cfg, args.clicks, args.conversions, args.format)
+    for r in results:
+        print(r.line())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """spark-submit entry point: the master and jars come from spark-submit."""
+    from duet.spark import spark_session
+
+    parser = argparse.ArgumentParser(prog="ingest.py", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run(spark_session(app_name="duet-ingest"), args)
+    except DuetError as e:
+        print(f"ingest: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
