@@ -41,8 +41,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from spark_jobs.ingest import run
+    from spark_jobs.ingest import check_args, run
 
+    check_args(args)  # fail on a bad path before paying for a Spark start
     run(_spark(args, "ingest"), args)
     return 0
 

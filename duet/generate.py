@@ -9,8 +9,9 @@ The generator is a latent user model, so that evaluations have something true to
 * **Conversion intent** has a part that clicks show and a part they do not. A click on topic ``t``
   converts with probability proportional to ``exp(v_ut + signal * h_ut)``, where
   ``v_ut = 0.5 log(K theta_ut + 0.1)`` grows with the user's click share (visible in clicks) and
-  ``h_ut = 0.8 s_u + 0.7 log(K eta_ut + 0.1)`` uses a hidden propensity ``s_u ~ N(0,1)`` and hidden topic intent ``eta_u ~ Dirichlet(alpha)``. Probabilities are
-  scaled so that ``cvr`` of clicks convert (default 2%). ``--conversion-signal`` is ``signal``; at 0,
+  ``h_ut = 0.8 s_u + 0.7 log(K eta_ut + 0.1)`` uses a hidden propensity ``s_u ~ N(0,1)`` and a hidden
+  topic intent ``eta_u ~ Dirichlet(alpha)``. Probabilities are scaled so that ``cvr`` of clicks convert
+  (default 2%). ``--conversion-signal`` is ``signal``; at 0,
   conversions depend only on what clicks show, which makes a control for evaluations.
 * **Unattributed conversions** (default 30% of all conversions) come from the same per-user, per-topic
   conversion propensity, at random times, with no click id: like attributed ones they reveal ``s_u``

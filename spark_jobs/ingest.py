@@ -39,7 +39,7 @@ from duet.contracts import (
 from duet.errors import DuetError
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
-from spark_jobs.readers import KIND_COLUMNS, read_input, row_numbers
+from spark_jobs.readers import KIND_COLUMNS, check_exists, format_of, read_input, row_numbers
 
 RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
 QUARANTINE = {"clicks": QUARANTINE_CLICKS, "conversions": QUARANTINE_CONVERSIONS}
@@ -211,8 +211,6 @@ def ingest(spark: SparkSession, cfg: IngestConfig, clicks: str | None = None,
     if not clicks and not conversions:
         raise DuetError("nothing to ingest: give --clicks FILE and/or --conversions FILE")
     # Check every file before writing anything, so a typo in the second path writes nothing.
-    from spark_jobs.readers import check_exists, format_of
-
     for path in (clicks, conversions):
         if path:
             check_exists(path)
@@ -238,12 +236,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "at most this long before it (default 7)")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Reject a wrong combination of ``duet ingest`` arguments or a missing/empty file before Spark starts."""
+    taobao = args.format == "taobao" or args.events
+    if taobao and (args.format != "taobao" or not args.events or args.clicks or args.conversions):
+        raise DuetError("the Taobao layout takes exactly: --format taobao --events FILE")
+    if not taobao and not args.clicks and not args.conversions:
+        raise DuetError("nothing to ingest: give --clicks FILE and/or --conversions FILE")
+    for path in (args.events, args.clicks, args.conversions):
+        if path:
+            check_exists(path)
+            if not taobao:
+                format_of(path, args.format)
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> list[FileCounts]:
     """Run an ingest from parsed ``duet ingest`` arguments; print and return the accounts."""
+    check_args(args)
     cfg = IngestConfig(lake=args.lake, attribution_window_s=args.attribution_window_days * 86_400)
-    if args.format == "taobao" or args.events:
-        if args.format != "taobao" or not args.events or args.clicks or args.conversions:
-            raise DuetError("the Taobao layout takes exactly: --format taobao --events FILE")
+    if args.format == "taobao":
         from spark_jobs.taobao import ingest_taobao
 
         results = [ingest_taobao(spark, cfg, args.events)]

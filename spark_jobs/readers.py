@@ -120,13 +120,14 @@ def read_jsonl(spark: SparkSession, path: str, kind: str) -> DataFrame:
     lines = with_positions(spark.read.text(path))
     keys = F.json_object_keys("value")
     extra = F.array_except(keys, F.array(*[F.lit(c) for c in columns]))
-    malformed = (F.when(F.col("value").contains(REPLACEMENT_CHAR), F.lit("invalid UTF-8 bytes in the record"))
+    # The text reader keeps a line's bytes as they are: check them (the CSV reader replaces bad bytes).
+    malformed = (F.when(~F.is_valid_utf8("value"), F.lit("invalid UTF-8 bytes in the record"))
                  .when(keys.isNull(), F.lit("malformed JSON: not one complete JSON object on the line"))
                  .when(F.size(extra) > 0,
                        F.concat(F.lit("unexpected field(s): "), F.array_join(F.array_sort(extra), ", "))))
     parsed = lines.withColumn("_obj", F.from_json("value", schema))
     return parsed.select(*[F.col("_obj")[c].alias(c) for c in columns],
-                         F.when(malformed.isNotNull(), F.col("value")).alias("_record"),
+                         F.when(malformed.isNotNull(), F.make_valid_utf8("value")).alias("_record"),
                          malformed.alias("_malformed"), "_pid", "_idx")
 
 
