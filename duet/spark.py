@@ -24,11 +24,12 @@ REQUIRED_CONF: dict[str, str] = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     # Contract: every timestamp is UTC. Session time zone governs parsing and display.
     "spark.sql.session.timeZone": "UTC",
-    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
-    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
     # Parquet written by Spark and read by pandas/deltalake without nanosecond surprises.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
+
+# JVM options that get -Duser.timezone=UTC appended to whatever the user passes.
+JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 # Sensible defaults for a small local machine; any of them can be overridden with --conf.
 LOCAL_DEFAULTS: dict[str, str] = {
@@ -70,6 +71,10 @@ def spark_session(
     ``master`` is ``local[*]`` unless given or already set by spark-submit. ``conf`` overrides every
     default except the Delta/UTC settings in ``REQUIRED_CONF``, which jobs rely on.
     """
+    user_conf = dict(conf or {})
+    for key, value in REQUIRED_CONF.items():
+        if key in user_conf and user_conf[key] != value:
+            raise DuetError(f"--conf {key}={user_conf[key]} conflicts with duet's required {key}={value}")
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -84,24 +89,18 @@ def spark_session(
     settings: dict[str, str] = {}
     if resolved_master.startswith("local"):
         settings.update(LOCAL_DEFAULTS)
-    if not verbose:
-        log4j = Path(__file__).with_name("log4j2.properties")
-        settings["spark.driver.extraJavaOptions"] = (
-            f"{REQUIRED_CONF['spark.driver.extraJavaOptions']} -Dlog4j.configurationFile=file:{log4j}"
-        )
-    user_conf = dict(conf or {})
     settings.update(user_conf)
-    for key, value in REQUIRED_CONF.items():
-        if key == "spark.driver.extraJavaOptions" and key in settings:
-            continue  # already carries -Duser.timezone=UTC plus the log4j file
-        if key in user_conf and user_conf[key] != value:
-            raise DuetError(f"--conf {key}={user_conf[key]} conflicts with duet's required {key}={value}")
-        settings[key] = value
+    settings.update(REQUIRED_CONF)
+    for key in JAVA_OPTIONS:
+        options = [user_conf.get(key, ""), "-Duser.timezone=UTC"]
+        if key.startswith("spark.driver") and not verbose:
+            options.append(f"-Dlog4j.configurationFile=file:{Path(__file__).with_name('log4j2.properties')}")
+        settings[key] = " ".join(o for o in options if o)
 
     jars = delta_jars()
     if not submitted.contains("spark.jars.packages") and not submitted.contains("spark.jars"):
         if jars:
-            settings.setdefault("spark.jars", ",".join(jars))
+            settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), *jars]))
         else:
             from delta import configure_spark_with_delta_pip
 

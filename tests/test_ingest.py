@@ -27,7 +27,8 @@ CLICK_ROWS = [
     (",u2,a1,v1,2026-01-05T10:00:00Z", "quarantined", "missing click_id"),
     ("c07,,a1,v1,2026-01-05T10:00:00Z", "quarantined", "missing user_id"),
     ("c01,u1,a1,v1,2026-01-05T10:00:00Z", "already_present", None),          # identical repeat
-    ("c01,u9,a1,v1,2026-01-05T10:00:00Z", "quarantined", "conflicting duplicate: click_id 'c01' appears earlier"),
+    ("c01,u9,a1,v1,2026-01-05T10:00:00Z", "quarantined",
+     "conflicting duplicate: click_id 'c01' appears earlier"),
     ("c10,u1,a1,v1,1767607200000", "quarantined", "too large: milliseconds?"),
     ("c11,u1,a1,v1,2026-01-05T10:00:00Z,oops", "quarantined", "malformed CSV record"),  # extra field
     ("c12,u\udcff1,a1,v1,2026-01-05T10:00:00Z", "quarantined", "invalid UTF-8"),        # non-UTF-8 byte

@@ -1,0 +1,55 @@
+"""The command line: help everywhere, one-line errors, exit codes (subprocesses, no Spark needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+DUET = [sys.executable, "-m", "duet.cli"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*DUET, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["validate"], ["demo"]])
+def test_help(command):
+    result = _run(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: duet")
+
+
+@pytest.mark.parametrize("command", [["ingest"], ["validate"], ["demo"]])
+def test_spark_commands_take_master_and_conf(command):
+    out = _run(*command, "--help").stdout
+    assert "--master" in out and "--conf KEY=VALUE" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "--lake", "x", "--clicks", "/no/such.csv"], "input file not found: /no/such.csv"),
+        (["ingest", "--lake", "x"], "nothing to ingest"),
+        (["ingest", "--lake", "x", "--events", "e.csv"], "--format taobao --events FILE"),
+        (["ingest", "--lake", "x", "--clicks", "README.md"], "cannot tell the format"),
+        (["generate", "--out", "x", "--users", "0"], "invalid generator setting(s): users"),
+        (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv", "--conf", "novalue"],
+         "--conf expects key=value"),
+        (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv",
+          "--conf", "spark.sql.session.timeZone=Europe/Paris"], "conflicts with duet's required"),
+    ],
+)
+def test_errors_are_one_line_and_non_zero(args, message):
+    result = _run(*args)
+    assert result.returncode == 1
+    assert result.stderr.startswith("duet: error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+
+
+def test_unknown_arguments_are_usage_errors():
+    result = _run("generate", "--out", "x", "--userz", "3")
+    assert result.returncode == 2 and "unrecognized arguments: --userz" in result.stderr
