@@ -48,11 +48,21 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sequences(args: argparse.Namespace) -> int:
+    from spark_jobs.sequences import config_from_args, run, snapshots_from_args
+
+    snapshots_from_args(args), config_from_args(args)  # fail on bad arguments before Spark starts
+    run(_spark(args, "sequences"), args)
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from duet.quality.runner import validate_lake
 
     report = validate_lake(_spark(args, "validate"), args.lake)
     print(report.summary())
+    if not report.tables:
+        raise ValidationFailed(f"no duet tables under {args.lake}: is it the lake root?")
     if not report.success:
         failed = [f"{t.table}: {d}" for t in report.tables for d in t.failed]
         raise ValidationFailed(f"{len(failed)} expectation(s) failed: " + " | ".join(failed))
@@ -92,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_arguments(p)
     _spark_options(p)
     p.set_defaults(handler=_cmd_ingest)
+
+    from spark_jobs.sequences import add_arguments as sequence_arguments
+
+    p = sub.add_parser("sequences", help="build per-user click and conversion sequences per snapshot")
+    sequence_arguments(p)
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_sequences)
 
     p = sub.add_parser("validate", help="run the Great Expectations suites on the lake's tables")
     p.add_argument("--lake", required=True)

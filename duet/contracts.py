@@ -105,9 +105,9 @@ CLICK_SEQUENCES = Table(
     _struct(
         ("user_id", _S, False),
         ("snapshot_ts", _TS, False),
-        ("ad_ids", T.ArrayType(_S, False), False),
-        ("advertiser_ids", T.ArrayType(_S, False), False),
-        ("click_ts", T.ArrayType(_TS, False), False),
+        ("ad_ids", T.ArrayType(_S), False),
+        ("advertiser_ids", T.ArrayType(_S), False),
+        ("click_ts", T.ArrayType(_TS), False),
         ("length", T.IntegerType(), False),
     ),
 )
@@ -118,10 +118,10 @@ CONVERSION_SEQUENCES = Table(
     _struct(
         ("user_id", _S, False),
         ("snapshot_ts", _TS, False),
-        ("advertiser_ids", T.ArrayType(_S, False), False),
-        ("conversion_types", T.ArrayType(_S, False), False),
-        ("conversion_ts", T.ArrayType(_TS, False), False),
-        ("attributed", T.ArrayType(T.BooleanType(), False), False),
+        ("advertiser_ids", T.ArrayType(_S), False),
+        ("conversion_types", T.ArrayType(_S), False),
+        ("conversion_ts", T.ArrayType(_TS), False),
+        ("attributed", T.ArrayType(T.BooleanType()), False),
         ("length", T.IntegerType(), False),
     ),
 )

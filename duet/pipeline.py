@@ -1,7 +1,8 @@
 """The demo pipeline (``duet demo``): every stage that exists, in order, on the embedded default.
 
-Stages so far: generate (unless input files are given) -> ingest -> validate. Later stages (sequences,
-pre-training, embedding, publishing to Feast, the ranker and its evaluation) join here as they are built;
+Stages so far: generate (unless input files are given) -> ingest -> sequences (daily snapshots over the
+data's time range) -> validate. Later stages (pre-training, embedding, publishing to Feast, the ranker and
+its evaluation) join here as they are built;
 until then the demo says what comes next instead of pretending. Outputs: ``<workdir>/lake`` and
 ``<workdir>/report/demo.json``. Re-running on the same workdir is idempotent.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 
 from duet.errors import DuetError, ValidationFailed
 
-NEXT_STAGES = ("sequences", "pretrain", "embed", "publish to Feast", "training set", "ranker", "evaluation")
+NEXT_STAGES = ("pretrain", "embed", "publish to Feast", "training set", "ranker", "evaluation")
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,30 @@ class DemoConfig:
     days: int = 14
 
 
+def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
+    """Daily 00:00 UTC snapshots from the day after the first click to the day after the last one."""
+    from pyspark.sql import functions as F
+
+    from duet.contracts import RAW_CLICKS
+
+    # As epoch microseconds: PySpark would turn a timestamp into the Python process's local time.
+    micros = F.unix_micros("click_ts")
+    row = spark.read.format("delta").load(RAW_CLICKS.location(lake)) \
+        .agg(F.min(micros).alias("lo"), F.max(micros).alias("hi")).first()
+    if row["lo"] is None:
+        raise DuetError("raw/clicks is empty: nothing to build sequences from")
+    day = lambda us: datetime.fromtimestamp(us / 1e6, UTC).date()  # noqa: E731
+    first = datetime.combine(day(row["lo"]), time(0), tzinfo=UTC) + timedelta(days=1)
+    last = datetime.combine(day(row["hi"]), time(0), tzinfo=UTC) + timedelta(days=1)
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
 def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     """Run the pipeline; return (and write) the demo report."""
     from duet.generate import GeneratorConfig, generate
     from duet.quality.runner import validate_lake
     from spark_jobs.ingest import IngestConfig, ingest
+    from spark_jobs.sequences import build_sequences
 
     work = Path(cfg.workdir)
     lake = str(work / "lake")
@@ -50,6 +71,11 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     for c in counts:
         print(c.line())
     report["ingest"] = [c.to_dict() for c in counts]
+    snapshots = demo_snapshots(spark, lake)
+    report["snapshots"] = [s.isoformat() for s in snapshots]
+    report["sequences"] = build_sequences(spark, lake, snapshots)
+    for path, figures in report["sequences"].items():
+        print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshots")
     quality = validate_lake(spark, lake)
     print(quality.summary())
     report["validation"] = quality.to_dict()

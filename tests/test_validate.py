@@ -11,6 +11,7 @@ from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
 from duet.quality.runner import validate_lake
 from spark_jobs.ingest import IngestConfig, ingest
+from spark_jobs.sequences import build_sequences, daily_snapshots
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +19,7 @@ def clean_lake(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("validate")
     s = generate(GeneratorConfig(users=300, days=7, seed=5), root / "gen")
     ingest(spark, IngestConfig(lake=str(root / "lake")), s.clicks_path, s.conversions_path)
+    build_sequences(spark, str(root / "lake"), daily_snapshots("2026-01-07", "2026-01-09"))
     return root / "lake"
 
 
@@ -30,7 +32,8 @@ def _copy(lake, tmp_path):
 def test_generated_lake_passes_and_results_are_written(spark, clean_lake):
     report = validate_lake(spark, str(clean_lake))
     assert report.success, report.summary()
-    assert [t.table for t in report.tables] == ["raw/clicks", "raw/conversions"]
+    assert [t.table for t in report.tables] == ["raw/clicks", "raw/conversions", "features/click_sequences",
+                                                "features/conversion_sequences"]
     assert all(t.evaluated >= 6 for t in report.tables)
     assert report.metrics["raw/conversions orphan rate"] == 0.0
     latest = json.loads((clean_lake / "_quality" / "latest.json").read_text())
@@ -84,3 +87,33 @@ def test_cli_exits_non_zero_naming_the_expectation(spark, clean_lake, tmp_path, 
     assert captured.err.strip().count("\n") == 0
     assert "raw/conversions: conversion_id is unique" in captured.err
     assert duet(["validate", "--lake", str(clean_lake)]) == 0
+
+
+def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(clean_lake, lake)
+    clicks, conv = f"delta.`{lake}/features/click_sequences`", f"delta.`{lake}/features/conversion_sequences`"
+    # One row's arrays out of order, another's misaligned with its length.
+    spark.sql(f"UPDATE {clicks} SET click_ts = reverse(click_ts) WHERE length > 1 AND user_id = "
+              f"'{spark.sql(f'SELECT min(user_id) FROM {clicks} WHERE length > 1').first()[0]}'")
+    spark.sql(f"UPDATE {clicks} SET length = length + 1 WHERE user_id = "
+              f"'{spark.sql(f'SELECT max(user_id) FROM {clicks}').first()[0]}'")
+    # A conversion that the platform only learned of after the snapshot, put in its user's sequence.
+    late = spark.sql("SELECT r.user_id, r.advertiser_id, r.conversion_type, "
+                     "unix_micros(r.conversion_ts) AS us "
+                     f"FROM delta.`{lake}/raw/conversions` r JOIN {conv} s ON r.user_id = s.user_id "
+                     "AND s.snapshot_ts = timestamp'2026-01-09' WHERE r.report_ts >= timestamp'2026-01-09' "
+                     "AND r.conversion_ts < timestamp'2026-01-09' LIMIT 1").first()
+    assert late is not None, "the generated data should have conversions reported after a snapshot"
+    spark.sql(f"UPDATE {conv} SET advertiser_ids = array('{late.advertiser_id}'), "
+              f"conversion_types = array('{late.conversion_type}'), "
+              f"conversion_ts = array(timestamp_micros({late.us})), attributed = array(false), length = 1 "
+              f"WHERE snapshot_ts = timestamp'2026-01-09' AND user_id = '{late.user_id}'")
+    failed = {t.table: t.failed for t in validate_lake(spark, str(lake)).tables}
+    assert failed["raw/clicks"] == [] and failed["raw/conversions"] == []
+    assert sorted(failed["features/click_sequences"]) == [
+        "features/click_sequences: arrays aligned, each as long as length",
+        "features/click_sequences: click_ts ascending"]
+    assert failed["features/conversion_sequences"] == [
+        "features/conversion_sequences: no conversion reported at or after the snapshot "
+        "(checked against raw/conversions)"]

@@ -18,10 +18,18 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from duet.contracts import QUARANTINE_TABLES, RAW_CLICKS, RAW_CONVERSIONS, RAW_TABLES, Table
-from duet.quality.suites import CLICKS_VIEW, QualityConfig, Suite, all_suites
+from duet.contracts import (
+    CLICK_SEQUENCES,
+    CONVERSION_SEQUENCES,
+    QUARANTINE_TABLES,
+    RAW_CLICKS,
+    RAW_CONVERSIONS,
+    RAW_TABLES,
+    Table,
+)
+from duet.quality.suites import QualityConfig, Suite, all_suites, view_name
 
-KNOWN_TABLES: tuple[Table, ...] = (*RAW_TABLES, *QUARANTINE_TABLES)
+KNOWN_TABLES: tuple[Table, ...] = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES)
 
 
 @dataclass
@@ -73,8 +81,7 @@ def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[T
 
     df = spark.read.format("delta").load(suite.table.location(lake))
     for other in suite.needs:
-        view = CLICKS_VIEW if other is RAW_CLICKS else other.path.replace("/", "_")
-        spark.read.format("delta").load(other.location(lake)).createOrReplaceTempView(view)
+        spark.read.format("delta").load(other.location(lake)).createOrReplaceTempView(view_name(other))
     name = suite.table.path.replace("/", "_")
     asset = context.data_sources.add_spark(name=f"{name}_source").add_dataframe_asset(name=name)
     batch = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
@@ -118,7 +125,10 @@ def validate_lake(spark: SparkSession, lake: str, cfg: QualityConfig | None = No
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     tables, raw_results = [], {}
-    for suite in all_suites(cfg, _present(spark, lake)):
+    present = _present(spark, lake)
+    properties = {path: spark.sql(f"DESCRIBE DETAIL delta.`{lake}/{path}`").first()["properties"]
+                  for path in present}
+    for suite in all_suites(cfg, present, properties):
         result, raw = _run_suite(context, spark, lake, suite)
         tables.append(result)
         raw_results[suite.table.path] = raw

@@ -4,7 +4,7 @@ A suite is built for a validation run because some bounds depend on it: no event
 run time plus ``future_slack`` (an event "from the future" is a clock or unit bug), none earlier than
 ``ParseRules.min_ts``. Cross-table checks (an attributed click must exist, belong to the same user and
 precede its conversion) are ``UnexpectedRowsExpectation`` queries that read the other table through a
-temporary view the runner registers (``raw_clicks``).
+temporary view the runner registers (``raw_clicks``, ``raw_conversions``: ``view_name``).
 
 GX 1.x ``ExpectColumnValueLengthsToEqual`` does not count array elements, so array sizes (later tables)
 are checked with ``UnexpectedRowsExpectation`` on Spark SQL ``size(col)``.
@@ -18,10 +18,26 @@ from datetime import datetime, timedelta
 import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
 
-from duet.contracts import QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS, RAW_CLICKS, RAW_CONVERSIONS, Table
+from duet.contracts import (
+    CLICK_SEQUENCES,
+    CONVERSION_SEQUENCES,
+    QUARANTINE_CLICKS,
+    QUARANTINE_CONVERSIONS,
+    RAW_CLICKS,
+    RAW_CONVERSIONS,
+    Table,
+)
 from spark_jobs.parse import ParseRules
+from spark_jobs.sequences import SequenceConfig
 
-CLICKS_VIEW = "raw_clicks"
+
+def view_name(table: Table) -> str:
+    """The temporary view under which a cross-table check reads ``table`` (raw/clicks -> raw_clicks)."""
+    return table.path.replace("/", "_")
+
+
+CLICKS_VIEW = view_name(RAW_CLICKS)
+CONVERSIONS_VIEW = view_name(RAW_CONVERSIONS)
 
 
 @dataclass(frozen=True)
@@ -115,12 +131,73 @@ def quarantine(table: Table) -> Suite:
     ])
 
 
-def all_suites(cfg: QualityConfig, present: set[str]) -> list[Suite]:
-    """The suites that apply to the tables present in the lake (by contract path)."""
+def _sequence_checks(t: Table, arrays: list[str], ts: str, lookback_s: int, cap: int) -> list[Expectation]:
+    sizes = " OR ".join(f"size({a}) <> length" for a in arrays)
+    return [
+        _columns(t),
+        *_not_null(t, t.columns),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "snapshot_ts"],
+                                            description=f"{t.path}: one row per (user_id, snapshot_ts)"),
+        gxe.ExpectColumnValuesToBeBetween(column="length", min_value=1, max_value=cap,
+                                          description=f"{t.path}: length within [1, {cap}]"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=f"SELECT user_id, snapshot_ts, length FROM {{batch}} WHERE {sizes}",
+            description=f"{t.path}: arrays aligned, each as long as length"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(
+                f"SELECT user_id, snapshot_ts FROM {{batch}} WHERE exists({ts}, x -> x >= snapshot_ts "
+                f"OR x < snapshot_ts - INTERVAL {lookback_s} SECONDS)"),
+            description=f"{t.path}: every {ts} before the snapshot and inside the {lookback_s} s lookback"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(f"SELECT user_id, snapshot_ts FROM {{batch}} "
+                                   f"WHERE {ts} <> array_sort({ts})"),
+            description=f"{t.path}: {ts} ascending"),
+    ]
+
+
+def click_sequences(props: dict[str, str]) -> Suite:
+    d = SequenceConfig().properties()
+    lookback = int(props.get("duet.sequences.click_lookback_s", d["duet.sequences.click_lookback_s"]))
+    cap = int(props.get("duet.sequences.max_clicks", d["duet.sequences.max_clicks"]))
+    t = CLICK_SEQUENCES
+    return Suite(t, _sequence_checks(t, ["ad_ids", "advertiser_ids", "click_ts"], "click_ts", lookback, cap))
+
+
+def conversion_sequences(props: dict[str, str]) -> Suite:
+    d = SequenceConfig().properties()
+    key_l, key_m = "duet.sequences.conversion_lookback_s", "duet.sequences.max_conversions"
+    lookback, cap = int(props.get(key_l, d[key_l])), int(props.get(key_m, d[key_m]))
+    t = CONVERSION_SEQUENCES
+    checks = _sequence_checks(t, ["advertiser_ids", "conversion_types", "conversion_ts", "attributed"],
+                              "conversion_ts", lookback, cap)
+    # Known only once reported: every element must match a raw conversion reported before the snapshot.
+    checks.append(gxe.UnexpectedRowsExpectation(
+        unexpected_rows_query=(
+            "SELECT q.* FROM (SELECT user_id, snapshot_ts, "
+            "inline(arrays_zip(advertiser_ids, conversion_types, conversion_ts)) FROM {batch}) q "
+            f"LEFT ANTI JOIN {CONVERSIONS_VIEW} r ON r.user_id = q.user_id "
+            "AND r.advertiser_id = q.advertiser_ids AND r.conversion_type = q.conversion_types "
+            "AND r.conversion_ts = q.conversion_ts AND r.report_ts < q.snapshot_ts"),
+        description=f"{t.path}: no conversion reported at or after the snapshot (checked against "
+                    "raw/conversions)"))
+    return Suite(t, checks, needs=(RAW_CONVERSIONS,))
+
+
+def all_suites(cfg: QualityConfig, present: set[str],
+               properties: dict[str, dict[str, str]] | None = None) -> list[Suite]:
+    """The suites that apply to the tables present in the lake (by contract path).
+
+    ``properties`` holds each table's Delta properties (the sequence windows they were built with).
+    """
+    properties = properties or {}
     suites = []
     if RAW_CLICKS.path in present:
         suites.append(raw_clicks(cfg))
     if RAW_CONVERSIONS.path in present:
         suites.append(raw_conversions(cfg, with_clicks=RAW_CLICKS.path in present))
     suites += [quarantine(t) for t in (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS) if t.path in present]
+    if CLICK_SEQUENCES.path in present:
+        suites.append(click_sequences(properties.get(CLICK_SEQUENCES.path, {})))
+    if CONVERSION_SEQUENCES.path in present and RAW_CONVERSIONS.path in present:
+        suites.append(conversion_sequences(properties.get(CONVERSION_SEQUENCES.path, {})))
     return suites

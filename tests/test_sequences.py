@@ -1,0 +1,222 @@
+"""Sequence features per snapshot: contract semantics on hand-made events, DuckDB parity, idempotence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from duet.contracts import RAW_CLICKS, RAW_CONVERSIONS
+from duet.generate import GeneratorConfig, generate
+from spark_jobs.sequences import SequenceConfig, build_sequences, daily_snapshots
+from tests.conftest import REPO
+from tests.reference_sequences import reference_sequences
+
+T = datetime(2026, 1, 10, tzinfo=UTC)          # the snapshot of the hand-made cases
+NOON = datetime(2026, 1, 10, 12, 30, tzinfo=UTC)  # a snapshot at a non-midnight instant
+
+
+def _ts(s: str) -> datetime:
+    return datetime.fromisoformat(s).replace(tzinfo=UTC)
+
+
+def _write_raw(spark, lake: Path, clicks: list[tuple], conversions: list[tuple]) -> None:
+    spark.createDataFrame(clicks, RAW_CLICKS.schema).write.format("delta").mode("overwrite") \
+        .save(RAW_CLICKS.location(lake))
+    spark.createDataFrame(conversions, RAW_CONVERSIONS.schema).write.format("delta").mode("overwrite") \
+        .save(RAW_CONVERSIONS.location(lake))
+
+
+def _rows(lake: Path, table: str) -> dict[tuple[str, datetime], dict]:
+    records = DeltaTable(str(lake / "features" / table)).to_pyarrow_table().to_pylist()
+    return {(r["user_id"], r["snapshot_ts"]): r for r in records}
+
+
+CFG = SequenceConfig(click_lookback=timedelta(days=3), conversion_lookback=timedelta(days=5),
+                     max_clicks=3, max_conversions=2)
+
+
+@pytest.fixture(scope="module")
+def hand_made(spark, tmp_path_factory):
+    lake = tmp_path_factory.mktemp("seq") / "lake"
+    clicks = [
+        # user a: boundaries of the window [T - 3 days, T)
+        ("a1", "a", "ad1", "adv1", _ts("2026-01-07 00:00:00")),   # exactly T - lookback: in
+        ("a2", "a", "ad2", "adv1", _ts("2026-01-10 00:00:00")),   # exactly T: out
+        ("a3", "a", "ad3", "adv2", _ts("2026-01-06 23:59:59.999999")),  # just before the window: out
+        # user b: more clicks than max_clicks, two at the same instant (id order)
+        ("b1", "b", "ad1", "adv1", _ts("2026-01-08 01:00:00")),
+        ("b2", "b", "ad2", "adv1", _ts("2026-01-08 02:00:00")),
+        ("b4", "b", "ad4", "adv1", _ts("2026-01-09 05:00:00")),
+        ("b3", "b", "ad3", "adv1", _ts("2026-01-09 05:00:00")),
+        ("b5", "b", "ad5", "adv3", _ts("2026-01-10 12:00:00")),   # only in the 12:30 snapshot
+    ]
+    conversions = [
+        # user a: converted before T but reported after T: out of T, in at 12:30
+        ("va1", "a", "adv1", "purchase", _ts("2026-01-09 10:00:00"), _ts("2026-01-10 08:00:00"), "a1", 5.0),
+        # user a: reported exactly at T: out of T
+        ("va2", "a", "adv1", "lead", _ts("2026-01-09 11:00:00"), _ts("2026-01-10 00:00:00"), None, None),
+        # user c: only conversions, unattributed; three of them with a cap of two; one too old
+        ("vc1", "c", "adv2", "purchase", _ts("2026-01-04 23:00:00"), _ts("2026-01-05 01:00:00"), None, 1.0),
+        ("vc2", "c", "adv2", "install", _ts("2026-01-05 00:00:00"), _ts("2026-01-05 00:00:00"), None, None),
+        ("vc4", "c", "adv3", "purchase", _ts("2026-01-08 00:00:00"), _ts("2026-01-08 00:01:00"), "x", 2.0),
+        ("vc3", "c", "adv4", "lead", _ts("2026-01-08 00:00:00"), _ts("2026-01-09 00:00:00"), None, None),
+    ]
+    _write_raw(spark, lake, clicks, conversions)
+    build_sequences(spark, str(lake), [T, NOON], CFG)
+    return lake
+
+
+def test_click_window_boundaries(hand_made):
+    rows = _rows(hand_made, "click_sequences")
+    a = rows[("a", T)]
+    assert list(a["ad_ids"]) == ["ad1"] and a["length"] == 1          # T - lookback in, T out, earlier out
+    assert [t.isoformat() for t in a["click_ts"]] == ["2026-01-07T00:00:00+00:00"]
+    # At 12:30 the click at exactly T (00:00) is known; the window now starts 01-07 12:30.
+    assert list(rows[("a", NOON)]["ad_ids"]) == ["ad2"]
+
+
+def test_most_recent_kept_in_ascending_time_then_id_order(hand_made):
+    rows = _rows(hand_made, "click_sequences")
+    b = rows[("b", T)]
+    # b1, b2, b3, b4 qualify; b3 and b4 share an instant so id orders them; the last 3 are kept.
+    assert list(b["ad_ids"]) == ["ad2", "ad3", "ad4"] and b["length"] == 3
+    assert list(b["advertiser_ids"]) == ["adv1"] * 3
+    assert list(rows[("b", NOON)]["ad_ids"]) == ["ad3", "ad4", "ad5"]
+
+
+def test_conversions_known_only_once_reported(hand_made):
+    rows = _rows(hand_made, "conversion_sequences")
+    assert ("a", T) not in rows                                       # reported at 08:00 and at T exactly
+    a = rows[("a", NOON)]
+    assert list(a["conversion_types"]) == ["purchase", "lead"] and list(a["attributed"]) == [True, False]
+
+
+def test_users_with_only_conversions_unattributed_and_capped(hand_made):
+    clicks, conversions = _rows(hand_made, "click_sequences"), _rows(hand_made, "conversion_sequences")
+    assert ("c", T) not in clicks
+    c = conversions[("c", T)]
+    # vc1 is older than T - 5 days; vc2 is exactly at it; vc3/vc4 share an instant: id order; cap 2.
+    assert list(c["advertiser_ids"]) == ["adv4", "adv3"] and list(c["attributed"]) == [False, True]
+    assert [t.isoformat() for t in c["conversion_ts"]] == ["2026-01-08T00:00:00+00:00"] * 2
+    assert c["length"] == 2
+
+
+def test_tables_are_partitioned_with_change_data_feed(spark, hand_made):
+    for table in ("click_sequences", "conversion_sequences"):
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{hand_made}/features/{table}`").first()
+        assert detail["partitionColumns"] == ["snapshot_ts"]
+        assert detail["properties"]["delta.enableChangeDataFeed"] == "true"
+        assert detail["properties"]["duet.sequences.max_clicks"] == "3"
+
+
+@pytest.fixture(scope="module")
+def generated_lake(spark, tmp_path_factory):
+    """About 1M generated clicks written as the raw tables."""
+    root = tmp_path_factory.mktemp("seqgen")
+    s = generate(GeneratorConfig(users=18_000, days=14, seed=21), root / "events")
+    assert s.clicks >= 1_000_000
+    lake = root / "lake"
+    for path, table in ((s.clicks_path, RAW_CLICKS), (s.conversions_path, RAW_CONVERSIONS)):
+        spark.read.parquet(path).write.format("delta").save(table.location(lake))
+    return lake
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    return table.sort_by([("user_id", "ascending"), ("snapshot_ts", "ascending")])
+
+
+@pytest.mark.slow
+def test_spark_equals_the_duckdb_reference_on_a_million_clicks(spark, generated_lake):
+    snapshots = daily_snapshots("2026-01-08", "2026-01-13") + [_ts("2026-01-16 07:45:00")]
+    cfg = SequenceConfig(click_lookback=timedelta(days=7), conversion_lookback=timedelta(days=10))
+    build_sequences(spark, str(generated_lake), snapshots, cfg)
+    expected = reference_sequences(str(generated_lake), snapshots, 7 * 86400, 10 * 86400, 64, 16)
+    for name, want in expected.items():
+        got = _sorted(DeltaTable(str(generated_lake / "features" / name)).to_pyarrow_table())
+        got = pa.Table.from_batches(got.to_batches())  # plain (not view) string types, like DuckDB's
+        want = want.cast(got.schema)
+        assert got.num_rows == want.num_rows > 30_000
+        assert got.equals(want), name
+    capped = expected["click_sequences"].column("length").to_pylist()
+    assert max(capped) == 64 and min(capped) == 1
+
+
+def test_rerun_is_identical_and_change_feed_shows_only_real_changes(spark, tmp_path):
+    lake = tmp_path / "lake"
+    clicks = [("c1", "u1", "ad1", "adv1", _ts("2026-01-09 10:00:00")),
+              ("c2", "u2", "ad1", "adv1", _ts("2026-01-09 11:00:00"))]
+    conversions = [("v1", "u1", "adv1", "purchase", _ts("2026-01-09 12:00:00"), _ts("2026-01-09 13:00:00"),
+                    "c1", None)]
+    _write_raw(spark, lake, clicks, conversions)
+    table = f"delta.`{lake}/features/click_sequences`"
+    assert build_sequences(spark, str(lake), [T])["features/click_sequences"]["mode"] == "append"
+    before = spark.read.format("delta").load(f"{lake}/features/click_sequences").orderBy("user_id").collect()
+
+    report = build_sequences(spark, str(lake), [T])
+    assert report["features/click_sequences"] == {"rows": 2, "snapshots": 1, "mode": "merge"}
+    after = spark.read.format("delta").load(f"{lake}/features/click_sequences").orderBy("user_id").collect()
+    assert before == after
+    assert spark.sql(f"SELECT count(*) FROM {table} GROUP BY user_id, snapshot_ts HAVING count(*) > 1"
+                     ).count() == 0
+    version = spark.sql(f"DESCRIBE HISTORY {table}").agg({"version": "max"}).first()[0]
+    assert _changes(spark, lake, version).count() == 0  # a re-run with the same data changes no row
+
+    # A late click for u1 and u2 gone (say, deleted upstream): only those rows change.
+    late = [("c0", "u1", "ad9", "adv9", _ts("2026-01-08 10:00:00")), clicks[0]]
+    _write_raw(spark, lake, late, conversions)
+    build_sequences(spark, str(lake), [T])
+    changes = _changes(spark, lake, version + 1).collect()
+    assert sorted((r.user_id, r._change_type) for r in changes) == [
+        ("u1", "update_postimage"), ("u1", "update_preimage"), ("u2", "delete")]
+
+
+def _changes(spark, lake: Path, since: int):
+    return (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", since)
+            .load(f"{lake}/features/click_sequences").select("user_id", "_change_type"))
+
+
+@pytest.mark.slow
+def test_a_killed_run_leaves_the_previous_version_and_a_rerun_converges(spark, tmp_path):
+    root = tmp_path
+    s = generate(GeneratorConfig(users=6000, days=14, seed=4), root / "events")
+    lake = root / "lake"
+    for path, table in ((s.clicks_path, RAW_CLICKS), (s.conversions_path, RAW_CONVERSIONS)):
+        spark.read.parquet(path).write.format("delta").save(table.location(lake))
+    build_sequences(spark, str(lake), [T])
+    target = lake / "features" / "click_sequences"
+    version = DeltaTable(str(target)).version()
+    before = _sorted(DeltaTable(str(target)).to_pyarrow_table())
+
+    cmd = [sys.executable, "-m", "duet.cli", "sequences", "--lake", str(lake), "--from", "2026-01-06",
+           "--to", "2026-01-19", "--master", "local[1]"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    existing = {p for p in target.rglob("*.parquet")}
+    deadline = time.monotonic() + 300
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if {p for p in target.rglob("*.parquet")} - existing:  # data files of the new version appear
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed, "the job finished before it could be killed mid-write; make the data larger"
+    assert DeltaTable(str(target)).version() == version
+    assert _sorted(DeltaTable(str(target)).to_pyarrow_table()).equals(before)
+
+    snapshots = daily_snapshots("2026-01-06", "2026-01-19")
+    build_sequences(spark, str(lake), snapshots)
+    expected = reference_sequences(str(lake), snapshots, 30 * 86400, 90 * 86400, 64, 16)
+    got = _sorted(DeltaTable(str(target)).to_pyarrow_table())
+    got = pa.Table.from_batches(got.to_batches())
+    assert got.equals(expected["click_sequences"].cast(got.schema))
