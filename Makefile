@@ -16,6 +16,7 @@ test: setup
 
 bench: setup
 	.venv/bin/python -m benchmarks.ingest_throughput
+	.venv/bin/python -m benchmarks.sequences_vs_duckdb
 
 lint: setup
 	.venv/bin/ruff check .

@@ -163,9 +163,12 @@ def row_numbers(df: DataFrame) -> tuple[Column, int]:
     Needs one aggregation over ``df`` (cache it first); the expression uses ``_pid``/``_idx``.
     """
     sizes = sorted((r["_pid"], r["n"]) for r in df.groupBy("_pid").agg(F.count("*").alias("n")).collect())
-    offset = F.lit(0).cast("long")
-    total = 0
+    offsets, total = [], 0
     for pid, n in sizes:
-        offset = F.when(F.col("_pid") == pid, F.lit(total)).otherwise(offset)
+        offsets += [F.lit(pid), F.lit(total)]
         total += n
-    return (offset + F.col("_idx") + 1).cast("long"), total
+    if not offsets:
+        return F.lit(None).cast("long"), 0
+    # One map literal, whatever the number of input partitions.
+    offset = F.element_at(F.create_map(*offsets), F.col("_pid")).cast("long")
+    return offset + F.col("_idx") + 1, total

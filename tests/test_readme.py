@@ -28,7 +28,12 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "PASS raw/clicks" in result.stdout and "PASS raw/conversions" in result.stdout
+    tables = ("raw/clicks", "raw/conversions", "features/click_sequences", "features/conversion_sequences")
+    for table in tables:
+        assert f"PASS {table}" in result.stdout
     assert "read 10000 = ingested 9252 + already present 0 + quarantined 0 + skipped 748" in result.stdout
     clicks = DeltaTable(str(tmp_path / "lake/raw/clicks")).to_pyarrow_table()
     assert clicks.num_rows > 9046
+    snapshots = set(DeltaTable(str(tmp_path / "lake/features/click_sequences")).to_pyarrow_table()
+                    .column("snapshot_ts").to_pylist())
+    assert len(snapshots) == 6  # five daily snapshots and one at 12:30
