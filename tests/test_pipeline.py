@@ -17,7 +17,11 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
     clicks = report["ingest"][0]
     assert clicks["read"] == generated["clicks"] == clicks["ingested"]
     assert report["validation"]["success"] is True
-    assert "sequences" in report["not_built_yet"]
+    assert "pretrain" in report["not_built_yet"] and "sequences" not in report["not_built_yet"]
+    # Daily snapshots from the day after the first click to the day after the last: 5 days of data.
+    assert report["snapshots"][0] == "2026-01-06T00:00:00+00:00" and len(report["snapshots"]) == 5
+    sequences = report["sequences"]["features/click_sequences"]
+    assert sequences["snapshots"] == 5 and sequences["rows"] > 200  # most of 200 users, several snapshots
     assert DeltaTable(str(tmp_path / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
         generated["conversions"]
     tables = ("raw/clicks", "raw/conversions")
@@ -28,5 +32,11 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
     again = json.loads((tmp_path / "report" / "demo.json").read_text())
     assert again["ingest"][0]["ingested"] == 0
     assert again["ingest"][0]["already_present"] == generated["clicks"]
-    # Nothing new: no commit at all on the raw tables.
+    # Nothing new: no commit at all on the raw tables, and not one changed row in the sequences.
     assert versions == {t: DeltaTable(str(tmp_path / "lake" / t)).version() for t in versions}
+    for table in ("click_sequences", "conversion_sequences"):
+        path = str(tmp_path / "lake" / "features" / table)
+        latest = DeltaTable(path).version()
+        changes = spark.read.format("delta").option("readChangeFeed", "true") \
+            .option("startingVersion", latest).load(path)
+        assert changes.count() == 0
