@@ -8,7 +8,7 @@ the range, so every snapshot has a full 30-day click window where the data allow
   Delta tables (partitioned, change data feed on);
 * DuckDB: a fresh Python process that reads the raw tables with `deltalake`, runs the reference SQL of
   tests/reference_sequences.py (join events to snapshots, rank, aggregate) once per snapshot, and writes
-  the results as Parquet files with COPY. (All snapshots in one query ran out of memory at 30 snapshots.)
+  the results as Parquet files with COPY (one query per snapshot bounds DuckDB's memory).
 
 Both use the machine's cores (Spark local[*], DuckDB's default threads). The ratio is Spark / DuckDB.
 Prints one JSON object per run and a final JSON list.
@@ -63,8 +63,8 @@ con.register("conversions", DeltaTable(f"{lake}/raw/conversions").to_pyarrow_tab
 con.execute("SET preserve_insertion_order = false")
 for name, sql, lookback, cap in (("click_sequences", CLICKS_SQL, 30 * 86400, 64),
                                  ("conversion_sequences", CONVERSIONS_SQL, 90 * 86400, 16)):
-    # One snapshot per query: all of them in one join needs more than this machine's 24 GiB at 30
-    # snapshots (DuckDB ran out of memory at 1M clicks).
+    # One snapshot per query keeps memory bounded at 16M clicks x 30 snapshots (the all-in-one join
+    # holds every (event, snapshot) pair); at 4M x 30 all-in-one was 15% faster (27.9 s vs 32.9 s).
     for i, snapshot in enumerate(snapshots):
         con.execute(f"COPY ({sql}) TO '{out}/{name}-{i:03d}.parquet' (FORMAT parquet)",
                     {"snapshots": [snapshot], "lookback_s": lookback, "cap": cap})

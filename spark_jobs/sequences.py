@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -98,11 +99,13 @@ def _snapshot_array(snapshots: list[datetime]) -> Column:
     return F.array(*[F.lit(s) for s in snapshots])
 
 
-def _per_snapshot(events: DataFrame, order: list[str], keep: Column, snapshots: list[datetime],
-                  cap: int) -> DataFrame:
+def _per_snapshot(events: DataFrame, order: list[str], keep: Callable[[Column, Column], Column],
+                  snapshots: list[datetime], cap: int) -> DataFrame:
     """Group ``events`` per user into an array sorted by ``order``; emit one row per (user, snapshot)
-    holding the last ``cap`` events for which ``keep`` (a function of element ``e`` and snapshot ``T``
-    given as columns named ``e`` and ``T`` via lambdas) holds. Users with none are dropped."""
+    holding the last ``cap`` events ``e`` for which ``keep(e, T)`` holds at snapshot ``T``.
+
+    -> (user_id, snapshot_ts, seq: array<struct of the event columns>); users with no event are dropped.
+    """
     ordered = F.struct(*[F.col(c) for c in order], *[F.col(c) for c in events.columns if c not in order
                                                       and c != "user_id"])
     per_user = events.groupBy("user_id").agg(F.array_sort(F.collect_list(ordered)).alias("events"))
