@@ -16,14 +16,14 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*DUET, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
-@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["validate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["sequences"], ["validate"], ["demo"]])
 def test_help(command):
     result = _run(*command, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: duet")
 
 
-@pytest.mark.parametrize("command", [["ingest"], ["validate"], ["demo"]])
+@pytest.mark.parametrize("command", [["ingest"], ["sequences"], ["validate"], ["demo"]])
 def test_spark_commands_take_master_and_conf(command):
     out = _run(*command, "--help").stdout
     assert "--master" in out and "--conf KEY=VALUE" in out
@@ -37,6 +37,10 @@ def test_spark_commands_take_master_and_conf(command):
         (["ingest", "--lake", "x", "--events", "e.csv"], "--format taobao --events FILE"),
         (["ingest", "--lake", "x", "--clicks", "README.md"], "cannot tell the format"),
         (["generate", "--out", "x", "--users", "0"], "invalid generator setting(s): users"),
+        (["sequences", "--lake", "x", "--from", "2026-01-01"], "--from and --to go together"),
+        (["sequences", "--lake", "x"], "no snapshot given"),
+        (["sequences", "--lake", "x", "--snapshot", "yesterday"], "cannot read snapshot 'yesterday'"),
+        (["sequences", "--lake", "x", "--snapshot", "2026-01-02", "--max-clicks", "0"], "at least 1"),
         (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv", "--conf", "novalue"],
          "--conf expects key=value"),
         (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv",
