@@ -205,11 +205,13 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
     if not snapshots:
         raise DuetError("no snapshot given: use --snapshot TS (repeatable) or --from D --to D")
     snapshots = sorted(set(snapshots))
-    report = {}
-    for raw, table, build in ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences),
-                              (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences)):
+    jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences),
+            (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences))
+    for raw, _, _ in jobs:  # both inputs must be there before either table is written
         if not DeltaTable.isDeltaTable(spark, raw.location(lake)):
             raise DuetError(f"{raw.location(lake)} is not a Delta table: run `duet ingest` first")
+    report = {}
+    for raw, table, build in jobs:
         rows = build(spark.read.format("delta").load(raw.location(lake)), snapshots, cfg)
         mode = write_snapshots(spark, table, lake, rows, snapshots, cfg)
         counts = (spark.read.format("delta").load(table.location(lake))
