@@ -40,6 +40,7 @@ from duet.errors import DuetError
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
 from spark_jobs.readers import KIND_COLUMNS, check_exists, format_of, read_input, row_numbers
+from spark_jobs.submit_entry import submit_main
 
 RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
 QUARANTINE = {"clicks": QUARANTINE_CLICKS, "conversions": QUARANTINE_CONVERSIONS}
@@ -266,18 +267,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> list[FileCounts]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point: the master and jars come from spark-submit."""
-    from duet.spark import spark_session
-
-    parser = argparse.ArgumentParser(prog="ingest.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(spark_session(app_name="duet-ingest"), args)
-    except DuetError as e:
-        print(f"ingest: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """spark-submit entry point (``infra/submit.sh -- ingest ...``)."""
+    return submit_main("ingest", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from pyspark.sql import functions as F
 
 from duet.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, RAW_CLICKS, RAW_CONVERSIONS, Table
 from duet.errors import DuetError
+from spark_jobs.submit_entry import submit_main
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 
@@ -258,18 +259,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point."""
-    from duet.spark import spark_session
-
-    parser = argparse.ArgumentParser(prog="sequences.py", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(spark_session(app_name="duet-sequences"), args)
-    except DuetError as e:
-        print(f"sequences: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    """spark-submit entry point (``infra/submit.sh -- sequences ...``)."""
+    return submit_main("sequences", __doc__.splitlines()[0], add_arguments, run, argv)
 
 
 if __name__ == "__main__":
