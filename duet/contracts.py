@@ -8,6 +8,7 @@ stage package or start Spark.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,15 @@ class Table:
     schema: T.StructType
 
     def location(self, lake: str | Path) -> str:
-        """The table's folder under ``lake`` (a local path or any Hadoop URI such as s3a://...)."""
-        return f"{str(lake).rstrip('/')}/{self.path}"
+        """The table's folder under ``lake`` (a local path or any Hadoop URI such as s3a://...).
+
+        A relative local path is made absolute against this process's working directory: Spark would
+        resolve it against the JVM's, and Delta's SQL ``delta.`path``` does not take relative paths.
+        """
+        root = str(lake).rstrip("/")
+        if "://" not in root:
+            root = os.path.abspath(root)
+        return f"{root}/{self.path}"
 
     @property
     def columns(self) -> list[str]:

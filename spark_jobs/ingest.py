@@ -39,7 +39,7 @@ from duet.contracts import (
 from duet.errors import DuetError
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
-from spark_jobs.readers import KIND_COLUMNS, check_exists, format_of, read_input, row_numbers
+from spark_jobs.readers import KIND_COLUMNS, check_exists, format_of, read_input, resolve, row_numbers
 from spark_jobs.submit_entry import submit_main
 
 RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
@@ -189,6 +189,7 @@ def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataF
 def ingest_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
                 fmt: str | None = None) -> FileCounts:
     """Ingest one clicks or conversions file; return its conservation account."""
+    path = resolve(path)
     frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         row_number, total = row_numbers(frame)

@@ -16,6 +16,7 @@ required columns, an unknown column in a conversions file) raise ``InputError`` 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -45,6 +46,11 @@ def format_of(path: str, fmt: str | None) -> str:
         raise InputError(f"cannot tell the format of {path} from its extension; "
                          "pass --format csv|parquet|jsonl")
     return by_ext[suffix]
+
+
+def resolve(path: str) -> str:
+    """A relative local path made absolute against this process's directory (the JVM has its own)."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def check_exists(path: str) -> None:
@@ -154,7 +160,7 @@ def read_input(spark: SparkSession, path: str, kind: str, fmt: str | None = None
     check_exists(path)
     fmt = format_of(path, fmt)
     reader = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}[fmt]
-    return reader(spark, path, kind)
+    return reader(spark, resolve(path), kind)
 
 
 def row_numbers(df: DataFrame) -> tuple[Column, int]:

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.ingest import FileCounts, IngestConfig, check_balance, ingest_frame
-from spark_jobs.readers import CORRUPT, check_exists, has_bad_bytes, row_numbers, with_positions
+from spark_jobs.readers import CORRUPT, check_exists, has_bad_bytes, resolve, row_numbers, with_positions
 
 TAOBAO_COLUMNS = ("user", "item", "category", "behavior", "ts")
 BEHAVIORS = ("pv", "buy", "cart", "fav")
@@ -32,6 +32,7 @@ SKIPPED_BEHAVIORS = ("cart", "fav")
 def read_taobao(spark: SparkSession, path: str) -> DataFrame:
     """The file as strings with ``_record``, ``_malformed``, ``_pid``, ``_idx`` (see spark_jobs.readers)."""
     check_exists(path)
+    path = resolve(path)
     schema = T.StructType([T.StructField(c, T.StringType()) for c in (*TAOBAO_COLUMNS, CORRUPT)])
     df = (spark.read.schema(schema).option("header", False).option("mode", "PERMISSIVE")
           .option("columnNameOfCorruptRecord", CORRUPT).csv(path))
@@ -81,6 +82,7 @@ def to_events(events: DataFrame, attribution_window_s: float) -> tuple[DataFrame
 
 def ingest_taobao(spark: SparkSession, cfg: IngestConfig, path: str) -> FileCounts:
     """Ingest one Taobao UserBehavior file into raw/clicks and raw/conversions."""
+    path = resolve(path)
     events = read_taobao(spark, path).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         row_number, total = row_numbers(events)

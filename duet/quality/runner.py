@@ -70,10 +70,12 @@ class LakeReport:
                 "tables": [t.__dict__ for t in self.tables], "results_dir": self.results_dir}
 
 
-def _present(spark: SparkSession, lake: str) -> set[str]:
+def _present(spark: SparkSession, lake: str) -> dict[str, dict[str, str]]:
+    """The duet tables under ``lake``, by contract path, with their Delta properties."""
     from delta.tables import DeltaTable
 
-    return {t.path for t in KNOWN_TABLES if DeltaTable.isDeltaTable(spark, t.location(lake))}
+    return {t.path: DeltaTable.forPath(spark, t.location(lake)).detail().first()["properties"]
+            for t in KNOWN_TABLES if DeltaTable.isDeltaTable(spark, t.location(lake))}
 
 
 def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[TableResult, dict]:
@@ -125,10 +127,8 @@ def validate_lake(spark: SparkSession, lake: str, cfg: QualityConfig | None = No
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     tables, raw_results = [], {}
-    present = _present(spark, lake)
-    properties = {path: spark.sql(f"DESCRIBE DETAIL delta.`{lake}/{path}`").first()["properties"]
-                  for path in present}
-    for suite in all_suites(cfg, present, properties):
+    properties = _present(spark, lake)
+    for suite in all_suites(cfg, set(properties), properties):
         result, raw = _run_suite(context, spark, lake, suite)
         tables.append(result)
         raw_results[suite.table.path] = raw
