@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -37,3 +38,16 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     snapshots = set(DeltaTable(str(tmp_path / "lake/features/click_sequences")).to_pyarrow_table()
                     .column("snapshot_ts").to_pylist())
     assert len(snapshots) == 6  # five daily snapshots and one at 12:30
+
+
+@pytest.mark.integration
+def test_make_demo_runs_as_the_readme_says(tmp_path):
+    # A relative WORKDIR, as in the README's default (demo-work): paths resolve against make's directory.
+    workdir = os.path.relpath(tmp_path / "demo", REPO)
+    result = subprocess.run(["make", "demo", f"WORKDIR={workdir}"], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "demo" / "report" / "demo.json").read_text())
+    assert report["validation"]["success"] is True
+    assert report["ingest"][0]["ingested"] == report["generated"]["clicks"]
+    assert report["sequences"]["features/click_sequences"]["rows"] > 0
