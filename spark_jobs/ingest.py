@@ -207,16 +207,20 @@ def check_balance(counts: FileCounts) -> None:
         raise DuetError(f"row accounting does not add up, this is a bug: {counts.line()}")
 
 
-def ingest(spark: SparkSession, cfg: IngestConfig, clicks: str | None = None,
-           conversions: str | None = None, fmt: str | None = None) -> list[FileCounts]:
-    """Ingest the given files (clicks first, then conversions); return one account per file."""
+def check_inputs(clicks: str | None, conversions: str | None, fmt: str | None) -> None:
+    """Check every file before anything is written, so a typo in the second path writes nothing."""
     if not clicks and not conversions:
         raise DuetError("nothing to ingest: give --clicks FILE and/or --conversions FILE")
-    # Check every file before writing anything, so a typo in the second path writes nothing.
     for path in (clicks, conversions):
         if path:
             check_exists(path)
             format_of(path, fmt)
+
+
+def ingest(spark: SparkSession, cfg: IngestConfig, clicks: str | None = None,
+           conversions: str | None = None, fmt: str | None = None) -> list[FileCounts]:
+    """Ingest the given files (clicks first, then conversions); return one account per file."""
+    check_inputs(clicks, conversions, fmt)
     results = []
     if clicks:
         results.append(ingest_file(spark, cfg, "clicks", clicks, fmt))
@@ -243,13 +247,10 @@ def check_args(args: argparse.Namespace) -> None:
     taobao = args.format == "taobao" or args.events
     if taobao and (args.format != "taobao" or not args.events or args.clicks or args.conversions):
         raise DuetError("the Taobao layout takes exactly: --format taobao --events FILE")
-    if not taobao and not args.clicks and not args.conversions:
-        raise DuetError("nothing to ingest: give --clicks FILE and/or --conversions FILE")
-    for path in (args.events, args.clicks, args.conversions):
-        if path:
-            check_exists(path)
-            if not taobao:
-                format_of(path, args.format)
+    if taobao:
+        check_exists(args.events)
+    else:
+        check_inputs(args.clicks, args.conversions, args.format)
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> list[FileCounts]:
