@@ -29,7 +29,7 @@ CLICKS_PER_USER = 14 * 4.0  # 14 days x 4 clicks per user-day on average
 
 REFERENCE = """
 import sys
-from duet.spark import spark_session
+from core.spark import spark_session
 spark = spark_session(app_name="bench-reference")
 lake = sys.argv[1]
 for name in ("clicks", "conversions"):

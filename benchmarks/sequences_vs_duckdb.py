@@ -38,8 +38,8 @@ CLICKS_PER_USER = DAYS * 4.0
 
 WRITE_RAW = """
 import sys
-from duet.contracts import RAW_CLICKS, RAW_CONVERSIONS
-from duet.spark import spark_session
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
+from core.spark import spark_session
 spark = spark_session(app_name="bench-raw")
 events, lake = sys.argv[1], sys.argv[2]
 for name, table in (("clicks", RAW_CLICKS), ("conversions", RAW_CONVERSIONS)):

@@ -1,9 +1,11 @@
-"""duet: Dual User Embedding Transformers as a product.
+"""duet: Dual User Embedding Transformers as a product; this package is the conductor.
 
-This package holds what every stage shares (the table contracts, typed configs, the Spark session
-factory, errors) and the conductor on top (the ``duet`` command line and the pipeline). Stage packages
-(``spark_jobs``, ``encoders``, ``ranker``) import from here; this package's shared modules never import
-a stage, only the conductor (``duet.cli``, ``duet.pipeline``) does.
+The conductor sits on top of the house and is the only code that knows every stage: the ``duet`` command
+line (``duet.cli``, also behind spark-submit through ``duet.submit_entry``), the demo pipeline
+(``duet.pipeline``) and the synthetic event generator (``duet.generate``, which needs only ``core``).
+What every stage shares (contracts, errors, the Spark factory, the quality runner) is the base package
+``core``; the stages are ``spark_jobs``, ``encoders``, ``feature_repo`` and ``ranker``. Nothing below
+imports this package (``tests/test_layers.py``).
 """
 
 __version__ = "0.1.0"

@@ -1,8 +1,12 @@
 """The ``duet`` command line: the conductor that knows every stage.
 
-Each sub-command parses its arguments, builds at most one SparkSession (``duet.spark``) and calls a stage.
-Failures a user can fix (``DuetError``) print ``duet: error: <one line>`` and exit 1; anything else is a
-bug and prints its first line plus a hint to re-run with ``--verbose`` for the traceback.
+Every sub-command's arguments are defined here, and only here: each handler turns them into the stage's
+typed config, checks what can be checked before Spark starts, builds at most one SparkSession
+(``core.spark``) and calls the stage. Building the parser imports no stage and no Spark, so ``duet --help``
+and ``duet generate`` stay fast; stages are imported inside the handlers. Failures a user can fix
+(``DuetError``) print ``duet: error: <one line>`` and exit 1; anything else is a bug and prints its first
+line plus a hint to re-run with ``--verbose`` for the traceback. Under spark-submit the same ``main`` runs
+through ``duet.submit_entry``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ import argparse
 import json
 import sys
 import traceback
-from datetime import date
+from datetime import date, timedelta
 
-from duet.errors import DuetError, ValidationFailed
+from core.errors import DuetError, ValidationFailed
 
 
 def _spark_options(p: argparse.ArgumentParser) -> None:
@@ -24,7 +28,7 @@ def _spark_options(p: argparse.ArgumentParser) -> None:
 
 
 def _spark(args: argparse.Namespace, app: str):
-    from duet.spark import parse_conf, spark_session
+    from core.spark import parse_conf, spark_session
 
     return spark_session(master=args.master, conf=parse_conf(args.conf), app_name=f"duet-{app}",
                          verbose=args.verbose)
@@ -41,25 +45,53 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from spark_jobs.ingest import check_args, run
+    from spark_jobs.ingest import IngestConfig, check_inputs, ingest
+    from spark_jobs.readers import check_exists
+    from spark_jobs.taobao import ingest_taobao
 
-    check_args(args)  # fail on a bad path before paying for a Spark start
-    run(_spark(args, "ingest"), args)
+    taobao = args.format == "taobao" or args.events
+    if taobao and (args.format != "taobao" or not args.events or args.clicks or args.conversions):
+        raise DuetError("the Taobao layout takes exactly: --format taobao --events FILE")
+    # A missing or empty file fails before paying for a Spark start.
+    if taobao:
+        check_exists(args.events)
+    else:
+        check_inputs(args.clicks, args.conversions, args.format)
+    cfg = IngestConfig(lake=args.lake, attribution_window_s=args.attribution_window_days * 86_400)
+    spark = _spark(args, "ingest")
+    if taobao:
+        results = [ingest_taobao(spark, cfg, args.events)]
+    else:
+        results = ingest(spark, cfg, args.clicks, args.conversions, args.format)
+    for r in results:
+        print(r.line())
     return 0
 
 
 def _cmd_sequences(args: argparse.Namespace) -> int:
-    from spark_jobs.sequences import config_from_args, run, snapshots_from_args
+    from core.snapshots import check_snapshots, daily_snapshots, parse_snapshot
+    from spark_jobs.sequences import SequenceConfig, build_sequences
 
-    snapshots_from_args(args), config_from_args(args)  # fail on bad arguments before Spark starts
-    run(_spark(args, "sequences"), args)
+    # Every argument is checked before Spark starts.
+    if bool(args.date_from) != bool(args.date_to):
+        raise DuetError("--from and --to go together")
+    snapshots = [parse_snapshot(s) for s in args.snapshot]
+    if args.date_from:
+        snapshots += daily_snapshots(args.date_from, args.date_to)
+    snapshots = check_snapshots(snapshots)
+    cfg = SequenceConfig(click_lookback=timedelta(days=args.click_lookback_days),
+                         conversion_lookback=timedelta(days=args.conversion_lookback_days),
+                         max_clicks=args.max_clicks, max_conversions=args.max_conversions)
+    report = build_sequences(_spark(args, "sequences"), args.lake, snapshots, cfg)
+    for path, figures in report.items():
+        print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshot(s) ({figures['mode']})")
     return 0
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from duet.quality.runner import validate_lake
+    from duet.pipeline import validate
 
-    report = validate_lake(_spark(args, "validate"), args.lake)
+    report = validate(_spark(args, "validate"), args.lake)
     print(report.summary())
     if not report.tables:
         raise ValidationFailed(f"no duet tables under {args.lake}: is it the lake root?")
@@ -96,17 +128,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of conversions with no attributed click (default 0.3)")
     p.set_defaults(handler=_cmd_generate)
 
-    from spark_jobs.ingest import add_arguments as ingest_arguments
-
     p = sub.add_parser("ingest", help="ingest event files into raw/* Delta tables (rejects to quarantine/*)")
-    ingest_arguments(p)
+    p.add_argument("--lake", required=True, help="lake root folder or URI (tables go under it)")
+    p.add_argument("--clicks", help="clicks file in the raw layout (CSV with header, Parquet, JSONL)")
+    p.add_argument("--conversions", help="conversions file in the raw layout")
+    p.add_argument("--events", help="Taobao UserBehavior CSV (with --format taobao)")
+    p.add_argument("--format", choices=["csv", "parquet", "jsonl", "taobao"],
+                   help="input format (default: from the file extension)")
+    p.add_argument("--attribution-window-days", type=float, default=7.0,
+                   help="Taobao layout: a buy is attributed to the same user's latest pv of the item "
+                        "at most this long before it (default 7)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_ingest)
 
-    from spark_jobs.sequences import add_arguments as sequence_arguments
-
     p = sub.add_parser("sequences", help="build per-user click and conversion sequences per snapshot")
-    sequence_arguments(p)
+    p.add_argument("--lake", required=True, help="lake root (reads raw/*, writes features/*)")
+    p.add_argument("--snapshot", action="append", default=[], metavar="TS",
+                   help="snapshot instant or date (00:00 UTC), repeatable")
+    p.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="D", help="last daily snapshot (inclusive)")
+    p.add_argument("--click-lookback-days", type=float, default=30.0)
+    p.add_argument("--conversion-lookback-days", type=float, default=90.0)
+    p.add_argument("--max-clicks", type=int, default=64)
+    p.add_argument("--max-conversions", type=int, default=16)
     _spark_options(p)
     p.set_defaults(handler=_cmd_sequences)
 

@@ -39,8 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from duet.contracts import CLICKS_ARROW, CONVERSIONS_ARROW
-from duet.errors import DuetError
+from core.arrow_schemas import CLICKS_ARROW, CONVERSIONS_ARROW
+from core.errors import DuetError
 
 _DAY_S = 86_400
 # Share of a day's clicks in each UTC hour: quiet nights, evening peak.

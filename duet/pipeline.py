@@ -5,6 +5,9 @@ data's time range) -> validate. Later stages (pre-training, embedding, publishin
 its evaluation) join here as they are built;
 until then the demo says what comes next instead of pretending. Outputs: ``<workdir>/lake`` and
 ``<workdir>/report/demo.json``. Re-running on the same workdir is idempotent.
+
+``validate`` gathers the data quality suites of every stage for the generic runner (``core.quality``):
+the conductor is the one place that knows which stage checks which table.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from duet.errors import DuetError, ValidationFailed
+from core.errors import DuetError, ValidationFailed
+from core.quality import LakeReport, validate_lake
 
 NEXT_STAGES = ("pretrain", "embed", "publish to Feast", "training set", "ranker", "evaluation")
 
@@ -35,7 +39,7 @@ def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
     """Daily 00:00 UTC snapshots from the day after the first click to the day after the last one."""
     from pyspark.sql import functions as F
 
-    from duet.contracts import RAW_CLICKS
+    from core.contracts import RAW_CLICKS
 
     # As epoch microseconds: PySpark would turn a timestamp into the Python process's local time.
     micros = F.unix_micros("click_ts")
@@ -49,10 +53,19 @@ def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def validate(spark: SparkSession, lake: str, now: datetime | None = None) -> LakeReport:
+    """Run every stage's suites on the tables present under ``lake``; write and return the report."""
+    from spark_jobs import quality
+
+    now = now or datetime.now(UTC)
+    cfg = quality.QualityConfig(now=now)
+    return validate_lake(spark, lake, lambda present, props: quality.suites_for(cfg, present, props),
+                         metrics_for=quality.metrics, now=now)
+
+
 def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     """Run the pipeline; return (and write) the demo report."""
     from duet.generate import GeneratorConfig, generate
-    from duet.quality.runner import validate_lake
     from spark_jobs.ingest import IngestConfig, ingest
     from spark_jobs.sequences import build_sequences
 
@@ -76,7 +89,7 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     report["sequences"] = build_sequences(spark, lake, snapshots)
     for path, figures in report["sequences"].items():
         print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshots")
-    quality = validate_lake(spark, lake)
+    quality = validate(spark, lake)
     print(quality.summary())
     report["validation"] = quality.to_dict()
     report["not_built_yet"] = list(NEXT_STAGES)

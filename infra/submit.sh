@@ -3,9 +3,10 @@
 #   infra/submit.sh [--master URL] [spark-submit options...] -- JOB [job arguments...]
 #   infra/submit.sh --master local[2] -- ingest --lake /data/lake --clicks /data/clicks.csv
 #   infra/submit.sh --master spark://head:7077 --conf spark.executor.memory=8g -- ingest --lake s3a://...
-# JOB is a module of spark_jobs/ (ingest, ...). The duet packages are shipped to executors as a zip
-# (--py-files); the Delta jars come from .jars/ (scripts/setup.sh) or, if absent, from Maven via
-# --packages. spark-submit is the one in .venv (pyspark 4.1) unless SPARK_HOME is set.
+# JOB is one of the Spark jobs of the duet command line (duet/submit_entry.py JOBS: ingest, sequences,
+# validate); the driver runs `duet JOB args` through duet/submit_entry.py. The project's packages are
+# shipped to executors as a zip (--py-files); the Delta jars come from .jars/ (scripts/setup.sh) or, if
+# absent, from Maven via --packages. spark-submit is the one in .venv (pyspark 4.1) unless SPARK_HOME is set.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -14,11 +15,11 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do submit_args+=("$1"); shift; done
 [ "${1:-}" = "--" ] || { echo "usage: $0 [spark-submit options] -- JOB [args]" >&2; exit 2; }
 shift
 job=${1:?"usage: $0 [spark-submit options] -- JOB [args]"}; shift
-script="$root/spark_jobs/$job.py"
-[ -f "$script" ] || { echo "submit: no such job: spark_jobs/$job.py" >&2; exit 2; }
 
 if [ -n "${SPARK_HOME:-}" ]; then submit="$SPARK_HOME/bin/spark-submit"; else submit="$root/.venv/bin/spark-submit"; fi
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$root/.venv/bin/python}
+# Refuse an unknown job before a JVM starts; the list of jobs lives in the entry script alone.
+(cd "$root" && "$PYSPARK_PYTHON" -c 'import sys; from duet.submit_entry import check_job; sys.exit(check_job(sys.argv[1]))' "$job") || exit 2
 
 jars=$(ls "$root"/.jars/*.jar 2>/dev/null | paste -sd, || true)
 if [ -n "$jars" ]; then
@@ -30,9 +31,9 @@ fi
 
 zip_dir=$(mktemp -d)
 trap 'rm -rf "$zip_dir"' EXIT
-(cd "$root" && python3 -m zipfile -c "$zip_dir/duet_jobs.zip" duet spark_jobs >/dev/null)
+(cd "$root" && python3 -m zipfile -c "$zip_dir/duet_jobs.zip" core duet spark_jobs encoders >/dev/null)
 
 # UTC JVM and duet's quiet logging on the driver (a later --driver-java-options of yours wins).
 exec "$submit" "${deps[@]}" \
-  --driver-java-options "-Duser.timezone=UTC -Dlog4j.configurationFile=file:$root/duet/log4j2.properties" \
-  --py-files "$zip_dir/duet_jobs.zip" "${submit_args[@]}" "$script" "$@"
+  --driver-java-options "-Duser.timezone=UTC -Dlog4j.configurationFile=file:$root/core/log4j2.properties" \
+  --py-files "$zip_dir/duet_jobs.zip" "${submit_args[@]}" "$root/duet/submit_entry.py" "$job" "$@"

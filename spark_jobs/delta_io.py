@@ -11,7 +11,8 @@ from __future__ import annotations
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from duet.contracts import Table
+from core.contracts import Table
+from core.spark import spark_schema
 
 
 def exists(spark: SparkSession, table: Table, lake: str) -> bool:
@@ -22,7 +23,7 @@ def ensure_table(spark: SparkSession, table: Table, lake: str) -> DeltaTable:
     """The Delta table at its contract location, created empty with the contract schema if missing."""
     return (DeltaTable.createIfNotExists(spark)
             .location(table.location(lake))
-            .addColumns(table.schema)
+            .addColumns(spark_schema(table))
             .execute())
 
 

@@ -13,15 +13,14 @@ Row identity is the contract columns only (context columns do not make a row dif
 inserts quarantined rows into ``quarantine/<kind>`` keyed by a hash of (source, row number, record) and new
 rows into ``raw/<kind>`` keyed by the contract key, both insert-only MERGEs, so ingesting a file twice
 adds nothing and a re-run after a crash converges. For every file,
-``read = ingested + already_present + quarantined + skipped`` is checked before anything is written.
+``read = ingested + already_present + quarantined + skipped`` is checked before the run reports success.
 
-Run as ``duet ingest`` or ``spark-submit spark_jobs/ingest.py --lake DIR --clicks FILE ...``.
+``ingest_frame`` is the part every input layout shares (``spark_jobs.taobao`` maps its layout to the same
+frames). The conductor runs it as ``duet ingest`` (``duet.cli``), also under spark-submit.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -29,18 +28,17 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from duet.contracts import (
+from core.contracts import (
     QUARANTINE_CLICKS,
     QUARANTINE_CONVERSIONS,
     RAW_CLICKS,
     RAW_CONVERSIONS,
     Table,
 )
-from duet.errors import DuetError
+from core.errors import DuetError
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
 from spark_jobs.readers import KIND_COLUMNS, check_exists, format_of, read_input, resolve, row_numbers
-from spark_jobs.submit_entry import submit_main
 
 RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
 QUARANTINE = {"clicks": QUARANTINE_CLICKS, "conversions": QUARANTINE_CONVERSIONS}
@@ -227,51 +225,3 @@ def ingest(spark: SparkSession, cfg: IngestConfig, clicks: str | None = None,
     if conversions:
         results.append(ingest_file(spark, cfg, "conversions", conversions, fmt))
     return results
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``duet ingest`` arguments (shared with the spark-submit entry point below)."""
-    parser.add_argument("--lake", required=True, help="lake root folder or URI (tables go under it)")
-    parser.add_argument("--clicks", help="clicks file in the raw layout (CSV with header, Parquet, JSONL)")
-    parser.add_argument("--conversions", help="conversions file in the raw layout")
-    parser.add_argument("--events", help="Taobao UserBehavior CSV (with --format taobao)")
-    parser.add_argument("--format", choices=["csv", "parquet", "jsonl", "taobao"],
-                        help="input format (default: from the file extension)")
-    parser.add_argument("--attribution-window-days", type=float, default=7.0,
-                        help="Taobao layout: a buy is attributed to the same user's latest pv of the item "
-                             "at most this long before it (default 7)")
-
-
-def check_args(args: argparse.Namespace) -> None:
-    """Reject a wrong combination of ``duet ingest`` arguments or a missing/empty file before Spark starts."""
-    taobao = args.format == "taobao" or args.events
-    if taobao and (args.format != "taobao" or not args.events or args.clicks or args.conversions):
-        raise DuetError("the Taobao layout takes exactly: --format taobao --events FILE")
-    if taobao:
-        check_exists(args.events)
-    else:
-        check_inputs(args.clicks, args.conversions, args.format)
-
-
-def run(spark: SparkSession, args: argparse.Namespace) -> list[FileCounts]:
-    """Run an ingest from parsed ``duet ingest`` arguments; print and return the accounts."""
-    check_args(args)
-    cfg = IngestConfig(lake=args.lake, attribution_window_s=args.attribution_window_days * 86_400)
-    if args.format == "taobao":
-        from spark_jobs.taobao import ingest_taobao
-
-        results = [ingest_taobao(spark, cfg, args.events)]
-    else:
-        results = ingest(spark, cfg, args.clicks, args.conversions, args.format)
-    for r in results:
-        print(r.line())
-    return results
-
-
-def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point (``infra/submit.sh -- ingest ...``)."""
-    return submit_main("ingest", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

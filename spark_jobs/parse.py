@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from duet.contracts import RAW_CLICKS, RAW_CONVERSIONS, Table
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS, Table
+from core.spark import spark_schema
 
 _EPOCH = r"^\s*-?[0-9]{1,18}(\.[0-9]{1,9})?\s*$"
 _MAX_EPOCH_S = 1e11  # year 5138: a larger "epoch seconds" value is really milliseconds or nanoseconds
@@ -71,7 +72,7 @@ def _string_reasons(names: list[str]) -> list[Column]:
 
 
 def _finish(df: DataFrame, table: Table, typed: dict[str, Column], reasons: list[Column]) -> DataFrame:
-    struct = F.struct(*[typed[f.name].cast(f.dataType).alias(f.name) for f in table.schema.fields])
+    struct = F.struct(*[typed[f.name].cast(f.dataType).alias(f.name) for f in spark_schema(table).fields])
     listed = F.filter(F.array(*reasons), lambda r: r.isNotNull())
     return df.withColumn("_typed", struct).withColumn(
         "_reasons", F.when(F.col("_malformed").isNotNull(), F.array(F.col("_malformed"))).otherwise(listed)

@@ -24,8 +24,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-from duet.contracts import CLICK_COLUMNS, CONVERSION_COLUMNS
-from duet.errors import InputError
+from core.contracts import CLICK_COLUMNS, CONVERSION_COLUMNS
+from core.errors import InputError
 
 FORMATS = ("csv", "parquet", "jsonl")
 KIND_COLUMNS = {"clicks": CLICK_COLUMNS, "conversions": CONVERSION_COLUMNS}

@@ -24,24 +24,24 @@ therefore leaves identical content, never duplicates a key, and its change feed 
 whose sequences changed (e.g. after late conversions arrived). A killed run leaves the previous table
 version intact: nothing is visible until Delta's commit.
 
-Run as ``duet sequences`` or ``infra/submit.sh -- sequences --lake DIR --snapshot ...``.
+The conductor runs it as ``duet sequences`` (``duet.cli``), also under spark-submit
+(``infra/submit.sh -- sequences --lake DIR --snapshot ...``).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from duet.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, RAW_CLICKS, RAW_CONVERSIONS, Table
-from duet.errors import DuetError
-from spark_jobs.submit_entry import submit_main
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, RAW_CLICKS, RAW_CONVERSIONS, Table
+from core.errors import DuetError
+from core.snapshots import check_snapshots
+from core.spark import spark_schema
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 
@@ -69,25 +69,6 @@ class SequenceConfig:
             "duet.sequences.max_clicks": str(self.max_clicks),
             "duet.sequences.max_conversions": str(self.max_conversions),
         }
-
-
-def parse_snapshot(text: str) -> datetime:
-    """An ISO date (00:00 UTC of that day) or instant (zone-less = UTC) -> aware UTC datetime."""
-    try:
-        if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time(0), tzinfo=UTC)
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as e:
-        raise DuetError(f"cannot read snapshot {text!r}: use YYYY-MM-DD or an ISO-8601 instant") from e
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def daily_snapshots(first: str, last: str) -> list[datetime]:
-    """00:00 UTC of every day from ``first`` to ``last`` inclusive."""
-    start, end = parse_snapshot(first), parse_snapshot(last)
-    if end < start:
-        raise DuetError(f"--to {last} is before --from {first}")
-    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _sql_ts(instant: datetime) -> str:
@@ -167,7 +148,7 @@ def conversion_sequences(conversions: DataFrame, snapshots: list[datetime], cfg:
 
 def _ensure(spark: SparkSession, table: Table, lake: str, cfg: SequenceConfig) -> DeltaTable:
     builder = (DeltaTable.createIfNotExists(spark).location(table.location(lake))
-               .addColumns(table.schema).partitionedBy("snapshot_ts"))
+               .addColumns(spark_schema(table)).partitionedBy("snapshot_ts"))
     for key, value in {**CDF, **cfg.properties()}.items():
         builder = builder.property(key, value)
     target = builder.execute()
@@ -203,9 +184,7 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
                     cfg: SequenceConfig | None = None) -> dict[str, dict]:
     """Build both sequence tables for ``snapshots``; return per-table row counts and write mode."""
     cfg = cfg or SequenceConfig()
-    if not snapshots:
-        raise DuetError("no snapshot given: use --snapshot TS (repeatable) or --from D --to D")
-    snapshots = sorted(set(snapshots))
+    snapshots = check_snapshots(snapshots)
     jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences),
             (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences))
     for raw, _, _ in jobs:  # both inputs must be there before either table is written
@@ -220,48 +199,3 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
                   .groupBy().agg(F.count("*").alias("rows")).first())
         report[table.path] = {"rows": int(counts["rows"]), "snapshots": len(snapshots), "mode": mode}
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lake", required=True, help="lake root (reads raw/*, writes features/*)")
-    parser.add_argument("--snapshot", action="append", default=[], metavar="TS",
-                        help="snapshot instant or date (00:00 UTC), repeatable")
-    parser.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
-    parser.add_argument("--to", dest="date_to", metavar="D", help="last daily snapshot (inclusive)")
-    parser.add_argument("--click-lookback-days", type=float, default=30.0)
-    parser.add_argument("--conversion-lookback-days", type=float, default=90.0)
-    parser.add_argument("--max-clicks", type=int, default=64)
-    parser.add_argument("--max-conversions", type=int, default=16)
-
-
-def snapshots_from_args(args: argparse.Namespace) -> list[datetime]:
-    if bool(args.date_from) != bool(args.date_to):
-        raise DuetError("--from and --to go together")
-    snapshots = [parse_snapshot(s) for s in args.snapshot]
-    if args.date_from:
-        snapshots += daily_snapshots(args.date_from, args.date_to)
-    if not snapshots:
-        raise DuetError("no snapshot given: use --snapshot TS (repeatable) or --from D --to D")
-    return snapshots
-
-
-def config_from_args(args: argparse.Namespace) -> SequenceConfig:
-    return SequenceConfig(click_lookback=timedelta(days=args.click_lookback_days),
-                          conversion_lookback=timedelta(days=args.conversion_lookback_days),
-                          max_clicks=args.max_clicks, max_conversions=args.max_conversions)
-
-
-def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, dict]:
-    report = build_sequences(spark, args.lake, snapshots_from_args(args), config_from_args(args))
-    for path, figures in report.items():
-        print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshot(s) ({figures['mode']})")
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """spark-submit entry point (``infra/submit.sh -- sequences ...``)."""
-    return submit_main("sequences", __doc__.splitlines()[0], add_arguments, run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,7 @@ TAOBAO_SAMPLE = SHARED_DATA / "taobao_userbehavior_10k.csv"
 @pytest.fixture(scope="session")
 def spark():
     """local[2] with few shuffle partitions and no UI: every Spark test shares it."""
-    from duet.spark import spark_session
+    from core.spark import spark_session
 
     session = spark_session(
         master="local[2]",

@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from duet.errors import DuetError
+from core.errors import DuetError
 from duet.generate import GeneratorConfig, generate
 
 USERS, DAYS = 2000, 14

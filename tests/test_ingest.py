@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from core.errors import InputError
 from duet.cli import main as duet
-from duet.errors import InputError
 from spark_jobs.ingest import IngestConfig, ingest
 
 CLICKS_HEADER = "click_id,user_id,ad_id,advertiser_id,click_ts"

@@ -43,14 +43,15 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
 
 
 def test_a_relative_lake_path_means_relative_to_the_callers_directory(spark, tmp_path, monkeypatch):
-    from duet.quality.runner import validate_lake
+    from core.snapshots import daily_snapshots
+    from duet.pipeline import validate
     from spark_jobs.ingest import IngestConfig, ingest
-    from spark_jobs.sequences import build_sequences, daily_snapshots
+    from spark_jobs.sequences import build_sequences
 
     monkeypatch.chdir(tmp_path)
     assert duet(["generate", "--out", "events", "--users", "50", "--days", "3"]) == 0
     ingest(spark, IngestConfig(lake="lake"), "events/clicks.parquet", "events/conversions.parquet")
     build_sequences(spark, "lake", daily_snapshots("2026-01-06", "2026-01-07"))
-    report = validate_lake(spark, "lake")
+    report = validate(spark, "lake")
     assert report.success and len(report.tables) == 4
     assert (tmp_path / "lake" / "features" / "click_sequences" / "_delta_log").is_dir()

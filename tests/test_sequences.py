@@ -14,9 +14,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from duet.contracts import RAW_CLICKS, RAW_CONVERSIONS
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
+from core.snapshots import daily_snapshots
+from core.spark import spark_schema
 from duet.generate import GeneratorConfig, generate
-from spark_jobs.sequences import SequenceConfig, build_sequences, daily_snapshots
+from spark_jobs.sequences import SequenceConfig, build_sequences
 from tests.conftest import REPO
 from tests.reference_sequences import reference_sequences
 
@@ -29,10 +31,9 @@ def _ts(s: str) -> datetime:
 
 
 def _write_raw(spark, lake: Path, clicks: list[tuple], conversions: list[tuple]) -> None:
-    spark.createDataFrame(clicks, RAW_CLICKS.schema).write.format("delta").mode("overwrite") \
-        .save(RAW_CLICKS.location(lake))
-    spark.createDataFrame(conversions, RAW_CONVERSIONS.schema).write.format("delta").mode("overwrite") \
-        .save(RAW_CONVERSIONS.location(lake))
+    for table, rows in ((RAW_CLICKS, clicks), (RAW_CONVERSIONS, conversions)):
+        spark.createDataFrame(rows, spark_schema(table)).write.format("delta").mode("overwrite") \
+            .save(table.location(lake))
 
 
 def _rows(lake: Path, table: str) -> dict[tuple[str, datetime], dict]:

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from duet.errors import DuetError
-from duet.spark import delta_jars, parse_conf, spark_session
+from core.errors import DuetError
+from core.spark import delta_jars, parse_conf, spark_session
 
 
 def test_session_is_utc_with_delta(spark, tmp_path):

@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 
+from core.snapshots import daily_snapshots
 from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
-from duet.quality.runner import validate_lake
+from duet.pipeline import validate
 from spark_jobs.ingest import IngestConfig, ingest
-from spark_jobs.sequences import build_sequences, daily_snapshots
+from spark_jobs.sequences import build_sequences
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def _copy(lake, tmp_path):
 
 
 def test_generated_lake_passes_and_results_are_written(spark, clean_lake):
-    report = validate_lake(spark, str(clean_lake))
+    report = validate(spark, str(clean_lake))
     assert report.success, report.summary()
     assert [t.table for t in report.tables] == ["raw/clicks", "raw/conversions", "features/click_sequences",
                                                 "features/conversion_sequences"]
@@ -56,7 +57,7 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
     spark.sql(f"UPDATE {clicks} SET click_ts = current_timestamp() + INTERVAL 30 DAYS "
               f"WHERE click_id = '{last_click}'")
 
-    report = validate_lake(spark, str(lake))
+    report = validate(spark, str(lake))
     failed = {t.table: t.failed for t in report.tables}
     assert not report.success
     assert len(failed["raw/clicks"]) == 2
@@ -70,7 +71,7 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
 def test_orphan_rate_over_the_threshold_fails_and_is_reported(spark, clean_lake, tmp_path):
     lake = _copy(clean_lake, tmp_path)
     spark.sql(f"DELETE FROM delta.`{lake}/raw/clicks` WHERE hash(click_id) % 4 = 0")
-    report = validate_lake(spark, str(lake))
+    report = validate(spark, str(lake))
     rate = report.metrics["raw/conversions orphan rate"]
     assert 0.1 < rate < 0.4
     (conv,) = [t for t in report.tables if t.table == "raw/conversions"]
@@ -109,7 +110,7 @@ def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
               f"conversion_types = array('{late.conversion_type}'), "
               f"conversion_ts = array(timestamp_micros({late.us})), attributed = array(false), length = 1 "
               f"WHERE snapshot_ts = timestamp'2026-01-09' AND user_id = '{late.user_id}'")
-    failed = {t.table: t.failed for t in validate_lake(spark, str(lake)).tables}
+    failed = {t.table: t.failed for t in validate(spark, str(lake)).tables}
     assert failed["raw/clicks"] == [] and failed["raw/conversions"] == []
     assert sorted(failed["features/click_sequences"]) == [
         "features/click_sequences: arrays aligned, each as long as length",

@@ -1,4 +1,5 @@
-"""The one SparkSession factory: Delta enabled, UTC, local by default, any cluster by master URL.
+"""The one SparkSession factory (Delta enabled, UTC, local by default, any cluster by master URL), and
+the contract tables as Spark schemas.
 
 Every job and test gets its session from ``spark_session``; nothing else calls ``SparkSession.builder``.
 The Delta jars come from ``.jars/`` in the checkout (fetched once by scripts/setup.sh with Maven), or
@@ -13,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+from pyspark.sql import types as T
 
-from duet.errors import DuetError
+from core.contracts import Table
+from core.errors import DuetError
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +44,24 @@ LOCAL_DEFAULTS: dict[str, str] = {
     "spark.databricks.delta.snapshotPartitions": "2",
     "spark.sql.adaptive.enabled": "true",
 }
+
+
+_SPARK_TYPES: dict[str, T.DataType] = {
+    "string": T.StringType(), "timestamp": T.TimestampType(), "double": T.DoubleType(),
+    "float": T.FloatType(), "int": T.IntegerType(), "long": T.LongType(), "boolean": T.BooleanType(),
+}
+
+
+def spark_type(type_name: str) -> T.DataType:
+    """A contract type string (``core.contracts.Column.type``) as a Spark type."""
+    if type_name.startswith("array<"):
+        return T.ArrayType(spark_type(type_name[len("array<"):-1]))
+    return _SPARK_TYPES[type_name]
+
+
+def spark_schema(table: Table) -> T.StructType:
+    """``table``'s columns as the Spark schema its Delta table is created with."""
+    return T.StructType([T.StructField(c.name, spark_type(c.type), c.nullable) for c in table.fields])
 
 
 def delta_jars(jars_dir: str | os.PathLike | None = None) -> list[str]:

@@ -1,40 +1,38 @@
-"""Great Expectations suites, one per lake table, as plain data (expectation lists).
+"""What is checked in the tables this stage writes: raw, quarantine and sequence suites, as plain data.
 
-A suite is built for a validation run because some bounds depend on it: no event may be later than the
-run time plus ``future_slack`` (an event "from the future" is a clock or unit bug), none earlier than
-``ParseRules.min_ts``. Cross-table checks (an attributed click must exist, belong to the same user and
-precede its conversion) are ``UnexpectedRowsExpectation`` queries that read the other table through a
-temporary view the runner registers (``raw_clicks``, ``raw_conversions``: ``view_name``).
+The conductor asks ``suites_for`` for the suites of the tables present and hands them, with ``metrics``,
+to the generic runner ``core.quality.validate_lake``. A suite is built for a validation run because some
+bounds depend on it: no event may be later than the run time plus ``future_slack`` (an event "from the
+future" is a clock or unit bug), none earlier than ``ParseRules.min_ts``. Cross-table checks (an
+attributed click must exist, belong to the same user and precede its conversion) are
+``UnexpectedRowsExpectation`` queries that read the other table through a temporary view the runner
+registers (``raw_clicks``, ``raw_conversions``: ``core.quality.view_name``).
 
-GX 1.x ``ExpectColumnValueLengthsToEqual`` does not count array elements, so array sizes (later tables)
-are checked with ``UnexpectedRowsExpectation`` on Spark SQL ``size(col)``.
+GX 1.x ``ExpectColumnValueLengthsToEqual`` does not count array elements, so array sizes are checked with
+``UnexpectedRowsExpectation`` on Spark SQL ``size(col)``. The sequence suites read the windows and caps
+the tables were built with from their Delta properties (``SequenceConfig.properties``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import great_expectations.expectations as gxe
 from great_expectations.expectations.expectation import Expectation
+from pyspark.sql import SparkSession
 
-from duet.contracts import (
+from core.contracts import (
     CLICK_SEQUENCES,
     CONVERSION_SEQUENCES,
-    QUARANTINE_CLICKS,
-    QUARANTINE_CONVERSIONS,
+    QUARANTINE_TABLES,
     RAW_CLICKS,
     RAW_CONVERSIONS,
     Table,
 )
+from core.quality import Suite, has_columns, in_range, not_null, unique, view_name
 from spark_jobs.parse import ParseRules
 from spark_jobs.sequences import SequenceConfig
-
-
-def view_name(table: Table) -> str:
-    """The temporary view under which a cross-table check reads ``table`` (raw/clicks -> raw_clicks)."""
-    return table.path.replace("/", "_")
-
 
 CLICKS_VIEW = view_name(RAW_CLICKS)
 CONVERSIONS_VIEW = view_name(RAW_CONVERSIONS)
@@ -47,42 +45,19 @@ class QualityConfig:
     now: datetime
     future_slack: timedelta = timedelta(days=1)
     max_orphan_rate: float = 0.05  # attributed conversions whose click is not in raw/clicks
-    rules: ParseRules = ParseRules()
-
-
-@dataclass(frozen=True)
-class Suite:
-    """The expectations for one table, and the tables its cross checks need (as temp views)."""
-
-    table: Table
-    expectations: list[Expectation]
-    needs: tuple[Table, ...] = ()
-
-
-def _not_null(table: Table, columns: list[str]) -> list[Expectation]:
-    return [gxe.ExpectColumnValuesToNotBeNull(column=c, description=f"{table.path}: {c} is never null")
-            for c in columns]
+    rules: ParseRules = field(default_factory=ParseRules)
 
 
 def _in_range(table: Table, column: str, cfg: QualityConfig) -> Expectation:
-    lo, hi = cfg.rules.min_ts.replace(tzinfo=None), (cfg.now + cfg.future_slack).replace(tzinfo=None)
-    return gxe.ExpectColumnValuesToBeBetween(
-        column=column, min_value=lo, max_value=hi,
-        description=f"{table.path}: {column} within [{lo:%Y-%m-%d}, {hi:%Y-%m-%d %H:%M}] (no future events)")
-
-
-def _columns(table: Table) -> Expectation:
-    return gxe.ExpectTableColumnsToMatchSet(
-        column_set=table.columns, exact_match=False,
-        description=f"{table.path}: has the contract columns {', '.join(table.columns)}")
+    return in_range(table, column, cfg.rules.min_ts, cfg.now + cfg.future_slack, "no future events")
 
 
 def raw_clicks(cfg: QualityConfig) -> Suite:
     t = RAW_CLICKS
     return Suite(t, [
-        _columns(t),
-        *_not_null(t, t.columns),
-        gxe.ExpectColumnValuesToBeUnique(column="click_id", description=f"{t.path}: click_id is unique"),
+        has_columns(t),
+        *not_null(t, t.columns),
+        unique(t, "click_id"),
         _in_range(t, "click_ts", cfg),
     ])
 
@@ -90,10 +65,9 @@ def raw_clicks(cfg: QualityConfig) -> Suite:
 def raw_conversions(cfg: QualityConfig, with_clicks: bool) -> Suite:
     t = RAW_CONVERSIONS
     expectations = [
-        _columns(t),
-        *_not_null(t, [c for c in t.columns if c not in ("attributed_click_id", "value")]),
-        gxe.ExpectColumnValuesToBeUnique(column="conversion_id",
-                                         description=f"{t.path}: conversion_id is unique"),
+        has_columns(t),
+        *not_null(t, [c.name for c in t.fields if not c.nullable]),
+        unique(t, "conversion_id"),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="report_ts", column_B="conversion_ts", or_equal=True,
             description=f"{t.path}: report_ts >= conversion_ts (reported after it happened)"),
@@ -124,18 +98,17 @@ def raw_conversions(cfg: QualityConfig, with_clicks: bool) -> Suite:
 
 def quarantine(table: Table) -> Suite:
     return Suite(table, [
-        _columns(table),
-        *_not_null(table, ["reason", "source", "ingested_at", "quarantine_id"]),
-        gxe.ExpectColumnValuesToBeUnique(column="quarantine_id",
-                                         description=f"{table.path}: quarantine_id is unique"),
+        has_columns(table),
+        *not_null(table, ["reason", "source", "ingested_at", "quarantine_id"]),
+        unique(table, "quarantine_id"),
     ])
 
 
 def _sequence_checks(t: Table, arrays: list[str], ts: str, lookback_s: int, cap: int) -> list[Expectation]:
     sizes = " OR ".join(f"size({a}) <> length" for a in arrays)
     return [
-        _columns(t),
-        *_not_null(t, t.columns),
+        has_columns(t),
+        *not_null(t, t.columns),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "snapshot_ts"],
                                             description=f"{t.path}: one row per (user_id, snapshot_ts)"),
         gxe.ExpectColumnValuesToBeBetween(column="length", min_value=1, max_value=cap,
@@ -155,18 +128,21 @@ def _sequence_checks(t: Table, arrays: list[str], ts: str, lookback_s: int, cap:
     ]
 
 
-def click_sequences(props: dict[str, str]) -> Suite:
+def _built_with(props: dict[str, str], lookback_key: str, cap_key: str) -> tuple[int, int]:
+    """The (lookback seconds, cap) a sequence table was built with; the defaults for an older table."""
     d = SequenceConfig().properties()
-    lookback = int(props.get("duet.sequences.click_lookback_s", d["duet.sequences.click_lookback_s"]))
-    cap = int(props.get("duet.sequences.max_clicks", d["duet.sequences.max_clicks"]))
+    return int(props.get(lookback_key, d[lookback_key])), int(props.get(cap_key, d[cap_key]))
+
+
+def click_sequences(props: dict[str, str]) -> Suite:
+    lookback, cap = _built_with(props, "duet.sequences.click_lookback_s", "duet.sequences.max_clicks")
     t = CLICK_SEQUENCES
     return Suite(t, _sequence_checks(t, ["ad_ids", "advertiser_ids", "click_ts"], "click_ts", lookback, cap))
 
 
 def conversion_sequences(props: dict[str, str]) -> Suite:
-    d = SequenceConfig().properties()
-    key_l, key_m = "duet.sequences.conversion_lookback_s", "duet.sequences.max_conversions"
-    lookback, cap = int(props.get(key_l, d[key_l])), int(props.get(key_m, d[key_m]))
+    lookback, cap = _built_with(props, "duet.sequences.conversion_lookback_s",
+                                "duet.sequences.max_conversions")
     t = CONVERSION_SEQUENCES
     checks = _sequence_checks(t, ["advertiser_ids", "conversion_types", "conversion_ts", "attributed"],
                               "conversion_ts", lookback, cap)
@@ -183,9 +159,9 @@ def conversion_sequences(props: dict[str, str]) -> Suite:
     return Suite(t, checks, needs=(RAW_CONVERSIONS,))
 
 
-def all_suites(cfg: QualityConfig, present: set[str],
+def suites_for(cfg: QualityConfig, present: set[str],
                properties: dict[str, dict[str, str]] | None = None) -> list[Suite]:
-    """The suites that apply to the tables present in the lake (by contract path).
+    """The suites that apply to this stage's tables present in the lake (by contract path).
 
     ``properties`` holds each table's Delta properties (the sequence windows they were built with).
     """
@@ -195,9 +171,29 @@ def all_suites(cfg: QualityConfig, present: set[str],
         suites.append(raw_clicks(cfg))
     if RAW_CONVERSIONS.path in present:
         suites.append(raw_conversions(cfg, with_clicks=RAW_CLICKS.path in present))
-    suites += [quarantine(t) for t in (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS) if t.path in present]
+    suites += [quarantine(t) for t in QUARANTINE_TABLES if t.path in present]
     if CLICK_SEQUENCES.path in present:
         suites.append(click_sequences(properties.get(CLICK_SEQUENCES.path, {})))
     if CONVERSION_SEQUENCES.path in present and RAW_CONVERSIONS.path in present:
         suites.append(conversion_sequences(properties.get(CONVERSION_SEQUENCES.path, {})))
     return suites
+
+
+def orphan_rate(spark: SparkSession, lake: str) -> float | None:
+    """Share of attributed conversions whose click is not in raw/clicks (None without both tables)."""
+    from delta.tables import DeltaTable
+
+    if not all(DeltaTable.isDeltaTable(spark, t.location(lake)) for t in (RAW_CLICKS, RAW_CONVERSIONS)):
+        return None
+    conv = spark.read.format("delta").load(RAW_CONVERSIONS.location(lake)) \
+        .where("attributed_click_id IS NOT NULL")
+    clicks = spark.read.format("delta").load(RAW_CLICKS.location(lake)).select("click_id")
+    row = conv.join(clicks, conv.attributed_click_id == clicks.click_id, "left") \
+        .selectExpr("count(*) AS n", "count_if(click_id IS NULL) AS orphans").first()
+    return (row["orphans"] / row["n"]) if row["n"] else 0.0
+
+
+def metrics(spark: SparkSession, lake: str) -> dict[str, float]:
+    """Figures of this stage's tables worth tracking that are not pass/fail."""
+    rate = orphan_rate(spark, lake)
+    return {} if rate is None else {"raw/conversions orphan rate": rate}

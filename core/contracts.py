@@ -1,0 +1,186 @@
+"""The table contracts of ../shared/CONTRACTS.md, as plain data, in one place.
+
+Every stage reads table locations, keys and columns from here so that a column is named and typed once.
+A type is a string (``"timestamp"``, ``"array<float>"``, ...); ``core.spark.spark_schema`` turns a table
+into a Spark schema and ``Table.arrow_schema`` into a pyarrow one. This module must stay cheap to import
+for every consumer, Spark or not (encoders, Feast definitions): it never imports pyspark, pyarrow or any
+other heavy library at module level, never imports a stage, and never starts Spark.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow
+
+SCALAR_TYPES = ("string", "timestamp", "double", "float", "int", "long", "boolean")
+ARRAY_TYPES = ("array<string>", "array<timestamp>", "array<float>", "array<boolean>")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One contract column: its name, type (one of ``SCALAR_TYPES`` or ``ARRAY_TYPES``) and nullability."""
+
+    name: str
+    type: str
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type not in SCALAR_TYPES + ARRAY_TYPES:
+            raise ValueError(f"column {self.name}: unknown type {self.type!r}; "
+                             f"use one of {', '.join(SCALAR_TYPES + ARRAY_TYPES)}")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A Delta table under the lake root: its relative path, key columns and columns in order."""
+
+    path: str
+    key: tuple[str, ...]
+    fields: tuple[Column, ...]
+
+    def location(self, lake: str | Path) -> str:
+        """The table's folder under ``lake`` (a local path or any Hadoop URI such as s3a://...).
+
+        A relative local path is made absolute against this process's working directory: Spark would
+        resolve it against the JVM's, and Delta's SQL ``delta.`path``` does not take relative paths.
+        """
+        root = str(lake).rstrip("/")
+        if "://" not in root:
+            root = os.path.abspath(root)
+        return f"{root}/{self.path}"
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def arrow_schema(self) -> pyarrow.Schema:
+        """The table as a pyarrow schema (what ``deltalake`` and other non-Spark readers see)."""
+        import pyarrow as pa
+
+        def arrow(type_name: str) -> pyarrow.DataType:
+            if type_name.startswith("array<"):
+                return pa.list_(arrow(type_name[len("array<"):-1]))
+            # Microseconds in UTC: the contract's precision, and Spark 4.1 cannot read nanoseconds.
+            return {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "double": pa.float64(),
+                    "float": pa.float32(), "int": pa.int32(), "long": pa.int64(),
+                    "boolean": pa.bool_()}[type_name]
+
+        return pa.schema([pa.field(c.name, arrow(c.type), nullable=c.nullable) for c in self.fields])
+
+
+def _columns(*specs: tuple[str, str] | tuple[str, str, bool]) -> tuple[Column, ...]:
+    return tuple(Column(*spec) for spec in specs)
+
+
+CLICK_COLUMNS = ("click_id", "user_id", "ad_id", "advertiser_id", "click_ts")
+CONVERSION_COLUMNS = (
+    "conversion_id",
+    "user_id",
+    "advertiser_id",
+    "conversion_type",
+    "conversion_ts",
+    "report_ts",
+    "attributed_click_id",
+    "value",
+)
+
+RAW_CLICKS = Table(
+    "raw/clicks",
+    ("click_id",),
+    _columns(
+        ("click_id", "string"),
+        ("user_id", "string"),
+        ("ad_id", "string"),
+        ("advertiser_id", "string"),
+        ("click_ts", "timestamp"),
+    ),
+)
+
+RAW_CONVERSIONS = Table(
+    "raw/conversions",
+    ("conversion_id",),
+    _columns(
+        ("conversion_id", "string"),
+        ("user_id", "string"),
+        ("advertiser_id", "string"),
+        ("conversion_type", "string"),
+        ("conversion_ts", "timestamp"),
+        ("report_ts", "timestamp"),
+        ("attributed_click_id", "string", True),
+        ("value", "double", True),
+    ),
+)
+
+# Quarantine rows keep the original fields as strings (whatever could be split out of the record),
+# the record itself as text when it could not be split, and why it was rejected. ``quarantine_id`` is a
+# hash of (source, position, record) so that re-ingesting the same bad file adds nothing.
+_QUARANTINE_TAIL = _columns(
+    ("record", "string", True),
+    ("reason", "string"),
+    ("source", "string"),
+    ("source_row", "long", True),
+    ("ingested_at", "timestamp"),
+    ("quarantine_id", "string"),
+)
+QUARANTINE_CLICKS = Table(
+    "quarantine/clicks",
+    ("quarantine_id",),
+    _columns(*[(c, "string", True) for c in CLICK_COLUMNS]) + _QUARANTINE_TAIL,
+)
+QUARANTINE_CONVERSIONS = Table(
+    "quarantine/conversions",
+    ("quarantine_id",),
+    _columns(*[(c, "string", True) for c in CONVERSION_COLUMNS]) + _QUARANTINE_TAIL,
+)
+
+CLICK_SEQUENCES = Table(
+    "features/click_sequences",
+    ("user_id", "snapshot_ts"),
+    _columns(
+        ("user_id", "string"),
+        ("snapshot_ts", "timestamp"),
+        ("ad_ids", "array<string>"),
+        ("advertiser_ids", "array<string>"),
+        ("click_ts", "array<timestamp>"),
+        ("length", "int"),
+    ),
+)
+
+CONVERSION_SEQUENCES = Table(
+    "features/conversion_sequences",
+    ("user_id", "snapshot_ts"),
+    _columns(
+        ("user_id", "string"),
+        ("snapshot_ts", "timestamp"),
+        ("advertiser_ids", "array<string>"),
+        ("conversion_types", "array<string>"),
+        ("conversion_ts", "array<timestamp>"),
+        ("attributed", "array<boolean>"),
+        ("length", "int"),
+    ),
+)
+
+# event_timestamp is the snapshot the embedding was computed for (Feast's name for it);
+# conversion_embedding is null for the single-embedding variants; model_version starts with the variant.
+USER_EMBEDDINGS = Table(
+    "embeddings/user_embeddings",
+    ("user_id", "event_timestamp", "model_version"),
+    _columns(
+        ("user_id", "string"),
+        ("event_timestamp", "timestamp"),
+        ("created_timestamp", "timestamp"),
+        ("click_embedding", "array<float>"),
+        ("conversion_embedding", "array<float>", True),
+        ("model_version", "string"),
+    ),
+)
+
+RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)
+QUARANTINE_TABLES = (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS)
+# Every table of the lake, in the order data flows into them.
+TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS)

@@ -1,0 +1,195 @@
+"""The generic data quality runner: Great Expectations suites on the lake's Delta tables.
+
+A ``Suite`` is plain data: the expectations for one table and the tables its cross-table checks read.
+What is checked belongs to the stage that writes a table (``spark_jobs.quality`` for raw, quarantine and
+sequence tables); this module only runs the suites it is given (``validate_lake``) and offers the
+expectation builders every stage's suites share. Each table present in the lake is read with Spark and
+validated in an ephemeral GX context (Spark datasource, whole-dataframe batch). The full GX results are
+written as JSON under ``<lake>/_quality/<run time>/`` (one file per table, plus ``summary.json``), with
+``_quality/latest.json`` holding the newest run's summary. Figures worth tracking that are not pass/fail
+(such as an orphan rate) go into the summary too.
+
+This module reads tables and writes only under ``_quality``; it never imports a stage. Great Expectations
+is imported inside the functions that need it: it takes seconds to import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.contracts import TABLES, Table
+
+if TYPE_CHECKING:
+    from great_expectations.expectations.expectation import Expectation
+    from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The expectations for one table, and the tables its cross checks need (as temp views)."""
+
+    table: Table
+    expectations: list[Expectation]
+    needs: tuple[Table, ...] = ()
+
+
+# (paths of the tables present, their Delta properties by path) -> the suites to run.
+SuitesFor = Callable[[set[str], dict[str, dict[str, str]]], list[Suite]]
+# (spark, lake) -> figures for the summary, by name.
+MetricsFor = Callable[["SparkSession", str], dict[str, float]]
+
+
+def view_name(table: Table) -> str:
+    """The temporary view under which a cross-table check reads ``table`` (raw/clicks -> raw_clicks)."""
+    return table.path.replace("/", "_")
+
+
+def has_columns(table: Table) -> Expectation:
+    """The table has its contract columns (extra columns, such as click context, are allowed)."""
+    import great_expectations.expectations as gxe
+
+    return gxe.ExpectTableColumnsToMatchSet(
+        column_set=table.columns, exact_match=False,
+        description=f"{table.path}: has the contract columns {', '.join(table.columns)}")
+
+
+def not_null(table: Table, columns: list[str]) -> list[Expectation]:
+    """One expectation per column: never null."""
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectColumnValuesToNotBeNull(column=c, description=f"{table.path}: {c} is never null")
+            for c in columns]
+
+
+def unique(table: Table, column: str) -> Expectation:
+    """No value of ``column`` appears twice."""
+    import great_expectations.expectations as gxe
+
+    return gxe.ExpectColumnValuesToBeUnique(column=column, description=f"{table.path}: {column} is unique")
+
+
+def in_range(table: Table, column: str, lo: datetime, hi: datetime, why: str) -> Expectation:
+    """Every ``column`` value within [lo, hi] (UTC instants); ``why`` ends the description."""
+    import great_expectations.expectations as gxe
+
+    lo, hi = _naive_utc(lo), _naive_utc(hi)
+    return gxe.ExpectColumnValuesToBeBetween(
+        column=column, min_value=lo, max_value=hi,
+        description=f"{table.path}: {column} within [{lo:%Y-%m-%d}, {hi:%Y-%m-%d %H:%M}] ({why})")
+
+
+def _naive_utc(instant: datetime) -> datetime:
+    # Spark hands GX naive timestamps in the session's zone, which is UTC; a naive bound already means UTC.
+    return instant.astimezone(UTC).replace(tzinfo=None) if instant.tzinfo else instant
+
+
+@dataclass
+class TableResult:
+    table: str
+    rows: int
+    success: bool
+    failed: list[str] = field(default_factory=list)  # descriptions of the failed expectations
+    evaluated: int = 0
+
+
+@dataclass
+class LakeReport:
+    lake: str
+    run_at: str
+    tables: list[TableResult]
+    metrics: dict[str, float]
+    results_dir: str
+
+    @property
+    def success(self) -> bool:
+        return all(t.success for t in self.tables)
+
+    def summary(self) -> str:
+        lines = []
+        for t in self.tables:
+            mark = "PASS" if t.success else "FAIL"
+            lines.append(f"{mark} {t.table} ({t.rows} rows, {t.evaluated} expectations)")
+            lines += [f"     failed: {d}" for d in t.failed]
+        lines += [f"     {k}: {v:.4f}" for k, v in self.metrics.items()]
+        if not self.tables:
+            lines.append("no duet tables found under the lake")
+        lines.append(f"GX results: {self.results_dir}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"lake": self.lake, "run_at": self.run_at, "success": self.success, "metrics": self.metrics,
+                "tables": [t.__dict__ for t in self.tables], "results_dir": self.results_dir}
+
+
+def present_tables(spark: SparkSession, lake: str) -> dict[str, dict[str, str]]:
+    """The contract tables under ``lake``, by path, with their Delta properties."""
+    from delta.tables import DeltaTable
+
+    return {t.path: DeltaTable.forPath(spark, t.location(lake)).detail().first()["properties"]
+            for t in TABLES if DeltaTable.isDeltaTable(spark, t.location(lake))}
+
+
+def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[TableResult, dict]:
+    import great_expectations as gx
+
+    df = spark.read.format("delta").load(suite.table.location(lake))
+    for other in suite.needs:
+        spark.read.format("delta").load(other.location(lake)).createOrReplaceTempView(view_name(other))
+    name = suite.table.path.replace("/", "_")
+    asset = context.data_sources.add_spark(name=f"{name}_source").add_dataframe_asset(name=name)
+    batch = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
+    gx_suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite"))
+    for e in suite.expectations:
+        gx_suite.add_expectation(e)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(data=batch, suite=gx_suite, name=f"{name}_validation"))
+    result = definition.run(batch_parameters={"dataframe": df})
+    failed = [r.expectation_config.description or r.expectation_config.type
+              for r in result.results if not r.success]
+    rows = df.count()
+    return TableResult(suite.table.path, rows, bool(result.success), failed, len(result.results)), \
+        result.to_json_dict()
+
+
+def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
+                  metrics_for: MetricsFor | None = None, now: datetime | None = None) -> LakeReport:
+    """Run the suites ``suites_for`` gives for the tables present under ``lake``; write the GX results.
+
+    ``now`` names the run (``_quality/<now>/``); it should be the instant the suites' bounds were built
+    for. ``metrics_for`` adds figures to the summary.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    now = now or datetime.now(UTC)
+    out = Path(lake) / "_quality" / now.strftime("%Y%m%dT%H%M%SZ")
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    tables, raw_results = [], {}
+    properties = present_tables(spark, lake)
+    for suite in suites_for(set(properties), properties):
+        result, raw = _run_suite(context, spark, lake, suite)
+        tables.append(result)
+        raw_results[suite.table.path] = raw
+    metrics = metrics_for(spark, lake) if metrics_for else {}
+    report = LakeReport(lake, now.isoformat(), tables, metrics, str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    for path, raw in raw_results.items():
+        (out / f"{path.replace('/', '_')}.json").write_text(json.dumps(raw, indent=1, default=str))
+    _write_atomic(out / "summary.json", json.dumps(report.to_dict(), indent=1))
+    _write_atomic(out.parent / "latest.json", json.dumps(report.to_dict(), indent=1))
+    return report
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
