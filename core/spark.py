@@ -10,6 +10,7 @@ Under ``spark-submit`` the master and jars given there win: this module only fil
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def spark_session(
     settings: dict[str, str] = {}
     if resolved_master.startswith("local"):
         settings.update(LOCAL_DEFAULTS)
+        # Python workers (mapInArrow, UDFs) run this interpreter, whose packages (torch, the encoders)
+        # the jobs need; PySpark would otherwise start whatever `python3` is on the PATH. PySpark reads
+        # the variable when the context starts (the spark.pyspark.python setting is spark-submit's).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.update(user_conf)
     settings.update(REQUIRED_CONF)
     for key in JAVA_OPTIONS:

@@ -27,6 +27,13 @@ def _spark_options(p: argparse.ArgumentParser) -> None:
                    help="Spark setting, repeatable (e.g. --conf spark.sql.shuffle.partitions=64)")
 
 
+def _snapshot_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--snapshot", action="append", default=[], metavar="TS",
+                   help="snapshot instant or date (00:00 UTC), repeatable")
+    p.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="D", help="last daily snapshot (inclusive)")
+
+
 def _spark(args: argparse.Namespace, app: str):
     from core.spark import parse_conf, spark_session
 
@@ -69,16 +76,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_sequences(args: argparse.Namespace) -> int:
-    from core.snapshots import check_snapshots, daily_snapshots, parse_snapshot
     from spark_jobs.sequences import SequenceConfig, build_sequences
 
     # Every argument is checked before Spark starts.
-    if bool(args.date_from) != bool(args.date_to):
-        raise DuetError("--from and --to go together")
-    snapshots = [parse_snapshot(s) for s in args.snapshot]
-    if args.date_from:
-        snapshots += daily_snapshots(args.date_from, args.date_to)
-    snapshots = check_snapshots(snapshots)
+    snapshots = _snapshots(args)
     cfg = SequenceConfig(click_lookback=timedelta(days=args.click_lookback_days),
                          conversion_lookback=timedelta(days=args.conversion_lookback_days),
                          max_clicks=args.max_clicks, max_conversions=args.max_conversions)
@@ -98,6 +99,64 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if not report.success:
         failed = [f"{t.table}: {d}" for t in report.tables for d in t.failed]
         raise ValidationFailed(f"{len(failed)} expectation(s) failed: " + " | ".join(failed))
+    return 0
+
+
+def _snapshots(args: argparse.Namespace) -> list:
+    """The snapshots of ``--snapshot`` (repeatable) and ``--from/--to`` (daily), sorted, each once."""
+    from core.snapshots import check_snapshots, daily_snapshots, parse_snapshot
+
+    if bool(args.date_from) != bool(args.date_to):
+        raise DuetError("--from and --to go together")
+    snapshots = [parse_snapshot(s) for s in args.snapshot]
+    if args.date_from:
+        snapshots += daily_snapshots(args.date_from, args.date_to)
+    return check_snapshots(snapshots)
+
+
+def _pretrain_config(args: argparse.Namespace):
+    """``--config FILE`` (a JSON PretrainConfig, unknown keys refused) with the flags applied on top."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from encoders.config import PretrainConfig, from_dict
+
+    cfg = PretrainConfig()
+    if args.config:
+        try:
+            cfg = from_dict(PretrainConfig, json.loads(Path(args.config).read_text()))
+        except (OSError, ValueError) as e:
+            raise DuetError(f"cannot read --config {args.config}: {e}") from e
+    train = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device),
+                               ("threads", args.threads)) if v is not None}
+    return replace(cfg, model=replace(cfg.model, variant=args.variant), train=replace(cfg.train, **train))
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from core.snapshots import parse_snapshot
+    from encoders.pretrain import pretrain
+
+    cfg = _pretrain_config(args)
+    until = parse_snapshot(args.train_until) if args.train_until else None
+    report = pretrain(args.lake, cfg, until)
+    print(report.model_version)
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from encoders.config import EmbedConfig
+
+    snapshots = _snapshots(args)
+    cfg = EmbedConfig(batch_size=args.batch_size, device=args.device, threads=args.threads or 0)
+    if args.engine == "spark":
+        from encoders.spark_embed import embed_snapshots_spark
+
+        embed_snapshots_spark(_spark(args, "embed"), args.lake, snapshots, args.model_version, cfg,
+                              args.changed_only)
+    else:
+        from encoders.embed import embed_snapshots
+
+        embed_snapshots(args.lake, snapshots, args.model_version, cfg, args.changed_only)
     return 0
 
 
@@ -143,16 +202,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sequences", help="build per-user click and conversion sequences per snapshot")
     p.add_argument("--lake", required=True, help="lake root (reads raw/*, writes features/*)")
-    p.add_argument("--snapshot", action="append", default=[], metavar="TS",
-                   help="snapshot instant or date (00:00 UTC), repeatable")
-    p.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
-    p.add_argument("--to", dest="date_to", metavar="D", help="last daily snapshot (inclusive)")
+    _snapshot_options(p)
     p.add_argument("--click-lookback-days", type=float, default=30.0)
     p.add_argument("--conversion-lookback-days", type=float, default=90.0)
     p.add_argument("--max-clicks", type=int, default=64)
     p.add_argument("--max-conversions", type=int, default=16)
     _spark_options(p)
     p.set_defaults(handler=_cmd_sequences)
+
+    p = sub.add_parser("pretrain", help="pre-train a user encoder (duet) or a baseline on the sequences")
+    p.add_argument("--lake", required=True, help="lake root (reads features/*, writes _models/<version>/)")
+    p.add_argument("--variant", choices=["duet", "shared", "click_only"], default="duet")
+    p.add_argument("--train-until", metavar="TS",
+                   help="read nothing at or after this instant (default: the latest snapshot)")
+    p.add_argument("--config", metavar="FILE", help="a JSON PretrainConfig (model, objective, train)")
+    p.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default: CUDA if there is one), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.set_defaults(handler=_cmd_pretrain)
+
+    p = sub.add_parser("embed", help="embed every user of a snapshot into embeddings/user_embeddings")
+    p.add_argument("--lake", required=True, help="lake root (reads features/* and _models/)")
+    _snapshot_options(p)
+    p.add_argument("--model-version", help="e.g. duet-3f2a9c1 (default: the newest model)")
+    p.add_argument("--engine", choices=["local", "spark"], default="local",
+                   help="local: streamed batches in this process; spark: distributed with mapInArrow")
+    p.add_argument("--changed-only", action="store_true",
+                   help="re-embed only users whose sequences changed since this snapshot was last embedded")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if there is one), cpu, cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads, local engine (default: torch's)")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_embed)
 
     p = sub.add_parser("validate", help="run the Great Expectations suites on the lake's tables")
     p.add_argument("--lake", required=True)
@@ -165,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clicks", help="use this clicks file instead of generating events")
     p.add_argument("--conversions", help="use this conversions file instead of generating events")
     p.add_argument("--users", type=int, default=2000, help="synthetic users when generating")
-    p.add_argument("--days", type=int, default=14, help="synthetic days when generating")
+    p.add_argument("--days", type=int, default=28, help="synthetic days when generating")
     _spark_options(p)
     p.set_defaults(handler=_cmd_demo)
     return parser

@@ -1,10 +1,15 @@
 """The demo pipeline (``duet demo``): every stage that exists, in order, on the embedded default.
 
 Stages so far: generate (unless input files are given) -> ingest -> sequences (daily snapshots over the
-data's time range) -> validate. Later stages (pre-training, embedding, publishing to Feast, the ranker and
-its evaluation) join here as they are built;
-until then the demo says what comes next instead of pretending. Outputs: ``<workdir>/lake`` and
-``<workdir>/report/demo.json``. Re-running on the same workdir is idempotent.
+data's time range) -> pretrain (duet and both baselines, on the first half of the snapshots) -> embed
+(every snapshot, every model) -> validate. Later stages (publishing to Feast, the ranker and its
+evaluation) join here as they are built; until then the demo says what comes next instead of
+pretending. Outputs: ``<workdir>/lake`` and ``<workdir>/report/demo.json``. Re-running on the same
+workdir ingests nothing new, rebuilds identical sequences and retrains the same models (the same
+versions, as training is deterministic on CPU), whose embeddings replace themselves.
+
+Time split: the encoders see only the first half of the snapshots (``pretrain_fraction``); the later
+snapshots are kept for the ranker's training, validation and test periods.
 
 ``validate`` gathers the data quality suites of every stage for the generic runner (``core.quality``):
 the conductor is the one place that knows which stage checks which table.
@@ -13,7 +18,7 @@ the conductor is the one place that knows which stage checks which table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -21,8 +26,15 @@ from pyspark.sql import SparkSession
 
 from core.errors import DuetError, ValidationFailed
 from core.quality import LakeReport, validate_lake
+from encoders.config import VARIANTS, PretrainConfig, TrainConfig
 
-NEXT_STAGES = ("pretrain", "embed", "publish to Feast", "training set", "ranker", "evaluation")
+NEXT_STAGES = ("publish to Feast", "training set", "ranker", "evaluation")
+
+
+def demo_pretrain_config(seed: int) -> PretrainConfig:
+    """The demo's pre-training budget: the defaults with fewer epochs, so that three variants train in
+    about two minutes on a 2-core machine. Every variant gets this same budget."""
+    return PretrainConfig(train=TrainConfig(seed=seed, epochs=5, patience=2))
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,9 @@ class DemoConfig:
     clicks: str | None = None
     conversions: str | None = None
     users: int = 2000
-    days: int = 14
+    days: int = 28
+    pretrain_fraction: float = 0.5   # share of the snapshot range the encoders may learn from
+    variants: tuple[str, ...] = VARIANTS
 
 
 def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
@@ -55,12 +69,37 @@ def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
 
 def validate(spark: SparkSession, lake: str, now: datetime | None = None) -> LakeReport:
     """Run every stage's suites on the tables present under ``lake``; write and return the report."""
+    from encoders import quality as encoder_quality
     from spark_jobs import quality
 
     now = now or datetime.now(UTC)
     cfg = quality.QualityConfig(now=now)
-    return validate_lake(spark, lake, lambda present, props: quality.suites_for(cfg, present, props),
-                         metrics_for=quality.metrics, now=now)
+
+    def suites_for(present: set[str], properties: dict[str, dict[str, str]]) -> list:
+        return quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
+
+    return validate_lake(spark, lake, suites_for, metrics_for=quality.metrics, now=now)
+
+
+def pretrain_and_embed(lake: str, snapshots: list[datetime], cfg: DemoConfig) -> dict:
+    """Pre-train every variant up to the split point, then embed every snapshot with each model."""
+    from encoders.embed import embed_snapshots
+    from encoders.pretrain import pretrain
+
+    train_until = snapshots[int(cfg.pretrain_fraction * (len(snapshots) - 1))]
+    out: dict = {"train_until": train_until.isoformat(), "models": {}}
+    for variant in cfg.variants:
+        pretrain_cfg = demo_pretrain_config(cfg.seed)
+        pretrain_cfg = replace(pretrain_cfg, model=replace(pretrain_cfg.model, variant=variant))
+        result = pretrain(lake, pretrain_cfg, train_until)
+        embedded = embed_snapshots(lake, snapshots, result.model_version,
+                                   log=lambda line: None)  # one line per model below, not per snapshot
+        users = sum(r.embedded for r in embedded)
+        seconds = sum(r.seconds for r in embedded)
+        print(f"embed {result.model_version}: {users:,} user embeddings over {len(embedded)} snapshots "
+              f"in {seconds:.1f} s")
+        out["models"][variant] = {**result.to_dict(), "embedded": users, "embed_seconds": seconds}
+    return out
 
 
 def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
@@ -89,6 +128,7 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     report["sequences"] = build_sequences(spark, lake, snapshots)
     for path, figures in report["sequences"].items():
         print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshots")
+    report["encoders"] = pretrain_and_embed(lake, snapshots, cfg)
     quality = validate(spark, lake)
     print(quality.summary())
     report["validation"] = quality.to_dict()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-JOBS = ("ingest", "sequences", "validate")
+JOBS = ("ingest", "sequences", "embed", "validate")
 
 
 def check_job(name: str) -> int:

@@ -4,7 +4,7 @@
 #   infra/submit.sh --master local[2] -- ingest --lake /data/lake --clicks /data/clicks.csv
 #   infra/submit.sh --master spark://head:7077 --conf spark.executor.memory=8g -- ingest --lake s3a://...
 # JOB is one of the Spark jobs of the duet command line (duet/submit_entry.py JOBS: ingest, sequences,
-# validate); the driver runs `duet JOB args` through duet/submit_entry.py. The project's packages are
+# embed (with --engine spark), validate); the driver runs `duet JOB args` through duet/submit_entry.py. The project's packages are
 # shipped to executors as a zip (--py-files); the Delta jars come from .jars/ (scripts/setup.sh) or, if
 # absent, from Maven via --packages. spark-submit is the one in .venv (pyspark 4.1) unless SPARK_HOME is set.
 set -euo pipefail

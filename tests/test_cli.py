@@ -16,14 +16,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*DUET, *args], capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
-@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["sequences"], ["validate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["sequences"], ["pretrain"], ["embed"],
+                                     ["validate"], ["demo"]])
 def test_help(command):
     result = _run(*command, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: duet")
 
 
-@pytest.mark.parametrize("command", [["ingest"], ["sequences"], ["validate"], ["demo"]])
+@pytest.mark.parametrize("command", [["ingest"], ["sequences"], ["embed"], ["validate"], ["demo"]])
 def test_spark_commands_take_master_and_conf(command):
     out = _run(*command, "--help").stdout
     assert "--master" in out and "--conf KEY=VALUE" in out
@@ -45,6 +46,12 @@ def test_spark_commands_take_master_and_conf(command):
          "--conf expects key=value"),
         (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv",
           "--conf", "spark.sql.session.timeZone=Europe/Paris"], "conflicts with duet's required"),
+        (["pretrain", "--lake", "/no/lake"], "no sequence snapshots under /no/lake"),
+        (["pretrain", "--lake", "x", "--config", "/no/config.json"], "cannot read --config /no/config.json"),
+        (["pretrain", "--lake", "x", "--config", "tests/data/unknown_key_config.json"],
+         "unknown key(s) click_layer"),
+        (["embed", "--lake", "x"], "no snapshot given"),
+        (["embed", "--lake", "/no/lake", "--snapshot", "2026-01-02"], "no model under /no/lake/_models"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(args, message):

@@ -10,18 +10,28 @@ from duet.cli import main as duet
 
 
 def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
-    args = ["demo", "--workdir", str(tmp_path), "--users", "200", "--days", "5", "--seed", "3"]
+    args = ["demo", "--workdir", str(tmp_path), "--users", "200", "--days", "12", "--seed", "3"]
     assert duet(args) == 0
     report = json.loads((tmp_path / "report" / "demo.json").read_text())
     generated = report["generated"]
     clicks = report["ingest"][0]
     assert clicks["read"] == generated["clicks"] == clicks["ingested"]
     assert report["validation"]["success"] is True
-    assert "pretrain" in report["not_built_yet"] and "sequences" not in report["not_built_yet"]
-    # Daily snapshots from the day after the first click to the day after the last: 5 days of data.
-    assert report["snapshots"][0] == "2026-01-06T00:00:00+00:00" and len(report["snapshots"]) == 5
+    assert "ranker" in report["not_built_yet"] and "pretrain" not in report["not_built_yet"]
+    # Daily snapshots from the day after the first click to the day after the last: 12 days of data.
+    assert report["snapshots"][0] == "2026-01-06T00:00:00+00:00" and len(report["snapshots"]) == 12
     sequences = report["sequences"]["features/click_sequences"]
-    assert sequences["snapshots"] == 5 and sequences["rows"] > 200  # most of 200 users, several snapshots
+    assert sequences["snapshots"] == 12 and sequences["rows"] > 200  # most of 200 users, several snapshots
+    # Every variant pre-trained on the first half of the snapshots, then embedded every snapshot.
+    encoders = report["encoders"]
+    assert encoders["train_until"] == report["snapshots"][5]
+    assert sorted(encoders["models"]) == ["click_only", "duet", "shared"]
+    users_with_sequences = len(set(_sequence_users(tmp_path / "lake")))
+    for variant, model in encoders["models"].items():
+        assert model["model_version"].startswith(f"{variant}-")
+        assert model["split"]["train_until"] <= encoders["train_until"]
+        assert model["embedded"] == users_with_sequences
+    assert [t["table"] for t in report["validation"]["tables"]][-1] == "embeddings/user_embeddings"
     assert DeltaTable(str(tmp_path / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
         generated["conversions"]
     tables = ("raw/clicks", "raw/conversions")
@@ -30,6 +40,9 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
 
     assert duet(args) == 0
     again = json.loads((tmp_path / "report" / "demo.json").read_text())
+    # Training is deterministic on CPU: the same data gives the same model versions.
+    assert {v: m["model_version"] for v, m in again["encoders"]["models"].items()} == \
+        {v: m["model_version"] for v, m in encoders["models"].items()}
     assert again["ingest"][0]["ingested"] == 0
     assert again["ingest"][0]["already_present"] == generated["clicks"]
     # Nothing new: no commit at all on the raw tables, and not one changed row in the sequences.
@@ -40,6 +53,16 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
         changes = spark.read.format("delta").option("readChangeFeed", "true") \
             .option("startingVersion", latest).load(path)
         assert changes.count() == 0
+
+
+def _sequence_users(lake) -> list[tuple[str, object]]:
+    """(user, snapshot) pairs with a click or a conversion sequence."""
+    pairs = set()
+    for table in ("click_sequences", "conversion_sequences"):
+        rows = DeltaTable(str(lake / "features" / table)).to_pyarrow_table(columns=["user_id", "snapshot_ts"])
+        users, snapshots = rows.column("user_id").to_pylist(), rows.column("snapshot_ts").to_pylist()
+        pairs |= set(zip(users, snapshots, strict=True))
+    return sorted(pairs)
 
 
 def test_a_relative_lake_path_means_relative_to_the_callers_directory(spark, tmp_path, monkeypatch):

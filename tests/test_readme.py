@@ -29,7 +29,8 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    tables = ("raw/clicks", "raw/conversions", "features/click_sequences", "features/conversion_sequences")
+    tables = ("raw/clicks", "raw/conversions", "features/click_sequences", "features/conversion_sequences",
+              "embeddings/user_embeddings")
     for table in tables:
         assert f"PASS {table}" in result.stdout
     assert "read 10000 = ingested 9252 + already present 0 + quarantined 0 + skipped 748" in result.stdout
@@ -37,7 +38,11 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     assert clicks.num_rows > 9046
     snapshots = set(DeltaTable(str(tmp_path / "lake/features/click_sequences")).to_pyarrow_table()
                     .column("snapshot_ts").to_pylist())
-    assert len(snapshots) == 6  # five daily snapshots and one at 12:30
+    assert len(snapshots) == 8  # seven daily snapshots and one at 12:30
+    assert "re-embedded 0 changed user(s)" in result.stdout
+    embedded = DeltaTable(str(tmp_path / "lake/embeddings/user_embeddings")).to_pyarrow_table()
+    assert len(set(embedded.column("event_timestamp").to_pylist())) == 2
+    assert all(v.startswith("duet-") for v in embedded.column("model_version").to_pylist())
 
 
 @pytest.mark.integration
@@ -51,3 +56,5 @@ def test_make_demo_runs_as_the_readme_says(tmp_path):
     assert report["validation"]["success"] is True
     assert report["ingest"][0]["ingested"] == report["generated"]["clicks"]
     assert report["sequences"]["features/click_sequences"]["rows"] > 0
+    assert sorted(report["encoders"]["models"]) == ["click_only", "duet", "shared"]
+    assert "PASS embeddings/user_embeddings" in result.stdout

@@ -1,0 +1,148 @@
+"""Measures of what the embeddings know: retrieval against popularity and history baselines, AUC, and
+a logistic probe. Pure torch.
+
+* ``retrieval_report``: on validation examples, recall@k of the advertisers a user clicks (and converts
+  with) in the next horizon, for the model's heads (ranking the advertisers seen as targets in
+  training), for global popularity (the most frequent targets of the training examples) and for the
+  user's own history (their most clicked advertisers); the AUC of the "converts" head next to the AUC of
+  the number of past conversions.
+* ``logistic_probe``: a ridge-regularised logistic regression fitted on one set of users' embeddings and
+  scored on another (AUC, log loss, normalized entropy).
+
+Advertisers are compared as hash buckets, like the model sees them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from encoders.shards import ShardSet
+from encoders.variants import UserModel
+
+
+def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties get average ranks); NaN with one class only."""
+    scores, labels = scores.double().flatten(), labels.bool().flatten()
+    n_pos, n = int(labels.sum()), labels.numel()
+    if n_pos in (0, n):
+        return math.nan
+    order = torch.argsort(scores)
+    _, inverse, counts = torch.unique_consecutive(scores[order], return_inverse=True, return_counts=True)
+    average_rank = torch.cumsum(counts, 0).double() - (counts.double() - 1) / 2
+    ranks = torch.empty(n, dtype=torch.float64)
+    ranks[order] = average_rank[inverse]
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
+
+
+def normalized_entropy(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean log loss, log loss / entropy of the base rate): NE < 1 beats predicting the base rate."""
+    p = probabilities.double().clamp(1e-7, 1 - 1e-7)
+    y = labels.double()
+    logloss = float(-(y * p.log() + (1 - y) * (1 - p).log()).mean())
+    rate = float(y.mean())
+    if rate in (0.0, 1.0):
+        return logloss, math.nan
+    entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    return logloss, logloss / entropy
+
+
+def _recall(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """top: (B, k) predicted buckets; targets: (B, K) buckets, 0 = none -> (B,) recall (NaN: no targets)."""
+    valid = targets > 0
+    hits = ((targets[:, :, None] == top[:, None, :]).any(-1) & valid).sum(1).double()
+    n = valid.sum(1).double()
+    return torch.where(n > 0, hits / n.clamp_min(1), torch.full_like(n, math.nan))
+
+
+def _history_top(advertisers: torch.Tensor, popularity: torch.Tensor, k: int) -> torch.Tensor:
+    """A user's own most frequent advertisers (ties and blanks filled by global popularity) -> (B, k)."""
+    counts = torch.zeros(advertisers.shape[0], popularity.numel(), dtype=torch.float64)
+    counts.scatter_add_(1, advertisers, torch.ones_like(advertisers, dtype=torch.float64))
+    counts[:, 0] = 0
+    tie_break = popularity.double() / (popularity.double().max() + 1)
+    return torch.topk(counts + tie_break, k, dim=1).indices
+
+
+def popularity(shards: ShardSet, buckets: int) -> dict[str, torch.Tensor]:
+    """How often each advertiser bucket is a click / conversion target in ``shards``."""
+    click = torch.zeros(buckets, dtype=torch.float64)
+    conversion = torch.zeros(buckets, dtype=torch.float64)
+    for _, targets in shards.batches(4096):
+        for counts, t in ((click, targets.click_advertisers), (conversion, targets.conversion_advertisers)):
+            counts += torch.bincount(t.flatten(), minlength=buckets).double()
+    click[0] = conversion[0] = 0
+    return {"click": click, "conversion": conversion}
+
+
+@torch.no_grad()
+def retrieval_report(model: UserModel, valid: ShardSet, counts: dict[str, torch.Tensor], k: int = 10,
+                     batch_size: int = 1024) -> dict[str, float]:
+    """Recall@k of next-horizon advertisers (model, popularity, history) and AUC of converting."""
+    model.eval()
+    device = next(model.parameters()).device
+    # The catalogue: advertisers seen as a target in training. In-batch negatives never push down an
+    # advertiser that was never sampled, so scoring unseen hash buckets would rank noise.
+    unseen = ((counts["click"] + counts["conversion"]) == 0).to(device)
+    click_pop = torch.topk(counts["click"], k).indices
+    conv_pop = torch.topk(counts["conversion"], k).indices
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in (
+        "click_model", "click_popularity", "click_history", "conversion_model", "conversion_popularity",
+        "conversion_history", "converts_logit", "converts", "past_conversions")}
+    for inputs, targets in valid.batches(batch_size):
+        emb = model(inputs.to(device))
+        conv_in = model.conversion_input(emb)
+        b = len(inputs)
+        history = _history_top(inputs.click_advertiser, counts["click"], k)
+        conv_history = _history_top(torch.cat([inputs.conversion_advertiser, inputs.click_advertiser], 1),
+                                    counts["conversion"], k)
+        click_scores = model.click_head.scores(emb.click).masked_fill(unseen, float("-inf"))
+        click_top = torch.topk(click_scores, k).indices.cpu()
+        parts["click_model"].append(_recall(click_top, targets.click_advertisers))
+        parts["click_popularity"].append(_recall(click_pop.expand(b, k), targets.click_advertisers))
+        parts["click_history"].append(_recall(history, targets.click_advertisers))
+        conv_scores = model.conversion_head.advertisers.scores(conv_in).masked_fill(unseen, float("-inf"))
+        parts["conversion_model"].append(_recall(torch.topk(conv_scores, k).indices.cpu(),
+                                                 targets.conversion_advertisers))
+        parts["conversion_popularity"].append(_recall(conv_pop.expand(b, k), targets.conversion_advertisers))
+        parts["conversion_history"].append(_recall(conv_history, targets.conversion_advertisers))
+        parts["converts_logit"].append(model.conversion_head.logit(conv_in).cpu())
+        parts["converts"].append(targets.converts)
+        parts["past_conversions"].append(inputs.conversion_stats[:, 0])
+    cat = {name: torch.cat(v) for name, v in parts.items()}
+    report = {f"{name}_recall@{k}": float(torch.nanmean(cat[name])) for name in (
+        "click_model", "click_popularity", "click_history", "conversion_model", "conversion_popularity",
+        "conversion_history")}
+    report["converts_auc_model"] = auc(cat["converts_logit"], cat["converts"])
+    report["converts_auc_past_conversions"] = auc(cat["past_conversions"], cat["converts"])
+    report["converts_rate"] = float(cat["converts"].mean())
+    report["examples"] = int(cat["converts"].numel())
+    return report
+
+
+def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                   l2: float = 1e-3, steps: int = 200) -> dict[str, float]:
+    """Fit a logistic regression on standardised ``train_x`` (L-BFGS, ridge ``l2``); score ``test_x``.
+
+    -> {"auc", "logloss", "ne"} on the test set.
+    """
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    x, xt = ((train_x - mean) / std).double(), ((test_x - mean) / std).double()
+    y = train_y.double()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    rate = float(y.mean().clamp(1e-6, 1 - 1e-6))
+    b = torch.tensor(math.log(rate / (1 - rate)), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        p = torch.sigmoid(xt @ w + b)
+    logloss, ne = normalized_entropy(p, test_y)
+    return {"auc": auc(p, test_y), "logloss": logloss, "ne": ne}

@@ -1,0 +1,344 @@
+"""The encoders' Delta edge, with ``deltalake`` (no Spark): read sequence snapshots, write embeddings.
+
+Reading a snapshot of both sequence tables for every user must not hold the tables in memory.
+``co_partitioned`` streams each input in Arrow batches and, when a snapshot is larger than
+``chunk_rows``, spills the rows by a hash of ``user_id`` into Arrow IPC files in a temporary folder
+(a grace hash join): every part holds all rows of its users from every input and about ``chunk_rows``
+rows in all, so memory is bounded by a part, not by the table. A snapshot that fits is read directly.
+
+Embeddings are written with one Delta commit per run: a full run replaces its (snapshot, model version)
+rows (overwrite with a predicate), a ``--changed-only`` run MERGEs the re-embedded users and deletes the
+ones that no longer have a sequence. Each commit records in its ``userMetadata`` which snapshot and model
+version it wrote and which versions of the sequence tables it read; the next ``--changed-only`` run reads
+the sequence tables' change data feed from there.
+
+This module is the only one in ``encoders/`` that imports ``deltalake``; the model, training and
+inference code never do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS, Table
+from core.errors import DuetError
+from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS
+from encoders.hashing import fnv1a64
+
+SEQUENCE_TABLES = (CLICK_SEQUENCES, CONVERSION_SEQUENCES)
+RUN_KEY = "duet.embed"  # key of the embedding run record in a commit's userMetadata
+
+
+def _table(lake: str, table: Table) -> DeltaTable:
+    location = table.location(lake)
+    if not DeltaTable.is_deltatable(location):
+        raise DuetError(f"{location} is not a Delta table: run `duet sequences` first")
+    return DeltaTable(location)
+
+
+def _instant(value: str) -> datetime:
+    """A partition value as deltalake lists it ('2026-01-06T00:00:00.000000Z') -> aware UTC datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T")).astimezone(UTC)
+
+
+def sequence_snapshots(lake: str) -> list[datetime]:
+    """The snapshots present in the click or conversion sequence table, ascending."""
+    found: set[datetime] = set()
+    for table in SEQUENCE_TABLES:
+        location = table.location(lake)
+        if DeltaTable.is_deltatable(location):
+            found |= {_instant(p["snapshot_ts"]) for p in DeltaTable(location).partitions()}
+    return sorted(found)
+
+
+def sequence_versions(lake: str) -> dict[str, int]:
+    """The current version of each sequence table, by contract path."""
+    return {t.path: _table(lake, t).version() for t in SEQUENCE_TABLES}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input of a co-partitioned read: a snapshot of a sequence table and the columns wanted."""
+
+    table: Table
+    snapshot: datetime
+    columns: tuple[str, ...]
+
+    def dataset(self, lake: str, versions: dict[str, int] | None = None) -> ds.Dataset:
+        dt = _table(lake, self.table)
+        if versions and self.table.path in versions:
+            dt.load_as_version(versions[self.table.path])
+        return dt.to_pyarrow_dataset()
+
+    def filter(self, users: pa.Array | None) -> ds.Expression:
+        expr = ds.field("snapshot_ts") == pa.scalar(self.snapshot, pa.timestamp("us", tz="UTC"))
+        return expr if users is None else expr & ds.field("user_id").isin(users)
+
+
+def click_source(snapshot: datetime, columns: tuple[str, ...] = tuple(CLICK_COLUMNS)) -> Source:
+    return Source(CLICK_SEQUENCES, snapshot, ("user_id", *columns))
+
+
+def conversion_source(snapshot: datetime, columns: tuple[str, ...] = tuple(CONVERSION_COLUMNS)) -> Source:
+    return Source(CONVERSION_SEQUENCES, snapshot, ("user_id", *columns))
+
+
+def co_partitioned(lake: str, sources: list[Source], chunk_rows: int, users: pa.Array | None = None,
+                   versions: dict[str, int] | None = None, spill_dir: str | None = None,
+                   ) -> Iterator[list[pa.Table]]:
+    """Yield lists of tables, one per source, each list holding every row of the same set of users.
+
+    Rows of all sources together are at most about ``chunk_rows`` per part (a hash of ``user_id``
+    decides the part). ``users`` restricts the read to those user ids; ``versions`` reads the given
+    table versions (by contract path) instead of the latest.
+    """
+    datasets = [s.dataset(lake, versions) for s in sources]
+    filters = [s.filter(users) for s in sources]
+    total = sum(d.count_rows(filter=f) for d, f in zip(datasets, filters, strict=True))
+    if total <= chunk_rows:
+        yield [d.to_table(columns=list(s.columns), filter=f)
+               for d, s, f in zip(datasets, sources, filters, strict=True)]
+        return
+    # Twice as many parts as the average needs: hash parts are uneven.
+    parts = max(2, math.ceil(2 * total / chunk_rows))
+    with tempfile.TemporaryDirectory(prefix="duet-spill-", dir=spill_dir) as tmp:
+        paths = [[Path(tmp) / f"{i}-{p}.arrow" for p in range(parts)] for i in range(len(sources))]
+        schemas = [pa.schema([d.schema.field(c) for c in s.columns])
+                   for d, s in zip(datasets, sources, strict=True)]
+        for i, (d, s, f) in enumerate(zip(datasets, sources, filters, strict=True)):
+            batches = d.to_batches(columns=list(s.columns), filter=f, batch_size=max(1024, chunk_rows // 4))
+            _spill(batches, paths[i], schemas[i])
+        for p in range(parts):
+            yield [_read_ipc(paths[i][p], schemas[i]) for i in range(len(sources))]
+
+
+def _spill(batches: Iterator[pa.RecordBatch], paths: list[Path], schema: pa.Schema) -> None:
+    writers: dict[int, ipc.RecordBatchFileWriter] = {}
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            part = (fnv1a64(batch.column("user_id")) % np.uint64(len(paths))).astype(np.int64)
+            order = np.argsort(part, kind="stable")
+            counts = np.bincount(part, minlength=len(paths))
+            sorted_batch = batch.take(pa.array(order))
+            offset = 0
+            for p in np.flatnonzero(counts):
+                if p not in writers:
+                    writers[p] = ipc.new_file(str(paths[p]), schema)
+                writers[p].write_batch(sorted_batch.slice(offset, counts[p]))
+                offset += counts[p]
+    finally:
+        for w in writers.values():
+            w.close()
+
+
+def _read_ipc(path: Path, schema: pa.Schema) -> pa.Table:
+    if not path.exists():
+        return schema.empty_table()
+    with ipc.open_file(str(path)) as reader:
+        return reader.read_all()
+
+
+# --- embeddings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingRun:
+    """What one embedding commit wrote and read (stored as JSON in the commit's userMetadata)."""
+
+    snapshot: datetime
+    model_version: str
+    sequence_versions: dict[str, int]
+    mode: str          # "full" or "changed-only"
+
+    def to_json(self) -> str:
+        return json.dumps({RUN_KEY: {"snapshot": self.snapshot.isoformat(),
+                                     "model_version": self.model_version,
+                                     "sequence_versions": self.sequence_versions, "mode": self.mode}},
+                          sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str | None) -> EmbeddingRun | None:
+        try:
+            record = json.loads(text)[RUN_KEY] if text else None
+        except (ValueError, KeyError, TypeError):
+            return None
+        if record is None:
+            return None
+        return EmbeddingRun(_instant(record["snapshot"]), record["model_version"],
+                            {k: int(v) for k, v in record["sequence_versions"].items()}, record["mode"])
+
+
+def last_run(lake: str, snapshot: datetime, model_version: str) -> EmbeddingRun | None:
+    """The newest embedding run recorded for (snapshot, model version), from the table's history."""
+    location = USER_EMBEDDINGS.location(lake)
+    if not DeltaTable.is_deltatable(location):
+        return None
+    for commit in DeltaTable(location).history():  # newest first
+        run = EmbeddingRun.from_json(commit.get("userMetadata"))
+        if run and run.snapshot == snapshot and run.model_version == model_version:
+            return run
+    return None
+
+
+# Operations whose commits carry their changes as add/remove files when they have no cdc files. DML
+# (MERGE, UPDATE, DELETE) write cdc files for every row they change while the change data feed is on;
+# their add/remove files without cdc files only copy unchanged rows (Delta's own reader reports no
+# change for them), and OPTIMIZE-like operations change no data.
+_FILE_CHANGE_OPERATIONS = ("WRITE", "STREAMING UPDATE", "CREATE TABLE", "CREATE TABLE AS SELECT",
+                           "REPLACE TABLE", "REPLACE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS SELECT")
+
+
+def _commit(location: str, version: int) -> list[dict]:
+    path = Path(location) / "_delta_log" / f"{version:020d}.json"
+    if not path.is_file():
+        raise DuetError(f"{location}: commit {version} is no longer in the Delta log (cleaned up after a "
+                        "checkpoint); run `duet embed` without --changed-only")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _feed_users(location: str, snapshot: datetime, start: int, end: int) -> list[pa.Array]:
+    """The user ids in the change data feed of one sequence table, versions ``start..end``, restricted to
+    the partition of ``snapshot``.
+
+    Read from the Delta log and the change files directly, by the protocol's rules as Delta's own reader
+    applies them: a commit's cdc files when it has any, else the add/remove files of a write. (deltalake's
+    ``load_cdf`` treats a MERGE's copied files as changes and cannot open Spark's percent-encoded
+    partition folders.)
+    """
+    users = []
+    for version in range(start, end + 1):
+        actions = _commit(location, version)
+        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+        for a in actions:
+            config = a.get("metaData", {}).get("configuration", {})
+            if "metaData" in a and config.get("delta.enableChangeDataFeed") != "true":
+                raise DuetError(f"{location}: the change data feed is off at version {version}; run `duet "
+                                "embed` without --changed-only")
+        files = [a["cdc"] for a in actions if "cdc" in a]
+        if not files and info.get("operation") in _FILE_CHANGE_OPERATIONS:
+            files = [a[kind] for a in actions for kind in ("add", "remove")
+                     if kind in a and a[kind].get("dataChange", True)]
+        for f in files:
+            value = (f.get("partitionValues") or {}).get("snapshot_ts")
+            if value is None or _instant(value) != snapshot:
+                continue
+            path = Path(location) / unquote(f["path"])
+            try:
+                users.append(pq.read_table(path, columns=["user_id"]).column("user_id").combine_chunks())
+            except FileNotFoundError as e:
+                raise DuetError(f"{path} is gone (vacuumed?): run `duet embed` without --changed-only") from e
+    return users
+
+
+def changed_users(lake: str, snapshot: datetime, since: dict[str, int]) -> tuple[pa.Array, dict[str, int]]:
+    """User ids whose sequence rows at ``snapshot`` changed after the table versions ``since`` (from the
+    sequence tables' change data feed), and the versions read up to."""
+    now = sequence_versions(lake)
+    changed: list[pa.Array] = []
+    for table in SEQUENCE_TABLES:
+        changed += _feed_users(table.location(lake), snapshot, since[table.path] + 1, now[table.path])
+    if not changed:
+        return pa.array([], pa.string()), now
+    return pc.unique(pa.concat_arrays([c.cast(pa.string()) for c in changed])), now
+
+
+def _pulled_on_own_thread(batches: Iterator[pa.RecordBatch], depth: int = 4) -> Iterator[pa.RecordBatch]:
+    """Yield ``batches``, computed on a separate thread.
+
+    The Delta writer pulls batches from a tokio worker thread; if that same thread ran the producer,
+    whose reads go through deltalake's storage handler (which blocks on tokio too), tokio would panic
+    ("Cannot start a runtime from within a runtime"). The producer runs ahead by ``depth`` batches,
+    which also overlaps reading and embedding with writing.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            items.put(e)
+
+    worker = threading.Thread(target=produce, name="duet-embed-producer", daemon=True)
+    worker.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def write_embeddings(lake: str, batches: Iterator[pa.RecordBatch], run: EmbeddingRun) -> None:
+    """Replace the (snapshot, model version) rows of ``embeddings/user_embeddings`` with ``batches``
+    (streamed: memory holds a few batches), in one commit that records ``run``."""
+    rows = pa.RecordBatchReader.from_batches(USER_EMBEDDINGS.arrow_schema(), _pulled_on_own_thread(batches))
+    predicate = (f"event_timestamp = '{run.snapshot.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}' "
+                 f"AND model_version = '{run.model_version}'")
+    location = USER_EMBEDDINGS.location(lake)
+    exists = DeltaTable.is_deltatable(location)
+    write_deltalake(location, rows, mode="overwrite" if exists else "error",
+                    predicate=predicate if exists else None,
+                    partition_by=None if exists else ["model_version"],
+                    commit_properties=CommitProperties(custom_metadata={"userMetadata": run.to_json()}))
+
+
+def merge_embeddings(lake: str, rows: pa.Table, deleted: pa.Array, run: EmbeddingRun) -> dict:
+    """Upsert ``rows`` and delete ``deleted`` users' rows of the run's (snapshot, model version), in one
+    MERGE commit that records ``run``. Returns deltalake's merge metrics."""
+    location = USER_EMBEDDINGS.location(lake)
+    gone = pa.table({
+        "user_id": deleted.cast(pa.string()),
+        "event_timestamp": pa.array([run.snapshot] * len(deleted), pa.timestamp("us", tz="UTC")),
+        "model_version": pa.array([run.model_version] * len(deleted), pa.string()),
+    })
+    schema = pa.schema([f.with_nullable(True) for f in rows.schema])  # delete markers have no vectors
+    source = pa.concat_tables([
+        rows.cast(schema).append_column("_delete", pa.array([False] * rows.num_rows, pa.bool_())),
+        _pad_like(gone, schema).append_column("_delete", pa.array([True] * len(deleted), pa.bool_())),
+    ])
+    on = " AND ".join(f"t.{k} = s.{k}" for k in USER_EMBEDDINGS.key)
+    return (DeltaTable(location)
+            .merge(source, on, source_alias="s", target_alias="t",
+                   commit_properties=CommitProperties(custom_metadata={"userMetadata": run.to_json()}))
+            .when_matched_delete(predicate="s._delete")
+            .when_matched_update_all(except_cols=["_delete"])
+            .when_not_matched_insert_all(predicate="NOT s._delete", except_cols=["_delete"])
+            .execute())
+
+
+def _pad_like(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s other columns added as nulls (for delete markers in a MERGE source)."""
+    columns = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,132 @@
+"""What is checked in the table this stage writes: the Great Expectations suite of
+``embeddings/user_embeddings``, as plain data for the generic runner ``core.quality.validate_lake``.
+
+* contract columns, non-null keys and vectors, one row per (user_id, event_timestamp, model_version),
+  and a model version named ``<variant>-<7 hex digits>``;
+* dimensions: every row of a model version has the widths its checkpoint's config gives (a version with
+  no checkpoint under ``_models`` fails), and ``conversion_embedding`` is null exactly for the
+  single-embedding variants;
+* finite values (no NaN or infinity) and L2 norms within ``[min_norm, max_norm]`` (a collapsed or
+  exploded model);
+* coverage: for every (snapshot, model version) present, the share of users with a click or conversion
+  sequence at that snapshot who have an embedding is at least ``min_coverage``, and no embedding exists
+  for a user without a sequence at its snapshot (a stale row).
+
+Dimensions come from each checkpoint's ``config.json``, read as JSON: validation does not load torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import great_expectations.expectations as gxe
+
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from core.quality import Suite, has_columns, not_null, view_name
+from encoders.config import VARIANTS, ModelConfig, embedding_dims, from_dict
+from encoders.model_store import CONFIG, models_root
+
+
+@dataclass(frozen=True)
+class EmbeddingQualityConfig:
+    min_norm: float = 1e-3
+    max_norm: float = 1e3
+    min_coverage: float = 1.0
+
+
+def checkpoint_dims(lake: str) -> dict[str, tuple[int, int | None]]:
+    """Model version -> (click width, conversion width or None), from each checkpoint's config.json."""
+    root = models_root(lake)
+    dims = {}
+    if root.is_dir():
+        for config in sorted(root.glob(f"*/{CONFIG}")):
+            if config.parent.name.startswith("."):
+                continue
+            document = json.loads(Path(config).read_text())
+            dims[config.parent.name] = embedding_dims(from_dict(ModelConfig, document["config"]["model"]))
+    return dims
+
+
+def _norm(column: str) -> str:
+    return f"sqrt(aggregate({column}, 0D, (acc, x) -> acc + double(x) * double(x)))"
+
+
+def _widths(dims: dict[str, tuple[int, int | None]]) -> str:
+    """A SQL condition true for rows whose widths match their version's checkpoint."""
+    if not dims:
+        return "false"
+    cases = []
+    for version, (click, conversion) in sorted(dims.items()):
+        second = (f"size(conversion_embedding) = {conversion}" if conversion
+                  else "conversion_embedding IS NULL")
+        cases.append(f"WHEN '{version}' THEN size(click_embedding) = {click} AND {second}")
+    return f"coalesce(CASE model_version {' '.join(cases)} ELSE false END, false)"
+
+
+def embedding_suite(dims: dict[str, tuple[int, int | None]], cfg: EmbeddingQualityConfig,
+                    with_sequences: tuple = (CLICK_SEQUENCES, CONVERSION_SEQUENCES)) -> Suite:
+    """The suite of ``embeddings/user_embeddings`` given each model version's widths."""
+    t = USER_EMBEDDINGS
+    variants = "|".join(VARIANTS)
+    vectors = "concat(click_embedding, coalesce(conversion_embedding, array()))"
+    checks = [
+        has_columns(t),
+        *not_null(t, [c.name for c in t.fields if not c.nullable]),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=list(t.key),
+                                            description=f"{t.path}: one row per {', '.join(t.key)}"),
+        gxe.ExpectColumnValuesToMatchRegex(
+            column="model_version", regex=f"^({variants})-[0-9a-f]{{7}}$",
+            description=f"{t.path}: model_version is <variant>-<7 hex digits> with a variant of {variants}"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
+                                   f"WHERE NOT {_widths(dims)}"),
+            description=f"{t.path}: vector widths match the model version's checkpoint (conversion_embedding "
+                        "null exactly for single-embedding variants)"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
+                                   f"WHERE exists({vectors}, x -> isnan(x) OR abs(x) = double('infinity'))"),
+            description=f"{t.path}: every vector value is finite"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(
+                f"SELECT user_id, event_timestamp, model_version FROM {{batch}} WHERE "
+                f"NOT {_norm('click_embedding')} BETWEEN {cfg.min_norm} AND {cfg.max_norm} OR "
+                f"(conversion_embedding IS NOT NULL AND NOT {_norm('conversion_embedding')} "
+                f"BETWEEN {cfg.min_norm} AND {cfg.max_norm})"),
+            description=f"{t.path}: L2 norms within [{cfg.min_norm}, {cfg.max_norm}]"),
+    ]
+    if with_sequences:
+        users = " UNION ".join(f"SELECT user_id, snapshot_ts FROM {view_name(s)}" for s in with_sequences)
+        checks += [
+            gxe.UnexpectedRowsExpectation(
+                unexpected_rows_query=(
+                    f"WITH seq AS ({users}), "
+                    "runs AS (SELECT DISTINCT event_timestamp, model_version FROM {batch}), "
+                    "expected AS (SELECT r.event_timestamp, r.model_version, s.user_id FROM runs r "
+                    "JOIN seq s ON s.snapshot_ts = r.event_timestamp), "
+                    "coverage AS (SELECT e.event_timestamp, e.model_version, count(*) AS users, "
+                    "count(b.user_id) AS embedded FROM expected e LEFT JOIN {batch} b "
+                    "ON b.user_id = e.user_id "
+                    "AND b.event_timestamp = e.event_timestamp AND b.model_version = e.model_version "
+                    "GROUP BY e.event_timestamp, e.model_version) "
+                    f"SELECT * FROM coverage WHERE embedded < users * {cfg.min_coverage}"),
+                description=f"{t.path}: at least {cfg.min_coverage:.1%} of the users with sequences at a "
+                            "snapshot "
+                            "have an embedding, for every (snapshot, model version)"),
+            gxe.UnexpectedRowsExpectation(
+                unexpected_rows_query=(
+                    f"SELECT b.user_id, b.event_timestamp, b.model_version FROM {{batch}} b LEFT ANTI JOIN "
+                    f"({users}) s ON s.user_id = b.user_id AND s.snapshot_ts = b.event_timestamp"),
+                description=f"{t.path}: no embedding for a user without a sequence at its snapshot "
+                            "(stale row)"),
+        ]
+    return Suite(t, checks, needs=tuple(with_sequences))
+
+
+def suites_for(lake: str, present: set[str], cfg: EmbeddingQualityConfig | None = None) -> list[Suite]:
+    """The embedding suite if the table is present (cross-checked against the sequence tables present)."""
+    if USER_EMBEDDINGS.path not in present:
+        return []
+    sequences = tuple(s for s in (CLICK_SEQUENCES, CONVERSION_SEQUENCES) if s.path in present)
+    return [embedding_suite(checkpoint_dims(lake), cfg or EmbeddingQualityConfig(), sequences)]
