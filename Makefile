@@ -17,6 +17,9 @@ test: setup
 bench: setup
 	.venv/bin/python -m benchmarks.ingest_throughput
 	.venv/bin/python -m benchmarks.sequences_vs_duckdb
+	.venv/bin/python -m benchmarks.encoder_throughput
+	.venv/bin/python -m benchmarks.embed_scale
+	.venv/bin/python -m benchmarks.encoder_quality
 
 lint: setup
 	.venv/bin/ruff check .
