@@ -20,7 +20,7 @@ Protocol (fixed before any result was looked at; the generator and the baselines
 * "Clearly better": with signal 2, duet's two embeddings beat its click embedding alone by at least 0.01
   AUC on average and in every seed; with signal 0, the average gain is below 0.005.
 
-Prints one JSON document (per signal and seed, then means).
+Prints each run as one JSON line as it finishes, then one JSON document (every run, then means).
 """
 
 from __future__ import annotations
@@ -162,8 +162,7 @@ def main() -> None:
             started = time.perf_counter()
             runs.append(run_one(spark, args.workdir, signal, seed, args.users))
             runs[-1]["seconds"] = round(time.perf_counter() - started, 1)
-            brief = {k: runs[-1][k] for k in ("signal", "seed", "gain_auc_both_over_click", "seconds")}
-            print(json.dumps(brief), flush=True)
+            print(json.dumps(runs[-1]), flush=True)    # each run whole, so a cut-off run keeps its results
     print(json.dumps({"runs": runs, "summary": summarize(runs)}, indent=1))
 
 

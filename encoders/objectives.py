@@ -42,7 +42,7 @@ class AdvertiserRetrieval(nn.Module):
         positives = targets[rows, slots]                                   # (P,)
         candidates, own = torch.unique(positives, return_inverse=True)     # (C,), (P,)
         log_q = torch.log(torch.bincount(own, minlength=len(candidates)).float() / len(positives))
-        u = F.normalize(self.user(users), dim=-1)[rows]                    # (P, d)
+        u = F.normalize(self.user(users), dim=-1).index_select(0, rows)   # (P, d)
         v = F.normalize(self.items(candidates), dim=-1)                    # (C, d)
         logits = (u @ v.T).float() / self.temperature + self.bias[candidates][None, :] - log_q[None, :]
         owns = torch.zeros(users.shape[0], len(candidates), dtype=torch.bool, device=users.device)

@@ -40,7 +40,7 @@ class DuetEncoder(nn.Module):
         super().__init__()
         self.vocab = vocab = Vocabulary(cfg)
         self.click = ClickEncoder(cfg, vocab, cfg.click_layers, cfg.dim)
-        self.conversion = ConversionEncoder(cfg, vocab, cfg.conversion_blocks, cfg.dim)
+        self.conversion = ConversionEncoder(cfg, vocab, cfg.conversion_blocks, cfg.dim, click_dim=cfg.dim)
 
     def forward(self, batch: UserBatch) -> UserEmbeddings:
         clicks = self.click(batch)

@@ -315,6 +315,25 @@ def test_training_is_deterministic_for_a_seed_on_cpu(tmp_path):
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
+def test_retrieval_gradients_are_bitwise_repeatable_on_cpu():
+    # At the sizes of real batches (thousands of positives), a backward through advanced indexing
+    # (``x[rows]``: index_put_ with accumulation) summed in a thread-dependent order on CPU, so two runs
+    # of the same pre-training gave different models; the small test above was below that threshold.
+    torch.manual_seed(0)
+    head = AdvertiserRetrieval(64, torch.nn.Embedding(1024, 64), temperature=0.1)
+    users = torch.randn(256, 64, requires_grad=True)
+    targets = torch.randint(0, 1024, (256, 32))
+
+    def gradients() -> list[torch.Tensor]:
+        users.grad = None
+        head.zero_grad()
+        head.loss(users, targets).backward()
+        return [users.grad.clone(), *(p.grad.clone() for p in head.parameters())]
+
+    first = gradients()
+    for _ in range(30):
+        assert all(torch.equal(a, b) for a, b in zip(first, gradients(), strict=True))
+
 def test_validation_loss_falls_when_there_is_something_to_learn(tmp_path):
     # Targets are the user's own clicked advertisers: a model that reads the clicks can learn them.
     cfg = replace(SMALL, max_clicks=16, max_conversions=4)
