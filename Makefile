@@ -20,6 +20,7 @@ bench: setup
 	.venv/bin/python -m benchmarks.encoder_throughput
 	.venv/bin/python -m benchmarks.embed_scale
 	.venv/bin/python -m benchmarks.encoder_quality
+	.venv/bin/python -m benchmarks.online_lookup
 
 lint: setup
 	.venv/bin/ruff check .

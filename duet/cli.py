@@ -160,6 +160,19 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from core.snapshots import parse_snapshot
+    from serving.publish import PublishConfig, publish, resolve_version
+    from serving.store import StoreConfig
+
+    snapshot = parse_snapshot(args.snapshot) if args.snapshot else None
+    resolve_version(args.lake, args.model_version)  # a missing model fails before Spark starts
+    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
+    publish(_spark(args, "publish"), PublishConfig(store=store, snapshot=snapshot,
+                                                    model_version=args.model_version))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from duet.pipeline import DemoConfig, run_demo
 
@@ -240,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lake", required=True)
     _spark_options(p)
     p.set_defaults(handler=_cmd_validate)
+
+    p = sub.add_parser("publish", help="gate one snapshot's embeddings on data quality, then put them online "
+                                       "(Feast)")
+    p.add_argument("--lake", required=True, help="lake root (reads embeddings/, features/, _models/; Feast's "
+                                                 "registry and SQLite store go under _feast/)")
+    p.add_argument("--snapshot", metavar="TS",
+                   help="snapshot to publish (default: the model version's latest)")
+    p.add_argument("--model-version", help="e.g. duet-3f2a9c1 (default: the newest duet model)")
+    p.add_argument("--feature-store-yaml", metavar="FILE",
+                   help="Feast configuration (default: feature_repo/feature_store.yaml; "
+                        "${DUET_LAKE} in it is --lake)")
+    p.add_argument("--redis", metavar="HOST:PORT",
+                   help="publish to this Redis instead of the configuration's online store")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_publish)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default")
     p.add_argument("--workdir", required=True, help="writes lake/ and report/ under it")

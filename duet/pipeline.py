@@ -2,11 +2,13 @@
 
 Stages so far: generate (unless input files are given) -> ingest -> sequences (daily snapshots over the
 data's time range) -> pretrain (duet and both baselines, on the first half of the snapshots) -> embed
-(every snapshot, every model) -> validate. Later stages (publishing to Feast, the ranker and its
-evaluation) join here as they are built; until then the demo says what comes next instead of
-pretending. Outputs: ``<workdir>/lake`` and ``<workdir>/report/demo.json``. Re-running on the same
-workdir ingests nothing new, rebuilds identical sequences and retrains the same models (the same
-versions, as training is deterministic on CPU), whose embeddings replace themselves.
+(every snapshot, every model) -> validate -> publish (the latest snapshot of the duet model to Feast's
+SQLite online store under ``<workdir>/lake/_feast``, gated by the embedding suite). Later stages (the
+ranker's training set, the ranker and its evaluation) join here as they are built; until then the demo
+says what comes next instead of pretending. Outputs: ``<workdir>/lake`` and
+``<workdir>/report/demo.json``. Re-running on the same workdir ingests nothing new, rebuilds identical
+sequences and retrains the same models (the same versions, as training is deterministic on CPU), whose
+embeddings replace themselves and are published again (the same rows online).
 
 Time split: the encoders see only the first half of the snapshots (``pretrain_fraction``); the later
 snapshots are kept for the ranker's training, validation and test periods.
@@ -28,7 +30,7 @@ from core.errors import DuetError, ValidationFailed
 from core.quality import LakeReport, validate_lake
 from encoders.config import VARIANTS, PretrainConfig, TrainConfig
 
-NEXT_STAGES = ("publish to Feast", "training set", "ranker", "evaluation")
+NEXT_STAGES = ("training set", "ranker", "evaluation")
 
 
 def demo_pretrain_config(seed: int) -> PretrainConfig:
@@ -102,6 +104,15 @@ def pretrain_and_embed(lake: str, snapshots: list[datetime], cfg: DemoConfig) ->
     return out
 
 
+def publish_latest(spark: SparkSession, lake: str, model_version: str) -> dict:
+    """Publish the latest snapshot of ``model_version`` to the embedded Feast store (SQLite under
+    ``<lake>/_feast``), so that ``DUET_LAKE=<lake> feast -c feature_repo serve`` serves it."""
+    from serving.publish import PublishConfig, publish
+    from serving.store import StoreConfig
+
+    return publish(spark, PublishConfig(store=StoreConfig(lake=lake), model_version=model_version)).to_dict()
+
+
 def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     """Run the pipeline; return (and write) the demo report."""
     from duet.generate import GeneratorConfig, generate
@@ -132,6 +143,8 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     quality = validate(spark, lake)
     print(quality.summary())
     report["validation"] = quality.to_dict()
+    if quality.success and "duet" in report["encoders"]["models"]:
+        report["publish"] = publish_latest(spark, lake, report["encoders"]["models"]["duet"]["model_version"])
     report["not_built_yet"] = list(NEXT_STAGES)
     out = work / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -17,14 +17,15 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [[], ["generate"], ["ingest"], ["sequences"], ["pretrain"], ["embed"],
-                                     ["validate"], ["demo"]])
+                                     ["validate"], ["publish"], ["demo"]])
 def test_help(command):
     result = _run(*command, "--help")
     assert result.returncode == 0
     assert result.stdout.startswith("usage: duet")
 
 
-@pytest.mark.parametrize("command", [["ingest"], ["sequences"], ["embed"], ["validate"], ["demo"]])
+@pytest.mark.parametrize("command", [["ingest"], ["sequences"], ["embed"], ["validate"], ["publish"],
+                                     ["demo"]])
 def test_spark_commands_take_master_and_conf(command):
     out = _run(*command, "--help").stdout
     assert "--master" in out and "--conf KEY=VALUE" in out
@@ -52,6 +53,8 @@ def test_spark_commands_take_master_and_conf(command):
          "unknown key(s) click_layer"),
         (["embed", "--lake", "x"], "no snapshot given"),
         (["embed", "--lake", "/no/lake", "--snapshot", "2026-01-02"], "no model under /no/lake/_models"),
+        (["publish", "--lake", "/no/lake"], "no duet model under /no/lake/_models"),
+        (["publish", "--lake", "x", "--snapshot", "soon"], "cannot read snapshot 'soon'"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(args, message):
@@ -70,7 +73,8 @@ def test_help_and_generate_load_no_spark_and_no_stage(tmp_path):
     # The parser and `duet generate` are the conductor and core alone: stages load in their handlers.
     code = ("import sys; from duet.cli import main; main(sys.argv[1:]); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'pyspark', 'spark_jobs', 'encoders', 'ranker', 'great_expectations', 'torch'}))")
+            "{'pyspark', 'spark_jobs', 'encoders', 'feature_repo', 'serving', 'feast', 'ranker', "
+            "'great_expectations', 'torch'}))")
     args = ["generate", "--out", str(tmp_path), "--users", "3", "--days", "1"]
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO,
                             timeout=120)

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import REPO
 
 BASE, CONDUCTOR = "core", "duet"
-STAGES = ("spark_jobs", "encoders", "feature_repo", "ranker")  # the order data flows through them
+STAGES = ("spark_jobs", "encoders", "feature_repo", "serving", "ranker")  # the order data flows through them
 PACKAGES = (BASE, *STAGES, CONDUCTOR)
 HEAVY = ("pyspark", "pyarrow", "torch", "great_expectations", "feast", "deltalake", "pandas")
 
@@ -169,6 +169,9 @@ def test_checker_finds_a_circle():
     ("spark_jobs.ingest", "encoders.model", False),
     ("encoders.model", "ranker.model", False),
     ("feature_repo.views", "ranker.model", False),
+    ("feature_repo.catalog", "serving.publish", False),
+    ("serving.publish", "feature_repo.catalog", True),
+    ("serving.online", "ranker.model", False),
     ("encoders.model", "spark_jobs.sequences", True),
     ("ranker.model", "core.contracts", True),
     ("duet.cli", "ranker.model", True),

@@ -17,7 +17,7 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
     clicks = report["ingest"][0]
     assert clicks["read"] == generated["clicks"] == clicks["ingested"]
     assert report["validation"]["success"] is True
-    assert "ranker" in report["not_built_yet"] and "pretrain" not in report["not_built_yet"]
+    assert "ranker" in report["not_built_yet"] and "publish to Feast" not in report["not_built_yet"]
     # Daily snapshots from the day after the first click to the day after the last: 12 days of data.
     assert report["snapshots"][0] == "2026-01-06T00:00:00+00:00" and len(report["snapshots"]) == 12
     sequences = report["sequences"]["features/click_sequences"]
@@ -32,6 +32,7 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
         assert model["split"]["train_until"] <= encoders["train_until"]
         assert model["embedded"] == users_with_sequences
     assert [t["table"] for t in report["validation"]["tables"]][-1] == "embeddings/user_embeddings"
+    _assert_latest_duet_snapshot_is_online(tmp_path / "lake", report)
     assert DeltaTable(str(tmp_path / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
         generated["conversions"]
     tables = ("raw/clicks", "raw/conversions")
@@ -40,6 +41,7 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
 
     assert duet(args) == 0
     again = json.loads((tmp_path / "report" / "demo.json").read_text())
+    _assert_latest_duet_snapshot_is_online(tmp_path / "lake", again)  # publishing again: the same rows
     # Training is deterministic on CPU: the same data gives the same model versions.
     assert {v: m["model_version"] for v, m in again["encoders"]["models"].items()} == \
         {v: m["model_version"] for v, m in encoders["models"].items()}
@@ -53,6 +55,31 @@ def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
         changes = spark.read.format("delta").option("readChangeFeed", "true") \
             .option("startingVersion", latest).load(path)
         assert changes.count() == 0
+
+
+def _assert_latest_duet_snapshot_is_online(lake, report) -> None:
+    """The demo published its duet model's latest snapshot: the SQLite online store under lake/_feast
+    returns exactly those Delta rows (what `DUET_LAKE=lake feast -c feature_repo serve` serves)."""
+    from datetime import datetime
+
+    import numpy as np
+
+    from serving.online import SdkReader
+    from serving.store import StoreConfig, feature_store
+
+    version = report["encoders"]["models"]["duet"]["model_version"]
+    snapshot = datetime.fromisoformat(report["snapshots"][-1])
+    published = report["publish"]
+    assert (published["model_version"], published["snapshot"]) == (version, snapshot.isoformat())
+    rows = [r for r in DeltaTable(str(lake / "embeddings/user_embeddings")).to_pyarrow_table(
+        filters=[("model_version", "=", version)]).to_pylist() if r["event_timestamp"] == snapshot]
+    assert report["publish"]["users"] == len(rows) > 0
+    reader = SdkReader(feature_store(StoreConfig(str(lake))))
+    result = reader.read([r["user_id"] for r in rows], as_of=snapshot)
+    assert result.error is None and not result.click_missing.any() and not result.conversion_missing.any()
+    np.testing.assert_array_equal(result.click, np.array([r["click_embedding"] for r in rows], np.float32))
+    np.testing.assert_array_equal(result.conversion,
+                                  np.array([r["conversion_embedding"] for r in rows], np.float32))
 
 
 def _sequence_users(lake) -> list[tuple[str, object]]:

@@ -24,7 +24,9 @@ def test_the_two_commands_are_in_the_readme_ci_and_makefile():
 
 @pytest.mark.integration
 def test_usage_block_runs_as_written(tmp_path, taobao_sample):
-    (block,) = re.findall(r"```bash readme-test\n(.*?)```", README, re.S)
+    # The blocks run in order in one shell: the feature store's block publishes the first block's lake.
+    usage, feature_store = re.findall(r"```bash readme-test\n(.*?)```", README, re.S)
+    block = usage + feature_store
     env = {**os.environ, "WORK": str(tmp_path), "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=600)
@@ -43,6 +45,14 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     embedded = DeltaTable(str(tmp_path / "lake/embeddings/user_embeddings")).to_pyarrow_table()
     assert len(set(embedded.column("event_timestamp").to_pylist())) == 2
     assert all(v.startswith("duet-") for v in embedded.column("model_version").to_pylist())
+    # The curl example: the published snapshot's vector for a known user, nothing for an unknown one.
+    assert "published duet-" in result.stdout
+    online = json.loads((tmp_path / "online.json").read_text())
+    assert online["metadata"]["feature_names"] == ["user_id", "click_embedding", "conversion_embedding"]
+    click = online["results"][1]
+    assert len(click["values"][0]) == 64 and click["values"][1] is None
+    assert click["statuses"] == ["PRESENT", "NOT_FOUND"]
+    assert click["event_timestamps"][0] == "2026-01-12T00:00:00Z"
 
 
 @pytest.mark.integration

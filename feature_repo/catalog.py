@@ -1,0 +1,113 @@
+"""What the repository is built for: the lake, its model versions and the one served online.
+
+``spec_from_lake`` reads the checkpoints' ``config.json`` under ``_models/`` (widths; no torch) and
+``_feast/serving.json`` (the model version ``duet publish`` chose); ``repo_objects`` builds every Feast
+object from that spec. ``repo.py`` calls both for ``feast apply``; ``serving.publish`` calls them too, so
+the command line and the publisher register the same objects.
+
+Model versions: each gets its own source (the table filtered to that version), views
+``user_click_embeddings_<variant>_<hash>`` (and ``user_conversion_embeddings_<...>`` for two-embedding
+variants) and a FeatureService ``<variant>_<hash>``: training sets of several versions side by side.
+The served version also backs the contract's ``user_click_embeddings`` and ``user_conversion_embeddings``,
+the only embedding views ever materialized, and the ``serving`` FeatureService.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import DuetError
+from encoders.config import ModelConfig, embedding_dims, from_dict
+from encoders.model_store import CONFIG, list_versions, models_root
+
+FEAST_DIR = "_feast"
+SERVING_FILE = "serving.json"
+CLICK_VIEW, CONVERSION_VIEW = "user_click_embeddings", "user_conversion_embeddings"
+LAKE_VARIABLE = "DUET_LAKE"
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """The lake (absolute), each model version with its widths (click, conversion or None), in training
+    order, and the version served online (None: no two-embedding model yet)."""
+
+    lake: str
+    versions: tuple[tuple[str, int, int | None], ...]
+    serving: str | None
+
+
+def lake_root(lake: str) -> str:
+    """A local lake as an absolute path (Spark's SQL ``delta.`path``` takes only absolute ones)."""
+    return lake.rstrip("/") if "://" in lake else os.path.abspath(lake)
+
+
+def serving_file(lake: str) -> Path:
+    return Path(lake_root(lake)) / FEAST_DIR / SERVING_FILE
+
+
+def model_dims(lake: str) -> dict[str, tuple[int, int | None]]:
+    """Model version -> (click width, conversion width or None), oldest first, from ``config.json``."""
+    dims = {}
+    for version in list_versions(lake):
+        document = json.loads((models_root(lake) / version / CONFIG).read_text())
+        dims[version] = embedding_dims(from_dict(ModelConfig, document["config"]["model"]))
+    return dims
+
+
+def read_serving(lake: str) -> dict | None:
+    """What ``duet publish`` recorded (model version, snapshot, when), or None before the first publish."""
+    path = serving_file(lake)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def spec_from_lake(lake: str) -> RepoSpec:
+    root = lake_root(lake)
+    dims = model_dims(root)
+    recorded = read_serving(root)
+    serving = recorded["model_version"] if recorded and recorded.get("model_version") in dims else None
+    if serving is None:
+        duet = [v for v, (_, conversion) in dims.items() if conversion]
+        serving = duet[-1] if duet else None
+    return RepoSpec(root, tuple((v, c, k) for v, (c, k) in dims.items()), serving)
+
+
+def spec_from_environment() -> RepoSpec:
+    """The spec of the lake ``$DUET_LAKE`` names (what ``feast -c feature_repo ...`` builds)."""
+    lake = os.environ.get(LAKE_VARIABLE)
+    if not lake:
+        raise DuetError(f"{LAKE_VARIABLE} is not set: run e.g. {LAKE_VARIABLE}=demo-work/lake "
+                        "feast -c feature_repo apply")
+    return spec_from_lake(lake)
+
+
+def repo_objects(spec: RepoSpec) -> dict[str, object]:
+    """Every Feast object of the repository, by a unique Python name."""
+    # Feast is imported here, not at module level: `duet publish` checks its arguments with this module
+    # before anything heavy loads.
+    from feature_repo import entities, services, sources, views
+
+    user = entities.user()
+    summary = views.summary_view(sources.summary_source(spec.lake), user)
+    out: dict[str, object] = {"user": user, "user_sequence_summary": summary}
+    for version, click_dim, conversion_dim in spec.versions:
+        tag = sources.slug(version)
+        source = sources.embedding_source(spec.lake, version)
+        members = [views.embedding_view(f"{CLICK_VIEW}_{tag}", views.CLICK_FEATURE, source, user, version,
+                                        click_dim, online=False)]
+        if conversion_dim:
+            members.append(views.embedding_view(f"{CONVERSION_VIEW}_{tag}", views.CONVERSION_FEATURE, source,
+                                                user, version, conversion_dim, online=False))
+        if version == spec.serving:
+            served = [views.embedding_view(CLICK_VIEW, views.CLICK_FEATURE, source, user, version, click_dim,
+                                           online=True),
+                      views.embedding_view(CONVERSION_VIEW, views.CONVERSION_FEATURE, source, user, version,
+                                           conversion_dim, online=True)]
+            out.update({CLICK_VIEW: served[0], CONVERSION_VIEW: served[1],
+                        services.SERVING: services.serving_service(version, [*served, summary])})
+        out.update({m.name: m for m in members})
+        out[f"service_{tag}"] = services.version_service(tag, version, [*members, summary])
+        out[f"source_{tag}"] = source
+    return out

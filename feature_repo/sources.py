@@ -1,0 +1,75 @@
+"""Where the feature views read: Spark SQL over the lake's Delta tables (``delta.`<path>```).
+
+* ``embedding_source(lake, version)``: ``embeddings/user_embeddings`` restricted to one model version.
+  The table holds every model version side by side (partitioned by ``model_version``), and a feature
+  view has one source, so each version gets a source of its own; the filter on the partition column
+  prunes the other versions' files, and reading through Delta (never the folder as Parquet) sees only
+  the current version of a table that MERGEs and overwrites rewrite.
+* ``summary_source(lake)``: per (user, snapshot) figures computed from the two sequence tables, so they
+  are never out of step with them (no table of their own to rebuild): click and conversion counts,
+  hours since the most recent click and conversion (-1 when there is none in the lookback), and the
+  share of the user's conversions that are attributed to a click (0 without conversions).
+
+Both are SQL queries, so Feast's Spark offline store runs them as sub-queries of its point-in-time join
+and of materialization; its session needs the Delta settings (``feature_store.yaml``, ``core/spark.py``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+
+VERSION_PATTERN = re.compile(r"^(duet|shared|click_only)-[0-9a-f]{7}$")
+
+
+def slug(model_version: str) -> str:
+    """``duet-3f2a9c1`` -> ``duet_3f2a9c1``: a model version as part of a Feast name."""
+    if not VERSION_PATTERN.match(model_version):
+        raise ValueError(f"not a model version: {model_version!r} (expected <variant>-<7 hex digits>)")
+    return model_version.replace("-", "_")
+
+
+def _delta(location: str) -> str:
+    return "delta.`" + location.replace("`", "``") + "`"
+
+
+def embedding_source(lake: str, model_version: str) -> SparkSource:
+    """The rows of ``model_version`` in the embeddings table, keyed by user, timed by the snapshot."""
+    query = (f"SELECT user_id, event_timestamp, created_timestamp, click_embedding, conversion_embedding "
+             f"FROM {_delta(USER_EMBEDDINGS.location(lake))} WHERE model_version = '{model_version}'")
+    return SparkSource(name=f"user_embeddings_{slug(model_version)}", query=query,
+                       timestamp_field="event_timestamp", created_timestamp_column="created_timestamp",
+                       description=f"{USER_EMBEDDINGS.path} where model_version = {model_version}",
+                       tags={"model_version": model_version, "table": USER_EMBEDDINGS.path})
+
+
+def _hours_since(snapshot: str, times: str) -> str:
+    # The arrays are ascending by time: the last element is the most recent event.
+    return f"(unix_micros({snapshot}) - unix_micros(element_at({times}, -1))) / 3600000000.0"
+
+
+def summary_query(lake: str) -> str:
+    """The summary figures per (user, snapshot) as Spark SQL."""
+    return f"""
+        SELECT coalesce(c.user_id, v.user_id) AS user_id,
+               coalesce(c.snapshot_ts, v.snapshot_ts) AS event_timestamp,
+               coalesce(c.length, 0) AS click_count,
+               coalesce(v.length, 0) AS conversion_count,
+               CAST(coalesce({_hours_since("c.snapshot_ts", "c.click_ts")}, -1) AS FLOAT)
+                   AS hours_since_click,
+               CAST(coalesce({_hours_since("v.snapshot_ts", "v.conversion_ts")}, -1) AS FLOAT)
+                   AS hours_since_conversion,
+               CAST(coalesce(size(filter(v.attributed, x -> x)) / v.length, 0) AS FLOAT) AS attributed_share
+        FROM {_delta(CLICK_SEQUENCES.location(lake))} c
+        FULL OUTER JOIN {_delta(CONVERSION_SEQUENCES.location(lake))} v
+          ON c.user_id = v.user_id AND c.snapshot_ts = v.snapshot_ts"""
+
+
+def summary_source(lake: str) -> SparkSource:
+    return SparkSource(name="user_sequence_summary", query=summary_query(lake),
+                       timestamp_field="event_timestamp",
+                       description=f"figures of {CLICK_SEQUENCES.path} and {CONVERSION_SEQUENCES.path} "
+                                   "per (user, snapshot)")

@@ -1,0 +1,54 @@
+"""The feature views, as builders: embeddings (click, conversion) and the sequence summary.
+
+``EMBEDDING_TTL`` bounds the point-in-time join offline (a row older than this at the entity's time is
+not joined): two days lets a user keep the previous daily snapshot's vectors when one snapshot is
+missing, never older ones. Feast does not apply a ttl on online reads (STACK.md); ``serving.online``
+applies it against the time the caller asks about.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from feast import Entity, FeatureView, Field
+from feast.data_source import DataSource
+from feast.types import Array, Float32, Int32, String
+
+from feature_repo.entities import USER_KEY
+
+EMBEDDING_TTL = timedelta(days=2)
+SUMMARY_TTL = timedelta(days=2)
+CLICK_FEATURE, CONVERSION_FEATURE = "click_embedding", "conversion_embedding"
+SUMMARY_FEATURES = ("click_count", "conversion_count", "hours_since_click", "hours_since_conversion",
+                    "attributed_share")
+
+
+def embedding_view(name: str, feature: str, source: DataSource, user: Entity, model_version: str,
+                   dim: int, online: bool) -> FeatureView:
+    """One embedding of one model version: ``feature`` is ``click_embedding`` or ``conversion_embedding``,
+    an ``Array(Float32)`` of ``dim`` values (in the description, the tags and ``vector_length``).
+    ``online``: only the served views have online tables; the per-version ones are read offline."""
+    what = "click" if feature == CLICK_FEATURE else "conversion"
+    return FeatureView(
+        name=name, entities=[user], ttl=EMBEDDING_TTL, source=source, online=online,
+        schema=[Field(name=USER_KEY, dtype=String),
+                Field(name=feature, dtype=Array(Float32), vector_length=dim,
+                      description=f"{what} embedding, {dim} float32 values", tags={"dim": str(dim)})],
+        description=f"{what} embedding of {model_version} ({dim} values) per user and snapshot",
+        tags={"model_version": model_version, "dim": str(dim), "embedding": what})
+
+
+def summary_view(source: DataSource, user: Entity) -> FeatureView:
+    return FeatureView(
+        name="user_sequence_summary", entities=[user], ttl=SUMMARY_TTL, source=source, online=True,
+        schema=[Field(name=USER_KEY, dtype=String),
+                Field(name="click_count", dtype=Int32, description="clicks in the snapshot's sequence"),
+                Field(name="conversion_count", dtype=Int32,
+                      description="conversions in the snapshot's sequence"),
+                Field(name="hours_since_click", dtype=Float32,
+                      description="hours from the most recent click to the snapshot, -1 if none"),
+                Field(name="hours_since_conversion", dtype=Float32,
+                      description="hours from the most recent conversion to the snapshot, -1 if none"),
+                Field(name="attributed_share", dtype=Float32,
+                      description="share of the sequence's conversions attributed to a click, 0 if none")],
+        description="per-user figures of the click and conversion sequences at a snapshot")

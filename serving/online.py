@@ -1,0 +1,154 @@
+"""The online read path for rankers: both embeddings of a batch of users, never an exception.
+
+Three readers return the same ``Embeddings`` for the same store (tests compare them value for value):
+
+* ``SdkReader``: Feast's Python SDK (``FeatureStore.get_online_features``) in the ranker's process;
+* ``HttpReader``: Feast's feature server (``feast serve``, loopback by default) over HTTP/JSON;
+* ``serving.fast``: Feast's own online layout read directly (SQLite query, Redis pipeline), for when the
+  SDK's per-call cost dominates small lookups (BENCHMARKS.md).
+
+The documented default: a user the store does not know, or whose vectors are older than the views' ttl
+at ``as_of`` (default: now), gets zero vectors and ``missing = True`` for that embedding; Feast itself
+applies no ttl online (STACK.md), so this module does. Vectors of an unexpected width are reported
+missing too. A failing store (server down, file gone) yields every user missing and ``error`` set: the
+serving path degrades, it never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW
+from feature_repo.views import CLICK_FEATURE, CONVERSION_FEATURE, EMBEDDING_TTL
+
+log = logging.getLogger(__name__)
+
+FEATURES = (f"{CLICK_VIEW}:{CLICK_FEATURE}", f"{CONVERSION_VIEW}:{CONVERSION_FEATURE}")
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """The widths the ranker expects and the ttl after which a stored vector counts as missing."""
+
+    click_dim: int
+    conversion_dim: int
+    ttl: timedelta = EMBEDDING_TTL
+
+
+@dataclass
+class Embeddings:
+    """Rows in the order of ``user_ids``. ``click``: (n, click_dim) float32, zeros where
+    ``click_missing``; the same for ``conversion``; ``*_ts``: (n,) int64 epoch seconds of the snapshot
+    each vector was computed for (0 when missing); ``error``: why the store could not be read, if so."""
+
+    user_ids: list[str]
+    click: np.ndarray
+    conversion: np.ndarray
+    click_missing: np.ndarray
+    conversion_missing: np.ndarray
+    click_ts: np.ndarray
+    conversion_ts: np.ndarray
+    error: str | None = None
+
+
+def online_config(store) -> OnlineConfig:
+    """The served views' widths and ttl, from the registry (``dim`` tags ``feature_repo`` sets)."""
+    click, conversion = store.get_feature_view(CLICK_VIEW), store.get_feature_view(CONVERSION_VIEW)
+    return OnlineConfig(int(click.tags["dim"]), int(conversion.tags["dim"]), click.ttl or EMBEDDING_TTL)
+
+
+def _column(values: Sequence, stamps: Sequence[int], dim: int, oldest: int, newest: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out = np.zeros((len(values), dim), dtype=np.float32)
+    missing = np.ones(len(values), dtype=bool)
+    ts = np.zeros(len(values), dtype=np.int64)
+    for i, (value, stamp) in enumerate(zip(values, stamps, strict=True)):
+        if value is None or not stamp or not oldest <= stamp <= newest or len(value) != dim:
+            continue
+        out[i] = value
+        missing[i] = False
+        ts[i] = stamp
+    return out, missing, ts
+
+
+def assemble(user_ids: Sequence[str], cfg: OnlineConfig, as_of: datetime | None,
+             click: tuple[Sequence, Sequence[int]], conversion: tuple[Sequence, Sequence[int]]) -> Embeddings:
+    """``Embeddings`` from raw (values or None, event seconds or 0) per user, with the defaults applied:
+    a vector counts if its snapshot is within ``[as_of - ttl, as_of]``."""
+    now = int((as_of or datetime.now(UTC)).timestamp())
+    oldest = now - int(cfg.ttl.total_seconds()) if cfg.ttl else 0
+    c, cm, cts = _column(*click, cfg.click_dim, oldest, now)
+    v, vm, vts = _column(*conversion, cfg.conversion_dim, oldest, now)
+    return Embeddings(list(user_ids), c, v, cm, vm, cts, vts)
+
+
+def all_missing(user_ids: Sequence[str], cfg: OnlineConfig, error: str) -> Embeddings:
+    n = len(user_ids)
+    log.warning("online read failed, serving defaults for %d user(s): %s", n, error)
+    zeros = np.zeros(n, dtype=np.int64)
+    return Embeddings(list(user_ids), np.zeros((n, cfg.click_dim), np.float32),
+                      np.zeros((n, cfg.conversion_dim), np.float32), np.ones(n, bool), np.ones(n, bool),
+                      zeros, zeros.copy(), error)
+
+
+class SdkReader:
+    """Both embeddings through ``FeatureStore.get_online_features`` (the response's protobuf is read
+    directly: ``to_dict`` converts every value through Python objects first)."""
+
+    def __init__(self, store, cfg: OnlineConfig | None = None):
+        self.store = store
+        self.cfg = cfg or online_config(store)
+
+    def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:
+        try:
+            response = self.store.get_online_features(features=list(FEATURES),
+                                                      entity_rows={"user_id": list(user_ids)})
+            proto = response.proto
+            names = list(proto.metadata.feature_names.val)
+            columns = []
+            for feature in (CLICK_FEATURE, CONVERSION_FEATURE):
+                vector = proto.results[names.index(feature)]
+                values = [list(v.float_list_val.val) if v.HasField("float_list_val") else None
+                          for v in vector.values]
+                columns.append((values, [t.seconds for t in vector.event_timestamps]))
+            return assemble(user_ids, self.cfg, as_of, *columns)
+        except Exception as e:  # noqa: BLE001 - the serving path degrades to defaults, never raises
+            return all_missing(user_ids, self.cfg, f"{type(e).__name__}: {e}")
+
+
+def _seconds(stamp: str) -> int:
+    if not stamp:
+        return 0
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+
+
+class HttpReader:
+    """Both embeddings from Feast's feature server (``POST /get-online-features``)."""
+
+    def __init__(self, url: str, cfg: OnlineConfig, timeout_s: float = 2.0):
+        import requests
+
+        self.url = url.rstrip("/") + "/get-online-features"
+        self.cfg = cfg
+        self.timeout_s = timeout_s
+        self.session = requests.Session()  # keep-alive: one connection for every call
+
+    def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:
+        try:
+            request = {"features": list(FEATURES), "entities": {"user_id": list(user_ids)}}
+            reply = self.session.post(self.url, json=request, timeout=self.timeout_s)
+            reply.raise_for_status()
+            body = reply.json()
+            names = body["metadata"]["feature_names"]
+            columns = []
+            for feature in (CLICK_FEATURE, CONVERSION_FEATURE):
+                vector = body["results"][names.index(feature)]
+                columns.append((vector["values"], [_seconds(t) for t in vector["event_timestamps"]]))
+            return assemble(user_ids, self.cfg, as_of, *columns)
+        except Exception as e:  # noqa: BLE001 - the serving path degrades to defaults, never raises
+            return all_missing(user_ids, self.cfg, f"{type(e).__name__}: {e}")

@@ -1,0 +1,179 @@
+"""``duet publish``: put one snapshot of one model version's embeddings online, or nothing.
+
+1. Gate: the embedding suite (``encoders.quality``, run by ``core.quality``) on exactly the rows to be
+   published (that snapshot, that model version), cross-checked against the sequence tables. If any
+   expectation fails, ``ValidationFailed`` names it and neither the registry nor the online store is
+   touched.
+2. Apply: the repository's objects for the lake (``feature_repo.catalog``) with this model version as the
+   served one, recorded first in ``_feast/serving.json`` so that a later ``feast apply`` builds the same.
+3. Materialize exactly the snapshot's rows into the served views (embeddings and sequence summary) by the
+   snapshot's own window ``[T, T]`` (``store.materialize``, never ``materialize_incremental``, whose
+   watermark would skip rows of a snapshot re-built after a later one was published, Feast #4133).
+   Every write replaces what is stored (SQLite upserts; Redis with ``skip_dedup``), so re-publishing a
+   snapshot after a fix overwrites it, and publishing the same rows twice leaves the same state.
+
+Users absent from the published snapshot keep whatever an earlier publish wrote; ``serving.online``
+reports those older than the views' ttl as missing (Feast applies no ttl online).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from core.contracts import USER_EMBEDDINGS
+from core.errors import DuetError, ValidationFailed
+from feature_repo.catalog import (
+    CLICK_VIEW,
+    CONVERSION_VIEW,
+    RepoSpec,
+    lake_root,
+    model_dims,
+    serving_file,
+    spec_from_lake,
+)
+from serving.store import StoreConfig, apply, feature_store
+
+SUMMARY_VIEW = "user_sequence_summary"
+SERVED_VIEWS = (CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """What to publish: ``snapshot`` None = the latest of the version; ``model_version`` None = the
+    latest ``duet`` model under ``_models/``."""
+
+    store: StoreConfig
+    snapshot: datetime | None = None
+    model_version: str | None = None
+
+
+@dataclass
+class PublishReport:
+    model_version: str
+    snapshot: str
+    users: int
+    online_store: str
+    gate_results: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    registry_changes: str = ""
+
+    def line(self) -> str:
+        took = ", ".join(f"{step} {s:.1f} s" for step, s in self.seconds.items())
+        return (f"published {self.model_version} at {self.snapshot}: {self.users:,} users to the "
+                f"{self.online_store} online store ({took})")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _micros_literal(snapshot: datetime) -> str:
+    # Spark reads a zone-less literal in the session zone, which duet sets to UTC (core/spark.py).
+    return f"TIMESTAMP '{snapshot.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'"
+
+
+def resolve_version(lake: str, model_version: str | None) -> str:
+    """The model version to publish (checked before Spark starts): given, or the newest duet model."""
+    from encoders.model_store import latest_version
+
+    lake = lake_root(lake)
+    dims = model_dims(lake)
+    version = model_version or latest_version(lake, "duet")
+    if version not in dims:
+        raise DuetError(f"no model {version!r} under {lake}/_models (known: {', '.join(dims) or 'none'})")
+    if dims[version][1] is None:
+        raise DuetError(f"{version} has a single embedding: only two-embedding (duet) versions are served "
+                        "online; single-embedding versions are read offline through their FeatureService")
+    return version
+
+
+def choose(spark, lake: str, snapshot: datetime | None,
+           model_version: str | None) -> tuple[str, datetime, int]:
+    """(model version, snapshot, rows) to publish; errors name what is missing and what to run."""
+    from pyspark.sql import functions as F
+
+    version = resolve_version(lake, model_version)
+    location = USER_EMBEDDINGS.location(lake)
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, location):
+        raise DuetError(f"no {USER_EMBEDDINGS.path} under {lake}: run `duet embed` first")
+    rows = spark.read.format("delta").load(location).where(F.col("model_version") == version)
+    if snapshot is None:
+        latest = rows.agg(F.max(F.unix_micros("event_timestamp")).alias("t")).first()["t"]
+        if latest is None:
+            raise DuetError(f"no embeddings of {version} in {USER_EMBEDDINGS.path}: run `duet embed "
+                            f"--model-version {version}` first")
+        snapshot = datetime.fromtimestamp(latest / 1e6, UTC)
+    count = rows.where(f"event_timestamp = {_micros_literal(snapshot)}").count()
+    if count == 0:
+        raise DuetError(f"no embeddings of {version} at {snapshot.isoformat()} in {USER_EMBEDDINGS.path}: "
+                        f"run `duet embed --snapshot {snapshot.isoformat()} --model-version {version}`")
+    return version, snapshot, count
+
+
+def gate(spark, lake: str, version: str, snapshot: datetime):
+    """The embedding suite on the rows to publish; returns the ``LakeReport`` (raises nothing)."""
+    from core.quality import validate_lake
+    from encoders import quality
+
+    def suites_for(present: set[str], properties: dict) -> list:
+        suites = quality.suites_for(lake, present)
+        where = f"model_version = '{version}' AND event_timestamp = {_micros_literal(snapshot)}"
+        return [replace(s, where=where) for s in suites]
+
+    return validate_lake(spark, lake, suites_for)
+
+
+def _write_serving(lake: str, record: dict) -> None:
+    path = serving_file(lake)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
+    """Gate, apply, materialize (module docstring). Raises ``ValidationFailed`` when the gate fails."""
+    import time
+
+    lake = lake_root(cfg.store.lake)
+    started = time.perf_counter()
+    version, snapshot, users = choose(spark, lake, cfg.snapshot, cfg.model_version)
+    quality = gate(spark, lake, version, snapshot)
+    seconds = {"gate": time.perf_counter() - started}
+    if not quality.success:
+        failed = [f"{t.table}: {d}" for t in quality.tables for d in t.failed] or ["no embedding suite ran"]
+        raise ValidationFailed(f"nothing published: {version} at {snapshot.isoformat()} failed "
+                               f"{len(failed)} expectation(s): " + " | ".join(failed))
+    if not quality.tables:
+        raise ValidationFailed(f"nothing published: the embedding suite did not run on {lake}")
+
+    started = time.perf_counter()
+    previous = spec_from_lake(lake)
+    record = {"model_version": version, "snapshot": None, "chosen_at": datetime.now(UTC).isoformat()}
+    old = serving_file(lake).read_text() if serving_file(lake).is_file() else None
+    _write_serving(lake, {**(json.loads(old) if old else {}), **record})
+    spec = RepoSpec(previous.lake, previous.versions, version)
+    store = feature_store(cfg.store)
+    changes = apply(store, spec)
+    seconds["apply"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        store.materialize(snapshot, snapshot, feature_views=list(SERVED_VIEWS))
+    seconds["materialize"] = time.perf_counter() - started
+    _write_serving(lake, {"model_version": version, "snapshot": snapshot.isoformat(), "users": users,
+                          "online_store": store.config.online_store.type,
+                          "published_at": datetime.now(UTC).isoformat()})
+    report = PublishReport(version, snapshot.isoformat(), users, store.config.online_store.type,
+                           quality.results_dir, seconds, changes.strip())
+    log(report.line())
+    return report

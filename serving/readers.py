@@ -1,0 +1,24 @@
+"""The reader a ranker should use for a deployment, chosen from its ``StoreConfig``: the fast path on
+the configured online store (SQLite file or Redis), with the widths and ttl from the registry."""
+
+from __future__ import annotations
+
+from serving.online import OnlineConfig, online_config
+from serving.store import StoreConfig, feature_store
+
+
+def fast_reader(cfg: StoreConfig, online: OnlineConfig | None = None):
+    """A ``serving.fast`` reader on ``cfg``'s online store (SQLite or Redis)."""
+    from serving import fast
+
+    store = feature_store(cfg)
+    online = online or online_config(store)
+    config = store.config.online_store
+    if config.type == "redis":
+        import redis
+
+        host, port = config.connection_string.split(",")[0].split(":")
+        return fast.RedisReader(redis.Redis(host=host, port=int(port)), online, store.config.project)
+    if config.type == "sqlite":
+        return fast.SqliteReader(str(config.path), online, store.config.project)
+    raise ValueError(f"no fast path for the {config.type} online store: use serving.online.SdkReader")
