@@ -116,7 +116,7 @@ class RedisReader:
         self.client, self.cfg = client, cfg
         self.suffix = project.encode()
         self.fields = [f for view, feature in _VIEWS for f in (_field(view, feature), f"_ts:{view}".encode())]
-        self.decoders = (_Floats(cfg.click_dim), _Floats(cfg.conversion_dim)) if cfg else ()
+        self.decoders = (_Floats(cfg.click_dim), _Floats(cfg.conversion_dim))
 
     def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:
         try:

@@ -34,6 +34,7 @@ from feature_repo.catalog import (
     RepoSpec,
     lake_root,
     model_dims,
+    read_serving,
     serving_file,
     spec_from_lake,
 )
@@ -157,8 +158,7 @@ def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
     started = time.perf_counter()
     previous = spec_from_lake(lake)
     record = {"model_version": version, "snapshot": None, "chosen_at": datetime.now(UTC).isoformat()}
-    old = serving_file(lake).read_text() if serving_file(lake).is_file() else None
-    _write_serving(lake, {**(json.loads(old) if old else {}), **record})
+    _write_serving(lake, {**(read_serving(lake) or {}), **record})
     spec = RepoSpec(previous.lake, previous.versions, version)
     store = feature_store(cfg.store)
     changes = apply(store, spec)

@@ -15,10 +15,12 @@ def fast_reader(cfg: StoreConfig, online: OnlineConfig | None = None):
     online = online or online_config(store)
     config = store.config.online_store
     if config.type == "redis":
-        import redis
+        from feast.infra.online_stores.redis import RedisOnlineStore
 
-        host, port = config.connection_string.split(",")[0].split(":")
-        return fast.RedisReader(redis.Redis(host=host, port=int(port)), online, store.config.project)
+        # Feast's own client for the configured connection string (db, password, ssl, cluster or
+        # sentinel), so the fast path reads exactly where Feast writes.
+        client = RedisOnlineStore()._get_client(config)
+        return fast.RedisReader(client, online, store.config.project)
     if config.type == "sqlite":
         return fast.SqliteReader(str(config.path), online, store.config.project)
     raise ValueError(f"no fast path for the {config.type} online store: use serving.online.SdkReader")
