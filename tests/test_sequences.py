@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from deltalake import DeltaTable
 
 from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
+from core.errors import DuetError
 from core.snapshots import daily_snapshots
 from core.spark import spark_schema
 from duet.generate import GeneratorConfig, generate
@@ -221,3 +223,85 @@ def test_a_killed_run_leaves_the_previous_version_and_a_rerun_converges(spark, t
     got = _sorted(DeltaTable(str(target)).to_pyarrow_table())
     got = pa.Table.from_batches(got.to_batches())
     assert got.equals(expected["click_sequences"].cast(got.schema))
+
+
+def _first_call_waits(barrier: threading.Barrier, original):
+    """Wrap ``original`` so that each thread's first call waits until both threads are there: the two runs
+    pass their checks, then write at once (a real race, decided by Delta's commit protocol)."""
+    seen = threading.local()
+
+    def wrapper(*args, **kwargs):
+        if not getattr(seen, "done", False):
+            seen.done = True
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass  # the other run already failed: go on alone
+        return original(*args, **kwargs)
+
+    return wrapper
+
+
+def _race(spark, lake: Path, snapshots: list[datetime], monkeypatch) -> list:
+    """Two build_sequences of ``snapshots`` in two threads of one session, meeting before they create
+    and before they write; -> what each returned or raised."""
+    from delta.tables import DeltaTableBuilder
+    from pyspark.sql.readwriter import DataFrameWriter
+
+    monkeypatch.setattr(DeltaTableBuilder, "execute",
+                        _first_call_waits(threading.Barrier(2, timeout=15), DeltaTableBuilder.execute))
+    monkeypatch.setattr(DataFrameWriter, "save",
+                        _first_call_waits(threading.Barrier(2, timeout=15), DataFrameWriter.save))
+    outcomes: list = [None, None]
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = build_sequences(spark, str(lake), snapshots)
+        except Exception as e:  # noqa: BLE001 - the outcome is what the test checks
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    monkeypatch.undo()
+    return outcomes
+
+
+def _duplicate_keys(spark, lake: Path) -> dict[str, int]:
+    return {name: spark.read.format("delta").load(str(lake / "features" / name))
+            .groupBy("user_id", "snapshot_ts").count().where("count > 1").count()
+            for name in ("click_sequences", "conversion_sequences")}
+
+
+TINY_CLICKS = [("c1", "u1", "ad1", "adv1", _ts("2026-01-09 10:00:00")),
+               ("c2", "u2", "ad1", "adv1", _ts("2026-01-09 11:00:00"))]
+TINY_CONVERSIONS = [("v1", "u1", "adv1", "purchase", _ts("2026-01-09 12:00:00"), _ts("2026-01-09 13:00:00"),
+                     "c1", None)]
+
+
+def test_concurrent_runs_leave_one_row_per_key_or_the_loser_fails_clearly(spark, tmp_path, monkeypatch):
+    lake = tmp_path / "lake"
+    _write_raw(spark, lake, TINY_CLICKS, TINY_CONVERSIONS)
+    # A fresh lake: both runs create the tables and write a new snapshot at the same moment.
+    outcomes = _race(spark, lake, [T], monkeypatch)
+    failed = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(failed) < 2, failed
+    for error in failed:
+        assert isinstance(error, DuetError) and "another run is writing" in str(error), repr(error)[:500]
+    assert _duplicate_keys(spark, lake) == {"click_sequences": 0, "conversion_sequences": 0}
+    assert spark.read.format("delta").load(str(lake / "features/click_sequences")).count() == 2
+
+
+def test_a_single_run_repairs_a_snapshot_holding_duplicates(spark, tmp_path):
+    lake = tmp_path / "lake"
+    _write_raw(spark, lake, TINY_CLICKS, TINY_CONVERSIONS)
+    build_sequences(spark, str(lake), [T])
+    table = str(lake / "features/click_sequences")
+    # What two racing blind appends left behind before the fix: every row twice.
+    spark.read.format("delta").load(table).write.format("delta").mode("append").save(table)
+    assert _duplicate_keys(spark, lake)["click_sequences"] == 2
+    build_sequences(spark, str(lake), [T])
+    assert _duplicate_keys(spark, lake) == {"click_sequences": 0, "conversion_sequences": 0}
+    assert spark.read.format("delta").load(table).count() == 2
