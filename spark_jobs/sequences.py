@@ -16,13 +16,17 @@ which for dense daily snapshots is the dominant term and the same for any implem
 alternative, a range join of events to snapshots, shuffles every event once per snapshot it belongs to
 (up to lookback / spacing times: 30x for daily snapshots and a 30-day lookback).
 
-Writes are idempotent and atomic. The tables are partitioned by ``snapshot_ts`` and have Delta Change Data
-Feed on. Snapshots not yet in a table are appended in one commit; if any requested snapshot is already
-there, one MERGE on (user_id, snapshot_ts), restricted to the requested snapshots, updates rows whose
-content changed, inserts new ones and deletes rows of users who no longer qualify. Re-running a snapshot
-therefore leaves identical content, never duplicates a key, and its change feed lists exactly the users
-whose sequences changed (e.g. after late conversions arrived). A killed run leaves the previous table
-version intact: nothing is visible until Delta's commit.
+Writes are idempotent, atomic and safe against a concurrent run. The tables are partitioned by
+``snapshot_ts`` and have Delta Change Data Feed on. Snapshots not yet in a table are written by one
+overwrite of their partitions (``replaceWhere``); if the requested snapshots are already there, one MERGE
+on (user_id, snapshot_ts), restricted to the requested snapshots, updates rows whose content changed,
+inserts new ones and deletes rows of users who no longer qualify, so the change feed lists exactly the
+users whose sequences changed (e.g. after late conversions arrived). A snapshot that holds a key twice
+(left by racing appends of an older version) is replaced whole by the overwrite. Neither write is a blind
+append: both read the partitions they replace, so of two runs writing the same snapshots at once Delta
+commits the first and fails the second, which stops with "another run is writing ...; re-run" before it
+changes anything more. A killed run leaves the previous table version intact: nothing is visible until
+Delta's commit.
 
 The conductor runs it as ``duet sequences`` (``duet.cli``), also under spark-submit
 (``infra/submit.sh -- sequences --lake DIR --snapshot ...``).
@@ -30,11 +34,14 @@ The conductor runs it as ``duet sequences`` (``duet.cli``), also under spark-sub
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import delta.exceptions
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -44,6 +51,9 @@ from core.snapshots import check_snapshots
 from core.spark import spark_schema
 
 CDF = {"delta.enableChangeDataFeed": "true"}
+# Delta's commit conflicts (PySpark's classes for them share no base class of their own).
+CONFLICTS = tuple(getattr(delta.exceptions, name) for name in delta.exceptions.__all__)
+CREATE_ATTEMPTS = 10  # a second apart: how long to wait for a concurrent run's creation of a table
 
 
 @dataclass(frozen=True)
@@ -146,38 +156,74 @@ def conversion_sequences(conversions: DataFrame, snapshots: list[datetime], cfg:
     )
 
 
+def _another_run(table: Table) -> str:
+    return f"{table.path}: another run is writing these snapshots at the same time; re-run when it is done"
+
+
+def _creating_elsewhere(e: Exception) -> bool:
+    """Whether creating a table failed because another run was creating it at the same moment."""
+    return isinstance(e, CONFLICTS) or (
+        isinstance(e, AnalysisException) and "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(e))
+
+
 def _ensure(spark: SparkSession, table: Table, lake: str, cfg: SequenceConfig) -> DeltaTable:
-    builder = (DeltaTable.createIfNotExists(spark).location(table.location(lake))
-               .addColumns(spark_schema(table)).partitionedBy("snapshot_ts"))
-    for key, value in {**CDF, **cfg.properties()}.items():
-        builder = builder.property(key, value)
-    target = builder.execute()
+    """The table, created empty if missing. Of two runs creating it at once, one commits its first version
+    and the other finds the table there and goes on."""
+    location = table.location(lake)
+    for _ in range(CREATE_ATTEMPTS):
+        builder = (DeltaTable.createIfNotExists(spark).location(location)
+                   .addColumns(spark_schema(table)).partitionedBy("snapshot_ts"))
+        for key, value in {**CDF, **cfg.properties()}.items():
+            builder = builder.property(key, value)
+        try:
+            target = builder.execute()
+            break
+        except Exception as e:
+            if not _creating_elsewhere(e):
+                raise
+            if DeltaTable.isDeltaTable(spark, location):
+                target = DeltaTable.forPath(spark, location)
+                break
+            time.sleep(1)  # the other run has not committed the table's first version yet
+    else:
+        raise DuetError(_another_run(table))
     current = target.detail().first()["properties"]
     stale = {k: v for k, v in cfg.properties().items() if current.get(k) != v}
     if stale:  # a commit of its own, only when the windows changed since the table was last written
         props = ", ".join(f"'{k}' = '{v}'" for k, v in stale.items())
-        spark.sql(f"ALTER TABLE delta.`{table.location(lake)}` SET TBLPROPERTIES ({props})")
+        spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({props})")
     return target
 
 
 def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFrame,
                     snapshots: list[datetime], cfg: SequenceConfig) -> str:
-    """Replace ``snapshots`` in ``table`` with ``rows`` in one atomic commit; return "append" or "merge"."""
-    target = _ensure(spark, table, lake, cfg)
-    rows = rows.select(*table.columns)
-    in_snapshots = " OR ".join(f"t.snapshot_ts = {_sql_ts(s)}" for s in snapshots)
-    present = target.toDF().alias("t").where(in_snapshots).limit(1).count()
-    if not present:
-        rows.write.format("delta").mode("append").save(table.location(lake))
-        return "append"
-    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in table.columns if c not in table.key)
-    (target.alias("t")
-     .merge(rows.alias("s"), "t.user_id = s.user_id AND t.snapshot_ts = s.snapshot_ts")
-     .whenMatchedUpdateAll(condition=changed)
-     .whenNotMatchedInsertAll()
-     .whenNotMatchedBySourceDelete(condition=f"({in_snapshots})")
-     .execute())
-    return "merge"
+    """Replace ``snapshots`` in ``table`` with ``rows`` in one atomic commit; return "append" (new
+    snapshots), "merge" (existing ones, only changed rows touched) or "replace" (existing ones that held a
+    key twice, replaced whole). A concurrent run's commit to these snapshots fails this one with a
+    DuetError (see the module docstring)."""
+    try:
+        target = _ensure(spark, table, lake, cfg)
+        rows = rows.select(*table.columns)
+        in_snapshots = " OR ".join(f"t.snapshot_ts = {_sql_ts(s)}" for s in snapshots)
+        seen = target.toDF().alias("t").where(in_snapshots).agg(
+            F.count("*").alias("rows"), F.count_distinct("user_id", "snapshot_ts").alias("keys")).first()
+        if seen["rows"] and seen["rows"] == seen["keys"]:
+            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in table.columns if c not in table.key)
+            (target.alias("t")
+             .merge(rows.alias("s"), "t.user_id = s.user_id AND t.snapshot_ts = s.snapshot_ts")
+             .whenMatchedUpdateAll(condition=changed)
+             .whenNotMatchedInsertAll()
+             .whenNotMatchedBySourceDelete(condition=f"({in_snapshots})")
+             .execute())
+            return "merge"
+        # Not a blind append: the overwrite reads the partitions it replaces, so a concurrent writer of
+        # the same snapshots makes one of the two commits fail instead of both adding rows.
+        replace = f"snapshot_ts IN ({', '.join(_sql_ts(s) for s in snapshots)})"
+        (rows.write.format("delta").mode("overwrite").option("replaceWhere", replace)
+         .save(table.location(lake)))
+        return "replace" if seen["rows"] else "append"
+    except CONFLICTS as e:
+        raise DuetError(_another_run(table)) from e
 
 
 def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
