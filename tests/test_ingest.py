@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from core.errors import InputError
+from core.errors import DuetError, InputError
 from duet.cli import main as duet
 from spark_jobs.ingest import IngestConfig, ingest
 
@@ -109,7 +110,7 @@ CONVERSION_LINES = [
     ('{"user_id":"u1","advertiser_id":"adv1","conversion_type":"purchase",'
      '"conversion_ts":"2026-01-05T11:00:00Z","report_ts":"2026-01-05T12:00:00Z"}',
      "quarantined", "missing conversion_id"),
-    ("", "quarantined", "malformed JSON"),                                         # blank line
+    ("", "skipped", None),                                                         # blank line
     ('{"conversion_id":"v1","user_id":"u1","advertiser_id":"adv1","conversion_type":"purchase",'
      '"conversion_ts":"2026-01-05T11:00:00Z","report_ts":"2026-01-05T13:00:00Z",'
      '"attributed_click_id":"c01","value":"19.90"}', "already_present", None),      # identical repeat
@@ -125,7 +126,7 @@ def test_bad_conversion_lines_jsonl(spark, tmp_path):
     (result,) = ingest(spark, IngestConfig(lake=str(lake)), conversions=str(src))
     n_new = sum(s == "new" for _, s, _ in CONVERSION_LINES)
     n_q = sum(s == "quarantined" for _, s, _ in CONVERSION_LINES)
-    assert _counts(result) == (len(CONVERSION_LINES), n_new, 1, n_q, 0)
+    assert _counts(result) == (len(CONVERSION_LINES), n_new, 1, n_q, 1)
 
     raw = _table(lake, "raw/conversions").set_index("conversion_id").sort_index()
     assert list(raw.index) == ["v1", "v2", "v5"]
@@ -134,7 +135,8 @@ def test_bad_conversion_lines_jsonl(spark, tmp_path):
     assert raw.loc["v2", "report_ts"] == pd.Timestamp("2026-01-05T12:00:00Z")
 
     quarantine = _table(lake, "quarantine/conversions").sort_values("source_row")
-    expected = [(i + 1, r) for i, (_, s, r) in enumerate(CONVERSION_LINES) if s == "quarantined"]
+    records = [(s, r) for _, s, r in CONVERSION_LINES if s != "skipped"]  # source_row counts records
+    expected = [(i + 1, r) for i, (s, r) in enumerate(records) if s == "quarantined"]
     assert list(quarantine.source_row) == [row for row, _ in expected]
     for (_, reason), got in zip(expected, quarantine.reason, strict=True):
         assert reason in got
@@ -231,3 +233,61 @@ def test_generated_events_land_with_exactly_the_contract_schema(spark, tmp_path,
 
 def _delta_schema(path: Path):
     return DeltaTable(str(path)).schema().fields
+
+
+def test_blank_lines_are_counted_from_the_file_and_reported_as_skipped(spark, tmp_path):
+    lake = tmp_path / "lake"
+    src = _write_csv(tmp_path / "blank.csv", CLICKS_HEADER,
+                     ["c1,u1,a1,v1,2026-01-05T10:00:00Z", "", "  \t", "c2,u1,a1,v1,2026-01-05T11:00:00Z\r",
+                      "c3,u1,a1,v1,2026-01-05T12:00:00Z"])
+    (result,) = ingest(spark, IngestConfig(lake=str(lake)), clicks=str(src))
+    # Spark's CSV reader never returns blank lines; the file's own lines count them.
+    assert _counts(result) == (5, 3, 0, 0, 2) and result.balanced
+
+
+def _corrupt_parquet(path: Path) -> Path:
+    """Six clicks in three row groups; the last row group's data page overwritten (footer intact)."""
+    rows = {c: [f"{c[0]}{i}" for i in range(6)] for c in CLICKS_HEADER.split(",")}
+    rows["click_ts"] = ["2026-01-05T10:00:00Z"] * 6
+    pq.write_table(pa.table(rows), path, row_group_size=2, compression="NONE", use_dictionary=False)
+    offset = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _truncated_gzip(path: Path) -> Path:
+    lines = [CLICKS_HEADER] + [f"c{i},u1,a1,v1,2026-01-05T10:00:00Z" for i in range(5000)]
+    packed = gzip.compress("\n".join(lines).encode())
+    path.write_bytes(packed[:len(packed) // 2])
+    return path
+
+
+def test_rows_spark_would_skip_are_never_lost_silently(spark, tmp_path):
+    lake = tmp_path / "lake"
+    key = "spark.sql.files.ignoreCorruptFiles"
+    spark.conf.set(key, "true")  # as `--conf spark.sql.files.ignoreCorruptFiles=true` would
+    try:
+        for path, fmt in ((_corrupt_parquet(tmp_path / "corrupt.parquet"), None),
+                          (_truncated_gzip(tmp_path / "clicks.csv.gz"), "csv")):
+            with pytest.raises(DuetError, match=f"{path.name}"):
+                ingest(spark, IngestConfig(lake=str(lake)), clicks=str(path), fmt=fmt)
+        assert spark.conf.get(key) == "true"  # pinned for ingest only
+    finally:
+        spark.conf.unset(key)
+    assert not lake.exists()
+
+
+def test_a_directory_or_a_reserved_column_name_is_refused(spark, tmp_path):
+    lake = tmp_path / "lake"
+    folder = tmp_path / "clicks.csv"
+    folder.mkdir()
+    _write_csv(folder / "part-0.csv", CLICKS_HEADER, ["c1,u1,a1,v1,2026-01-05T10:00:00Z"])
+    with pytest.raises(InputError, match="directory"):
+        ingest(spark, IngestConfig(lake=str(lake)), clicks=str(folder))
+    underscore = _write_csv(tmp_path / "u.csv", CLICKS_HEADER + ",_session",
+                            ["c1,u1,a1,v1,2026-01-05T10:00:00Z,s1"])
+    with pytest.raises(InputError, match="_session"):
+        ingest(spark, IngestConfig(lake=str(lake)), clicks=str(underscore))
+    assert not lake.exists()
