@@ -13,7 +13,9 @@ Row identity is the contract columns only (context columns do not make a row dif
 inserts quarantined rows into ``quarantine/<kind>`` keyed by a hash of (source, row number, record) and new
 rows into ``raw/<kind>`` keyed by the contract key, both insert-only MERGEs, so ingesting a file twice
 adds nothing and a re-run after a crash converges. For every file,
-``read = ingested + already_present + quarantined + skipped`` is checked before the run reports success.
+``read = ingested + already_present + quarantined + skipped`` is checked before the run reports success,
+with ``read`` counted from the file itself (``readers.file_rows``; blank lines are skipped): before
+anything is written, the records Spark's reader returned must be exactly the file's non-blank rows.
 
 ``ingest_frame`` is the part every input layout shares (``spark_jobs.taobao`` maps its layout to the same
 frames). The conductor runs it as ``duet ingest`` (``duet.cli``), also under spark-submit.
@@ -38,7 +40,18 @@ from core.contracts import (
 from core.errors import DuetError
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
-from spark_jobs.readers import KIND_COLUMNS, check_exists, format_of, read_input, resolve, row_numbers
+from spark_jobs.readers import (
+    KIND_COLUMNS,
+    FileRows,
+    check_exists,
+    file_rows,
+    format_of,
+    read_error,
+    read_input,
+    resolve,
+    row_numbers,
+    strict_reads,
+)
 
 RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
 QUARANTINE = {"clicks": QUARANTINE_CLICKS, "conversions": QUARANTINE_CONVERSIONS}
@@ -184,18 +197,35 @@ def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataF
         classified.unpersist()
 
 
+def read_records(spark: SparkSession, frame: DataFrame, path: str, fmt: str,
+                 header: bool = True) -> tuple[FileRows, Column, int]:
+    """What the file holds by its own count (``readers.file_rows``), the row numbers of ``frame`` (its
+    records, persisted) and their count, checked before anything is written: every row of the file that
+    is not blank must be a record."""
+    try:
+        held = file_rows(spark, path, fmt, header)
+        row_number, records = row_numbers(frame)
+    except Exception as e:  # noqa: BLE001 - the first reads of the file: Spark raises several types
+        raise read_error(path, e) from e
+    if records != held.rows - held.blank:
+        raise DuetError(f"{path}: the file holds {held.rows - held.blank} rows but Spark's reader returned "
+                        f"{records}; nothing was written")
+    return held, row_number, records
+
+
 def ingest_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
                 fmt: str | None = None) -> FileCounts:
     """Ingest one clicks or conversions file; return its conservation account."""
     path = resolve(path)
-    frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        row_number, total = row_numbers(frame)
-        counts = FileCounts(source=path, kind=kind, read=total)
-        if total:
-            ingest_frame(spark, cfg, kind, frame, path, counts, datetime.now(UTC), row_number)
-    finally:
-        frame.unpersist()
+    with strict_reads(spark):
+        frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            held, row_number, records = read_records(spark, frame, path, format_of(path, fmt))
+            counts = FileCounts(source=path, kind=kind, read=held.rows, skipped=held.blank)
+            if records:
+                ingest_frame(spark, cfg, kind, frame, path, counts, datetime.now(UTC), row_number)
+        finally:
+            frame.unpersist()
     check_balance(counts)
     return counts
 

@@ -10,15 +10,27 @@ Every reader returns the same shape, whatever the format:
   ("first seen wins") and 1-based row numbers can be recovered later (``row_numbers``).
 
 Types are not parsed here: a value that fails to parse must reach quarantine with its original text, so
-parsing happens on strings in ``spark_jobs.parse``. Whole-file problems (missing file, empty file, missing
-required columns, an unknown column in a conversions file) raise ``InputError`` before anything is written.
+parsing happens on strings in ``spark_jobs.parse``. Whole-file problems (missing file, a directory, empty
+file, missing required columns, an unknown column in a conversions file, a column named with a leading
+``_``, which the readers' own columns use) raise ``InputError`` before anything is written.
+
+How many rows a file holds is counted from the file itself, not from what Spark's readers return
+(``file_rows``): the Parquet footer's row count, or the lines of a text file as Hadoop's line reader
+splits them (``\n``, ``\r\n`` or ``\r``), blank lines (nothing but characters up to the space, which
+Spark's CSV reader skips) apart. Ingest compares the two before writing, so a row a reader skipped is a
+failed run, never a missing one; and it reads with ``strict_reads``, so no setting lets Spark skip a
+corrupt or vanished file quietly.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -31,6 +43,12 @@ FORMATS = ("csv", "parquet", "jsonl")
 KIND_COLUMNS = {"clicks": CLICK_COLUMNS, "conversions": CONVERSION_COLUMNS}
 CORRUPT = "_corrupt_record"
 REPLACEMENT_CHAR = "\ufffd"  # what Spark's UTF-8 decoder puts in place of invalid bytes
+BLANK = bytes(range(33))  # a line of nothing but these is blank: Spark's CSV reader trims them and skips it
+# Suffixes of the compression codecs Hadoop picks by file name: such files are counted with Spark's text
+# reader, which decompresses them like the CSV and JSON readers do.
+COMPRESSED = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst", ".br")
+# Settings that let Spark skip files (and the rows in them) with only a log line: off while ingest reads.
+STRICT_READS = {"spark.sql.files.ignoreCorruptFiles": "false", "spark.sql.files.ignoreMissingFiles": "false"}
 
 
 def format_of(path: str, fmt: str | None) -> str:
@@ -60,6 +78,8 @@ def check_exists(path: str) -> None:
     p = Path(path)
     if not p.exists():
         raise InputError(f"input file not found: {path}")
+    if p.is_dir():
+        raise InputError(f"input is a directory, not a file: {path} (give each file of it on its own)")
     if p.is_file() and p.stat().st_size == 0:
         raise InputError(f"input file is empty (0 bytes, not even a header): {path}")
 
@@ -94,6 +114,10 @@ def _check_columns(path: str, kind: str, columns: list[str]) -> list[str]:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)} for {kind} "
                          f"(expected {', '.join(required)})")
     extra = [c for c in columns if c not in required]
+    reserved = [c for c in extra if c.startswith("_")]
+    if reserved:
+        raise InputError(f"{path}: column(s) {', '.join(reserved)} start with '_', which duet reserves for "
+                         "its own columns; rename them")
     if extra and kind == "conversions":
         raise InputError(f"{path}: unknown column(s) {', '.join(extra)} for conversions; "
                          "only clicks may carry context columns")
@@ -120,10 +144,10 @@ def read_csv(spark: SparkSession, path: str, kind: str) -> DataFrame:
 
 
 def read_jsonl(spark: SparkSession, path: str, kind: str) -> DataFrame:
-    """JSON Lines, one object per line. A blank line is a malformed record like any other."""
+    """JSON Lines, one object per line. Blank lines are skipped (counted by ``file_rows``), as in CSV."""
     columns = list(KIND_COLUMNS[kind])
     schema = T.StructType([T.StructField(c, T.StringType()) for c in columns])
-    lines = with_positions(spark.read.text(path))
+    lines = with_positions(spark.read.text(path).where(~is_blank("value")))
     keys = F.json_object_keys("value")
     extra = F.array_except(keys, F.array(*[F.lit(c) for c in columns]))
     # The text reader keeps a line's bytes as they are: check them (the CSV reader replaces bad bytes).
@@ -161,6 +185,84 @@ def read_input(spark: SparkSession, path: str, kind: str, fmt: str | None = None
     fmt = format_of(path, fmt)
     reader = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}[fmt]
     return reader(spark, resolve(path), kind)
+
+
+def is_blank(column: str) -> Column:
+    """A line of nothing but ``BLANK`` characters (Spark SQL; the same rule as ``file_rows``)."""
+    return F.regexp_replace(column, r"[\x00-\x20]", "") == ""
+
+
+@dataclass(frozen=True)
+class FileRows:
+    """What a file holds by its own count: rows (lines after a header), and how many are blank."""
+
+    rows: int
+    blank: int = 0
+
+
+def _local_lines(path: str) -> FileRows:
+    """Lines and blank lines of a local text file, streamed, split as Hadoop's line reader splits them."""
+    lines = blank = 0
+    rest = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            data, hold = rest + chunk, b""
+            if data.endswith(b"\r"):  # maybe the first half of \r\n: decide with the next chunk
+                data, hold = data[:-1], b"\r"
+            parts = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+            rest = parts.pop() + hold
+            lines += len(parts)
+            blank += sum(1 for line in parts if not line.strip(BLANK))
+    parts = rest.replace(b"\r", b"\n").split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()  # the file ends with a line break
+    return FileRows(lines + len(parts), blank + sum(1 for line in parts if not line.strip(BLANK)))
+
+
+def text_lines(spark: SparkSession, path: str) -> FileRows:
+    """Lines and blank lines of a text file: read by Python for a local uncompressed file, else by
+    Spark's text reader (remote or compressed files), which no CSV or JSON parsing can thin out."""
+    if "://" not in path and not path.lower().endswith(COMPRESSED):
+        return _local_lines(path)
+    row = spark.read.text(path).agg(F.count("*").alias("n"), F.count_if(is_blank("value")).alias("b")).first()
+    return FileRows(row["n"], row["b"])
+
+
+def file_rows(spark: SparkSession, path: str, fmt: str, header: bool = True) -> FileRows:
+    """The rows ``path`` holds, counted from the file: Parquet footers, or lines (less the header line of
+    a CSV file, the first one that is not blank). Run it inside ``strict_reads``."""
+    if fmt == "parquet":
+        if "://" in path:
+            return FileRows(spark.read.parquet(path).count())  # Spark answers this from the footers
+        return FileRows(pq.ParquetFile(path).metadata.num_rows)
+    lines = text_lines(spark, path)
+    has_header = header and fmt == "csv" and lines.rows > lines.blank
+    return FileRows(lines.rows - int(has_header), lines.blank)
+
+
+@contextmanager
+def strict_reads(spark: SparkSession) -> Iterator[None]:
+    """Pin ``STRICT_READS`` whatever ``--conf`` set, for the reads inside; restore the settings after."""
+    before = {key: spark.conf.get(key, None) for key in STRICT_READS}
+    for key, value in STRICT_READS.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+
+def read_error(path: str, e: Exception) -> InputError:
+    """An ``InputError`` naming ``path`` and the root cause Spark gave for failing to read it."""
+    cause = getattr(e, "java_exception", None)
+    while cause is not None and cause.getCause() is not None:
+        cause = cause.getCause()
+    text = cause.toString() if cause is not None else (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return InputError(f"cannot read {path}: {text}")
 
 
 def row_numbers(df: DataFrame) -> tuple[Column, int]:

@@ -4,7 +4,8 @@ Mapping (../shared/CONTRACTS.md): ``pv`` rows become clicks (click_id ``user:ite
 advertiser_id = category); ``buy`` rows become conversions (conversion_id ``user:item:ts``, advertiser_id =
 category, conversion_type ``purchase``, report_ts = conversion_ts), attributed to the same user's latest
 ``pv`` of the same item at or before the buy and within the attribution window, else unattributed;
-``cart`` and ``fav`` rows are counted as skipped. A pv at the same second as the buy counts as before it.
+``cart`` and ``fav`` rows, and blank lines, are counted as skipped. A pv at the same second as the buy
+counts as before it.
 
 Attribution looks only at pv rows of the same file: a buy whose pv is in an earlier file stays
 unattributed. Rows that cannot be split into five fields or have an unknown behavior are quarantined with
@@ -21,8 +22,15 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.ingest import FileCounts, IngestConfig, check_balance, ingest_frame
-from spark_jobs.readers import CORRUPT, check_exists, has_bad_bytes, resolve, row_numbers, with_positions
+from spark_jobs.ingest import FileCounts, IngestConfig, check_balance, ingest_frame, read_records
+from spark_jobs.readers import (
+    CORRUPT,
+    check_exists,
+    has_bad_bytes,
+    resolve,
+    strict_reads,
+    with_positions,
+)
 
 TAOBAO_COLUMNS = ("user", "item", "category", "behavior", "ts")
 BEHAVIORS = ("pv", "buy", "cart", "fav")
@@ -83,17 +91,18 @@ def to_events(events: DataFrame, attribution_window_s: float) -> tuple[DataFrame
 def ingest_taobao(spark: SparkSession, cfg: IngestConfig, path: str) -> FileCounts:
     """Ingest one Taobao UserBehavior file into raw/clicks and raw/conversions."""
     path = resolve(path)
-    events = read_taobao(spark, path).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        row_number, total = row_numbers(events)
-        counts = FileCounts(source=path, kind="taobao", read=total)
-        counts.skipped = events.where(F.col("_malformed").isNull()
-                                      & F.col("behavior").isin(*SKIPPED_BEHAVIORS)).count()
-        clicks, conversions = to_events(events, cfg.attribution_window_s)
-        now = datetime.now(UTC)
-        ingest_frame(spark, cfg, "clicks", clicks, path, counts, now, row_number)
-        ingest_frame(spark, cfg, "conversions", conversions, path, counts, now, row_number)
-    finally:
-        events.unpersist()
+    with strict_reads(spark):
+        events = read_taobao(spark, path).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            held, row_number, _ = read_records(spark, events, path, "csv", header=False)
+            counts = FileCounts(source=path, kind="taobao", read=held.rows)
+            counts.skipped = held.blank + events.where(F.col("_malformed").isNull()
+                                                       & F.col("behavior").isin(*SKIPPED_BEHAVIORS)).count()
+            clicks, conversions = to_events(events, cfg.attribution_window_s)
+            now = datetime.now(UTC)
+            ingest_frame(spark, cfg, "clicks", clicks, path, counts, now, row_number)
+            ingest_frame(spark, cfg, "conversions", conversions, path, counts, now, row_number)
+        finally:
+            events.unpersist()
     check_balance(counts)
     return counts
