@@ -1,6 +1,7 @@
 # The README's two commands: `make demo` and `make test`. Both set up a fresh machine by themselves
 # (scripts/setup.sh: .venv from requirements.lock, Delta jars into .jars/) and reuse it when warm.
 WORKDIR ?= demo-work
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test bench lint lock clean
@@ -9,7 +10,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/duet demo --workdir $(WORKDIR)
+	.venv/bin/duet demo --workdir $(WORKDIR) $(DEMO_ARGS)
 
 test: setup
 	bash scripts/test.sh $(PYTEST_ARGS)
@@ -21,6 +22,7 @@ bench: setup
 	.venv/bin/python -m benchmarks.embed_scale
 	.venv/bin/python -m benchmarks.encoder_quality
 	.venv/bin/python -m benchmarks.online_lookup
+	.venv/bin/python -m benchmarks.ranker_ablation
 
 lint: setup
 	.venv/bin/ruff check .

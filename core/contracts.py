@@ -180,7 +180,52 @@ USER_EMBEDDINGS = Table(
     ),
 )
 
+# One row per click up to the label cutoff: the label as the contract defines it (attributed conversion
+# within the attribution window, reported by label_cutoff) and whether it can still change (matured).
+TRAINING_EXAMPLES = Table(
+    "training/examples",
+    ("click_id",),
+    _columns(
+        ("click_id", "string"),
+        ("user_id", "string"),
+        ("ad_id", "string"),
+        ("advertiser_id", "string"),
+        ("click_ts", "timestamp"),
+        ("label", "int"),
+        ("conversion_delay_s", "double", True),
+        ("matured", "boolean"),
+        ("label_cutoff", "timestamp"),
+    ),
+)
+
+# The ranker's joined data: one row per (matured example, model version), the contract's columns first;
+# ad_id and advertiser_id (the candidate) and the sequence summary features (point-in-time joined like
+# the embeddings, null when no snapshot is within the ttl) follow.
+TRAINING_SET = Table(
+    "training/training_set",
+    ("click_id", "model_version"),
+    _columns(
+        ("click_id", "string"),
+        ("user_id", "string"),
+        ("click_ts", "timestamp"),
+        ("label", "int"),
+        ("split", "string"),
+        ("model_version", "string"),
+        ("embedding_ts", "timestamp", True),
+        ("click_embedding", "array<float>", True),
+        ("conversion_embedding", "array<float>", True),
+        ("ad_id", "string"),
+        ("advertiser_id", "string"),
+        ("click_count", "int", True),
+        ("conversion_count", "int", True),
+        ("hours_since_click", "float", True),
+        ("hours_since_conversion", "float", True),
+        ("attributed_share", "float", True),
+    ),
+)
+
 RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)
 QUARANTINE_TABLES = (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS)
 # Every table of the lake, in the order data flows into them.
-TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS)
+TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS,
+          TRAINING_EXAMPLES, TRAINING_SET)

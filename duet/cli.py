@@ -173,11 +173,46 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from datetime import timedelta as days_delta
+
+    from core.snapshots import parse_snapshot
+    from spark_jobs.examples import ExamplesConfig, build_examples
+
+    cfg = ExamplesConfig(lake=args.lake, label_cutoff=parse_snapshot(args.label_cutoff),
+                         attribution_window=days_delta(days=args.attribution_window_days),
+                         report_grace=days_delta(days=args.report_grace_days))
+    print(json.dumps(build_examples(_spark(args, "examples"), cfg)))
+    return 0
+
+
+def _parse_ads(text: str) -> list[tuple[str, str | None]]:
+    ads = [a.strip() for a in text.split(",") if a.strip()]
+    if not ads:
+        raise DuetError("--ads needs at least one ad id (AD or AD@ADVERTISER, comma separated)")
+    return [tuple(a.split("@", 1)) if "@" in a else (a, None) for a in ads]
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from core.snapshots import parse_snapshot
+    from ranker.score import resolve_candidates, score
+    from serving.publish import resolve_version
+    from serving.store import StoreConfig, feature_store
+
+    version = resolve_version(args.lake, args.model_version)
+    candidates = resolve_candidates(args.lake, _parse_ads(args.ads))
+    store = feature_store(StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis))
+    as_of = parse_snapshot(args.as_of) if args.as_of else None
+    ranked, read = score(store, args.lake, version, args.user, candidates, as_of)
+    print(json.dumps({**read, "ranked": [vars(s) for s in ranked]}, indent=1))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from duet.pipeline import DemoConfig, run_demo
 
     cfg = DemoConfig(workdir=args.workdir, seed=args.seed, clicks=args.clicks, conversions=args.conversions,
-                     users=args.users, days=args.days)
+                     users=args.users, days=args.days, conversion_signal=args.conversion_signal)
     print(json.dumps(run_demo(_spark(args, "demo"), cfg), indent=1))
     return 0
 
@@ -269,6 +304,29 @@ def build_parser() -> argparse.ArgumentParser:
     _spark_options(p)
     p.set_defaults(handler=_cmd_publish)
 
+    p = sub.add_parser("examples", help="label every click at a cutoff into training/examples")
+    p.add_argument("--lake", required=True)
+    p.add_argument("--label-cutoff", required=True, metavar="TS",
+                   help="what had been reported by this instant counts (ISO date = 00:00 UTC, or instant)")
+    p.add_argument("--attribution-window-days", type=float, default=7.0)
+    p.add_argument("--report-grace-days", type=float, default=1.0)
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_examples)
+
+    p = sub.add_parser("score", help="rank candidate ads for a user with embeddings read online (Feast)")
+    p.add_argument("--lake", required=True,
+                   help="lake root (the ranker under _rankers/, Feast under _feast/)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--ads", required=True, metavar="A,B,C",
+                   help="candidate ad ids, comma separated; AD@ADVERTISER for an ad the lake has not seen")
+    p.add_argument("--model-version", help="the served duet model (default: the newest duet model)")
+    p.add_argument("--as-of", metavar="TS",
+                   help="the time of the request (default: now); a stored vector older than the views' ttl "
+                        "at this time counts as missing")
+    p.add_argument("--feature-store-yaml", metavar="FILE")
+    p.add_argument("--redis", metavar="HOST:PORT")
+    p.set_defaults(handler=_cmd_score)
+
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default")
     p.add_argument("--workdir", required=True, help="writes lake/ and report/ under it")
     p.add_argument("--seed", type=int, default=0)
@@ -276,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversions", help="use this conversions file instead of generating events")
     p.add_argument("--users", type=int, default=2000, help="synthetic users when generating")
     p.add_argument("--days", type=int, default=28, help="synthetic days when generating")
+    p.add_argument("--conversion-signal", type=float, default=1.0,
+                   help="the generator's conversion signal (0: the control, see `duet generate --help`)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_demo)
     return parser

@@ -1,17 +1,20 @@
-"""The demo pipeline (``duet demo``): every stage that exists, in order, on the embedded default.
+"""The demo pipeline (``duet demo``): every stage in order, on the embedded default.
 
-Stages so far: generate (unless input files are given) -> ingest -> sequences (daily snapshots over the
-data's time range) -> pretrain (duet and both baselines, on the first half of the snapshots) -> embed
-(every snapshot, every model) -> validate -> publish (the latest snapshot of the duet model to Feast's
-SQLite online store under ``<workdir>/lake/_feast``, gated by the embedding suite). Later stages (the
-ranker's training set, the ranker and its evaluation) join here as they are built; until then the demo
-says what comes next instead of pretending. Outputs: ``<workdir>/lake`` and
-``<workdir>/report/demo.json``. Re-running on the same workdir ingests nothing new, rebuilds identical
-sequences and retrains the same models (the same versions, as training is deterministic on CPU), whose
-embeddings replace themselves and are published again (the same rows online).
+generate (unless input files are given) -> ingest -> sequences (daily snapshots over the data's time
+range) -> pretrain (duet and both baselines) -> embed -> validate -> publish (the latest snapshot of the
+duet model to Feast's SQLite online store under ``<workdir>/lake/_feast``, gated by the embedding suite)
+-> examples (labels at the cutoff) -> training set (Feast point-in-time joins) -> ranker (the NE
+ablation) -> report (``report/metrics.json``, ``report/ablation.json``, ``report/index.html``) -> one
+online scoring. Each stage prints its time; the times are in the report.
 
-Time split: the encoders see only the first half of the snapshots (``pretrain_fraction``); the later
-snapshots are kept for the ranker's training, validation and test periods.
+Periods (``demo_periods``), chosen from the data's time range so that nothing leaks: the label cutoff
+is the last snapshot; clicks are mature until ``cutoff - attribution window - report grace``; the days
+from the first snapshot to there are cut into pre-training (the encoders learn from these snapshots and
+their targets only), the ranker's training, validation and test periods, in this order, no overlap.
+A data set too short for that is refused with the reason, before anything is trained.
+
+Re-running on the same workdir ingests nothing new, rebuilds identical sequences and retrains the same
+models (the same versions, as training is deterministic on CPU), whose embeddings replace themselves.
 
 ``validate`` gathers the data quality suites of every stage for the generic runner (``core.quality``):
 the conductor is the one place that knows which stage checks which table.
@@ -20,8 +23,12 @@ the conductor is the one place that knows which stage checks which table.
 from __future__ import annotations
 
 import json
+import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -29,8 +36,10 @@ from pyspark.sql import SparkSession
 from core.errors import DuetError, ValidationFailed
 from core.quality import LakeReport, validate_lake
 from encoders.config import VARIANTS, PretrainConfig, TrainConfig
+from ranker.splits import Splits
 
-NEXT_STAGES = ("training set", "ranker", "evaluation")
+PERIOD_SHARES = (0.42, 0.74, 0.84)   # cumulative ends of pre-training, ranker training, validation
+ATTRIBUTION_WINDOW, REPORT_GRACE = timedelta(days=7), timedelta(days=1)
 
 
 def demo_pretrain_config(seed: int) -> PretrainConfig:
@@ -47,8 +56,43 @@ class DemoConfig:
     conversions: str | None = None
     users: int = 2000
     days: int = 28
-    pretrain_fraction: float = 0.5   # share of the snapshot range the encoders may learn from
+    conversion_signal: float = 1.0   # the generator's (0 = the control: conversions add nothing hidden)
     variants: tuple[str, ...] = VARIANTS
+    ranker_seeds: tuple[int, ...] = (1, 2, 3)
+    attribution_window: timedelta = ATTRIBUTION_WINDOW
+    report_grace: timedelta = REPORT_GRACE
+
+
+@dataclass(frozen=True)
+class Periods:
+    """The demo's time plan: ``label_cutoff`` and the ranker's ``splits`` (``splits.pretrain_until`` is
+    where the encoders stop)."""
+
+    label_cutoff: datetime
+    splits: Splits
+
+    def to_dict(self) -> dict:
+        return {"label_cutoff": self.label_cutoff.isoformat(), **self.splits.to_dict()}
+
+
+def demo_periods(snapshots: list[datetime], attribution_window: timedelta = ATTRIBUTION_WINDOW,
+                 report_grace: timedelta = REPORT_GRACE) -> Periods:
+    """Cut the snapshots' range into pre-training, ranker training, validation and test (whole days,
+    ``PERIOD_SHARES``), all before the clicks stop being mature at the last snapshot."""
+    cutoff = snapshots[-1]
+    mature_until = cutoff - attribution_window - report_grace
+    span = (mature_until - snapshots[0]).days
+    if span < 8:
+        first, last = snapshots[0].date(), (cutoff - timedelta(days=1)).date()
+        raise DuetError(
+            f"the data covers {first} to {last}, too short for the ranker: labels mature "
+            f"{(attribution_window + report_grace).days} days after a click, which leaves {max(span, 0)} "
+            "day(s) of mature clicks after the first snapshot; at least 8 are needed for pre-training, "
+            "training, validation and test periods. Give events over a longer time range.")
+    ends = [snapshots[0] + timedelta(days=round(share * span)) for share in PERIOD_SHARES]
+    splits = Splits(ends[0], ends[0], ends[1], ends[2], snapshots[0] + timedelta(days=span))
+    splits.check(cutoff, attribution_window + report_grace)
+    return Periods(cutoff, splits)
 
 
 def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
@@ -64,31 +108,39 @@ def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
     if row["lo"] is None:
         raise DuetError("raw/clicks is empty: nothing to build sequences from")
     day = lambda us: datetime.fromtimestamp(us / 1e6, UTC).date()  # noqa: E731
-    first = datetime.combine(day(row["lo"]), time(0), tzinfo=UTC) + timedelta(days=1)
-    last = datetime.combine(day(row["hi"]), time(0), tzinfo=UTC) + timedelta(days=1)
+    first = datetime.combine(day(row["lo"]), clock_time(0), tzinfo=UTC) + timedelta(days=1)
+    last = datetime.combine(day(row["hi"]), clock_time(0), tzinfo=UTC) + timedelta(days=1)
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def validate(spark: SparkSession, lake: str, now: datetime | None = None) -> LakeReport:
     """Run every stage's suites on the tables present under ``lake``; write and return the report."""
     from encoders import quality as encoder_quality
+    from ranker import quality as ranker_quality
     from spark_jobs import quality
 
     now = now or datetime.now(UTC)
     cfg = quality.QualityConfig(now=now)
 
     def suites_for(present: set[str], properties: dict[str, dict[str, str]]) -> list:
-        return quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
+        return (quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
+                + ranker_quality.suites_for(present))
 
     return validate_lake(spark, lake, suites_for, metrics_for=quality.metrics, now=now)
 
 
-def pretrain_and_embed(lake: str, snapshots: list[datetime], cfg: DemoConfig) -> dict:
-    """Pre-train every variant up to the split point, then embed every snapshot with each model."""
+def validate_training(spark: SparkSession, lake: str) -> LakeReport:
+    """Only the ranker's tables (labels and the training set): the gate before the ranker trains."""
+    from ranker import quality as ranker_quality
+
+    return validate_lake(spark, lake, lambda present, _: ranker_quality.suites_for(present))
+
+
+def pretrain_and_embed(lake: str, train_until: datetime, snapshots: list[datetime], cfg: DemoConfig) -> dict:
+    """Pre-train every variant on the snapshots up to ``train_until``, then embed ``snapshots`` with each."""
     from encoders.embed import embed_snapshots
     from encoders.pretrain import pretrain
 
-    train_until = snapshots[int(cfg.pretrain_fraction * (len(snapshots) - 1))]
     out: dict = {"train_until": train_until.isoformat(), "models": {}}
     for variant in cfg.variants:
         pretrain_cfg = demo_pretrain_config(cfg.seed)
@@ -113,43 +165,174 @@ def publish_latest(spark: SparkSession, lake: str, model_version: str) -> dict:
     return publish(spark, PublishConfig(store=StoreConfig(lake=lake), model_version=model_version)).to_dict()
 
 
+class StageClock:
+    """Seconds per stage, printed as each one ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        started = time.perf_counter()
+        print(f"== {name}", flush=True)
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        print(f"== {name}: {self.seconds[name]:.1f} s", flush=True)
+
+
+def ranker_snapshots(snapshots: list[datetime], splits: Splits, ttl: timedelta) -> list[datetime]:
+    """The snapshots the ranker's point-in-time joins can reach, and the latest (published)."""
+    reach = [t for t in snapshots if splits.train_from - ttl <= t < splits.test_until]
+    return sorted({*reach, snapshots[-1]})
+
+
+def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: dict[str, str],
+                    cfg: DemoConfig, clock: StageClock) -> dict:
+    """Examples, the Feast training set, the ablation; returns the ablation report."""
+    from ranker.evaluate import AblationConfig, run_ablation
+    from ranker.training_set import build_training_set
+    from serving.store import StoreConfig, feature_store
+    from spark_jobs.examples import ExamplesConfig, build_examples
+
+    with clock.stage("examples"):
+        examples = build_examples(spark, ExamplesConfig(lake, periods.label_cutoff, cfg.attribution_window,
+                                                        cfg.report_grace))
+        print(f"training/examples: {examples['rows']:,} clicks, {examples['matured']:,} matured "
+              f"({examples['matured_positives']:,} positive) at cutoff {periods.label_cutoff:%Y-%m-%d}")
+    with clock.stage("training set"):
+        store = feature_store(StoreConfig(lake))
+        built = build_training_set(spark, store, lake, periods.splits, list(models.values()))
+        for key, figures in built["rows"].items():
+            print(f"training/training_set {key}: {figures['rows']:,} rows, "
+                  f"{figures['positives']:,} positive, "
+                  f"{figures['without_embedding']:,} without an embedding")
+    with clock.stage("validate training tables"):
+        quality = validate_training(spark, lake)
+        print(quality.summary())
+        if not quality.success:
+            raise ValidationFailed(f"the ranker's tables failed data quality; see {quality.results_dir}")
+    with clock.stage("ranker"):
+        ablation = run_ablation(AblationConfig(lake, models, seeds=cfg.ranker_seeds))
+    return {"examples": examples, "training_set": built, "training_validation": quality.to_dict(), **ablation}
+
+
+def contract_metrics(seed: int, ablation: dict) -> dict:
+    """``report/metrics.json`` exactly as ../shared/CONTRACTS.md gives it (seed-mean figures)."""
+    return {"seed": seed, "test_rows": ablation["test_rows"], "test_positives": ablation["test_positives"],
+            "variants": {name: {k: v[k] for k in ("ne", "auc", "logloss")}
+                         for name, v in ablation["variants"].items()}}
+
+
+def ne_table(ablation: dict) -> str:
+    lines = [f"{'variant':<11} {'NE':>7}  {'95% interval':<17} {'AUC':>6} {'calib.':>6}"]
+    for name, v in ablation["variants"].items():
+        lo, hi = v["ne_interval"]
+        lines.append(f"{name:<11} {v['ne']:7.4f}  [{lo:.4f}, {hi:.4f}] {v['auc']:6.4f} "
+                     f"{v['calibration']:6.3f}")
+    if "relative_ne_reduction" in ablation:
+        r = ablation["relative_ne_reduction"]
+        lines.append(f"duet vs {r['baseline']}: relative NE reduction {100 * r['mean']:+.2f}% "
+                     f"(95% interval {100 * r['interval'][0]:+.2f}% to {100 * r['interval'][1]:+.2f}%)")
+    return "\n".join(lines)
+
+
+def score_one(lake: str, model_version: str, as_of: datetime) -> dict:
+    """One online scoring, as a ranker would do it at ``as_of`` (the published snapshot: the demo's "now"):
+    the most active user of the test period, five of the ads clicked then."""
+    from deltalake import DeltaTable
+
+    from core.contracts import TRAINING_SET
+    from ranker.score import score
+    from serving.store import StoreConfig, feature_store
+
+    table = DeltaTable(TRAINING_SET.location(lake)).to_pyarrow_table(
+        columns=["user_id", "ad_id", "advertiser_id"],
+        filters=[("model_version", "=", model_version), ("split", "=", "test")])
+    users = table.group_by("user_id").aggregate([("ad_id", "count")]).sort_by([("ad_id_count", "descending")])
+    user = users.column("user_id")[0].as_py()
+    ads, advertisers = table.column("ad_id").to_pylist(), table.column("advertiser_id").to_pylist()
+    candidates = zip(ads, advertisers, strict=True)
+    pairs = list(dict.fromkeys(candidates))[:5]
+    ranked, read = score(feature_store(StoreConfig(lake)), lake, model_version, user, pairs, as_of)
+    print(f"online: user {user} (embedding of snapshot "
+          f"{datetime.fromtimestamp(read['embedding_snapshot'], UTC):%Y-%m-%d} read through Feast)"
+          if read["embedding_snapshot"] else f"online: user {user} (no embedding online: defaults)")
+    for s in ranked:
+        print(f"  {s.ad_id:>12} {s.advertiser_id:>10}  p(convert) = {s.probability:.4f}")
+    return {**read, "ranked": [vars(s) for s in ranked]}
+
+
 def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     """Run the pipeline; return (and write) the demo report."""
     from duet.generate import GeneratorConfig, generate
+    from feature_repo.views import EMBEDDING_TTL
+    from ranker.report import write_report
     from spark_jobs.ingest import IngestConfig, ingest
     from spark_jobs.sequences import build_sequences
 
     work = Path(cfg.workdir)
     lake = str(work / "lake")
+    out = work / "report"
     if bool(cfg.clicks) != bool(cfg.conversions):
         raise DuetError("give both --clicks and --conversions, or neither to generate synthetic events")
+    clock = StageClock()
     report: dict = {"seed": cfg.seed}
     if cfg.clicks:
         clicks, conversions = cfg.clicks, cfg.conversions
     else:
-        summary = generate(GeneratorConfig(users=cfg.users, days=cfg.days, seed=cfg.seed), work / "input")
+        with clock.stage("generate"):
+            summary = generate(GeneratorConfig(users=cfg.users, days=cfg.days, seed=cfg.seed,
+                                               conversion_signal=cfg.conversion_signal), work / "input")
         clicks, conversions = summary.clicks_path, summary.conversions_path
         report["generated"] = json.loads(summary.to_json())
-    counts = ingest(spark, IngestConfig(lake=lake), clicks, conversions)
-    for c in counts:
-        print(c.line())
+    with clock.stage("ingest"):
+        counts = ingest(spark, IngestConfig(lake=lake), clicks, conversions)
+        for c in counts:
+            print(c.line())
     report["ingest"] = [c.to_dict() for c in counts]
     snapshots = demo_snapshots(spark, lake)
+    periods = demo_periods(snapshots, cfg.attribution_window, cfg.report_grace)   # refuses short data early
     report["snapshots"] = [s.isoformat() for s in snapshots]
-    report["sequences"] = build_sequences(spark, lake, snapshots)
-    for path, figures in report["sequences"].items():
-        print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshots")
-    report["encoders"] = pretrain_and_embed(lake, snapshots, cfg)
-    quality = validate(spark, lake)
-    print(quality.summary())
+    report["periods"] = periods.to_dict()
+    with clock.stage("sequences"):
+        report["sequences"] = build_sequences(spark, lake, snapshots)
+        for path, figures in report["sequences"].items():
+            print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshots")
+    with clock.stage("pretrain and embed"):
+        needed = ranker_snapshots(snapshots, periods.splits, EMBEDDING_TTL)
+        report["encoders"] = pretrain_and_embed(lake, periods.splits.pretrain_until, needed, cfg)
+    with clock.stage("validate"):
+        quality = validate(spark, lake)
+        print(quality.summary())
     report["validation"] = quality.to_dict()
-    if quality.success and "duet" in report["encoders"]["models"]:
-        report["publish"] = publish_latest(spark, lake, report["encoders"]["models"]["duet"]["model_version"])
-    report["not_built_yet"] = list(NEXT_STAGES)
-    out = work / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "demo.json").write_text(json.dumps(report, indent=1))
     if not quality.success:
+        _write_json(out / "demo.json", report)
         raise ValidationFailed(f"data quality failed; see {quality.results_dir}")
-    print(f"demo: lake at {lake}; next stages not built yet: {', '.join(NEXT_STAGES)}")
-    return {"lake": lake, "report": str(out / "demo.json"), "validation_passed": quality.success}
+    models = {v: m["model_version"] for v, m in report["encoders"]["models"].items()}
+    if "duet" in models:
+        with clock.stage("publish"):
+            report["publish"] = publish_latest(spark, lake, models["duet"])
+    ablation = rank_and_report(spark, lake, periods, models, cfg, clock)
+    report["ranker"] = ablation
+    print(ne_table(ablation))
+    if "duet" in models:
+        with clock.stage("online scoring"):
+            report["online"] = score_one(lake, models["duet"], snapshots[-1])
+    report["stage_seconds"] = clock.seconds
+    _write_json(out / "metrics.json", contract_metrics(cfg.seed, ablation))
+    _write_json(out / "demo.json", report)
+    page = write_report({**contract_metrics(cfg.seed, ablation), **ablation, "seed": cfg.seed,
+                         "splits": periods.to_dict(), "data_quality": report["validation"],
+                         "stage_seconds": clock.seconds}, out)
+    print(f"demo: lake at {lake}; report at {page} (metrics: {out / 'metrics.json'}); "
+          f"{sum(clock.seconds.values()):.0f} s in stages")
+    return {"lake": lake, "report": str(page), "metrics": str(out / "metrics.json"),
+            "validation_passed": quality.success}
+
+
+def _write_json(path: Path, document: dict) -> None:
+    """Write next to the target, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, path)

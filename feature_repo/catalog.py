@@ -96,7 +96,7 @@ def repo_objects(spec: RepoSpec) -> dict[str, object]:
         tag = sources.slug(version)
         source = sources.embedding_source(spec.lake, version)
         members = [views.embedding_view(f"{CLICK_VIEW}_{tag}", views.CLICK_FEATURE, source, user, version,
-                                        click_dim, online=False)]
+                                        click_dim, online=False, with_timestamp=True)]
         if conversion_dim:
             members.append(views.embedding_view(f"{CONVERSION_VIEW}_{tag}", views.CONVERSION_FEATURE, source,
                                                 user, version, conversion_dim, online=False))

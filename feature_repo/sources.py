@@ -1,6 +1,7 @@
 """Where the feature views read: Spark SQL over the lake's Delta tables (``delta.`<path>```).
 
-* ``embedding_source(lake, version)``: ``embeddings/user_embeddings`` restricted to one model version.
+* ``embedding_source(lake, version)``: ``embeddings/user_embeddings`` restricted to one model version,
+  with the row's snapshot repeated as ``embedding_ts`` (a feature of the per-version click views).
   The table holds every model version side by side (partitioned by ``model_version``), and a feature
   view has one source, so each version gets a source of its own; the filter on the partition column
   prunes the other versions' files, and reading through Delta (never the folder as Parquet) sees only
@@ -22,6 +23,9 @@ from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import 
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 
+# The snapshot of the row a training example was joined with, as a feature: Feast returns feature values
+# only, and the training set must say which snapshot each embedding came from (leakage checks).
+EMBEDDING_TS = "embedding_ts"
 VERSION_PATTERN = re.compile(r"^(duet|shared|click_only)-[0-9a-f]{7}$")
 
 
@@ -38,7 +42,8 @@ def _delta(location: str) -> str:
 
 def embedding_source(lake: str, model_version: str) -> SparkSource:
     """The rows of ``model_version`` in the embeddings table, keyed by user, timed by the snapshot."""
-    query = (f"SELECT user_id, event_timestamp, created_timestamp, click_embedding, conversion_embedding "
+    query = (f"SELECT user_id, event_timestamp, created_timestamp, click_embedding, conversion_embedding, "
+             f"event_timestamp AS {EMBEDDING_TS} "
              f"FROM {_delta(USER_EMBEDDINGS.location(lake))} WHERE model_version = '{model_version}'")
     return SparkSource(name=f"user_embeddings_{slug(model_version)}", query=query,
                        timestamp_field="event_timestamp", created_timestamp_column="created_timestamp",

@@ -12,9 +12,10 @@ from datetime import timedelta
 
 from feast import Entity, FeatureView, Field
 from feast.data_source import DataSource
-from feast.types import Array, Float32, Int32, String
+from feast.types import Array, Float32, Int32, String, UnixTimestamp
 
 from feature_repo.entities import USER_KEY
+from feature_repo.sources import EMBEDDING_TS
 
 EMBEDDING_TTL = timedelta(days=2)
 SUMMARY_TTL = timedelta(days=2)
@@ -24,16 +25,20 @@ SUMMARY_FEATURES = ("click_count", "conversion_count", "hours_since_click", "hou
 
 
 def embedding_view(name: str, feature: str, source: DataSource, user: Entity, model_version: str,
-                   dim: int, online: bool) -> FeatureView:
+                   dim: int, online: bool, with_timestamp: bool = False) -> FeatureView:
     """One embedding of one model version: ``feature`` is ``click_embedding`` or ``conversion_embedding``,
     an ``Array(Float32)`` of ``dim`` values (in the description, the tags and ``vector_length``).
-    ``online``: only the served views have online tables; the per-version ones are read offline."""
+    ``online``: only the served views have online tables; the per-version ones are read offline.
+    ``with_timestamp``: also the row's snapshot (``embedding_ts``), so a training set records it."""
     what = "click" if feature == CLICK_FEATURE else "conversion"
+    stamp = [Field(name=EMBEDDING_TS, dtype=UnixTimestamp,
+                   description="the snapshot the embedding was computed for")] if with_timestamp else []
     return FeatureView(
         name=name, entities=[user], ttl=EMBEDDING_TTL, source=source, online=online,
         schema=[Field(name=USER_KEY, dtype=String),
                 Field(name=feature, dtype=Array(Float32), vector_length=dim,
-                      description=f"{what} embedding, {dim} float32 values", tags={"dim": str(dim)})],
+                      description=f"{what} embedding, {dim} float32 values", tags={"dim": str(dim)}),
+                *stamp],
         description=f"{what} embedding of {model_version} ({dim} values) per user and snapshot",
         tags={"model_version": model_version, "dim": str(dim), "embedding": what})
 

@@ -37,3 +37,25 @@ def taobao_sample() -> Path:
         pytest.fail(f"shared sample data missing: {TAOBAO_SAMPLE} (CI has ../shared/data beside the repo; "
                     "set DUET_SHARED_DATA to point elsewhere)")
     return TAOBAO_SAMPLE
+
+
+# One small demo for every test that needs a finished pipeline (the README's `make demo`, the ranker's
+# leakage and ASOF checks, the report, online scoring, the idempotent re-run): the demo is the most
+# expensive thing the suite runs, so it runs once. The README's command with smaller data (DEMO_ARGS).
+SMALL_DEMO_ARGS = "--users 300 --days 20 --seed 5"
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """(workdir, lake, demo.json as a dict, the finished `make demo` process)."""
+    import json
+    import subprocess
+
+    work = tmp_path_factory.mktemp("demo-run") / "demo"
+    # A relative WORKDIR, as in the README's default (demo-work): paths resolve against make's directory.
+    workdir = os.path.relpath(work, REPO)
+    result = subprocess.run(["make", "demo", f"WORKDIR={workdir}", f"DEMO_ARGS={SMALL_DEMO_ARGS}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((work / "report" / "demo.json").read_text())
+    return work, str(work / "lake"), report, result

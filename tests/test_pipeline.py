@@ -1,4 +1,4 @@
-"""duet demo: the stages that exist, end to end, idempotent on a re-run."""
+"""duet demo: every stage end to end, idempotent on a re-run."""
 
 from __future__ import annotations
 
@@ -9,48 +9,50 @@ from deltalake import DeltaTable
 from duet.cli import main as duet
 
 
-def test_demo_runs_and_reruns_idempotently(spark, tmp_path, capsys):
-    args = ["demo", "--workdir", str(tmp_path), "--users", "200", "--days", "12", "--seed", "3"]
-    assert duet(args) == 0
-    report = json.loads((tmp_path / "report" / "demo.json").read_text())
+def test_demo_reruns_idempotently(spark, demo_run, capsys):
+    """The session's `make demo` run (tests/conftest.py), checked, then run again on the same workdir."""
+    from tests.conftest import SMALL_DEMO_ARGS
+
+    work, lake, report, _ = demo_run
     generated = report["generated"]
     clicks = report["ingest"][0]
     assert clicks["read"] == generated["clicks"] == clicks["ingested"]
     assert report["validation"]["success"] is True
-    assert "ranker" in report["not_built_yet"] and "publish to Feast" not in report["not_built_yet"]
-    # Daily snapshots from the day after the first click to the day after the last: 12 days of data.
-    assert report["snapshots"][0] == "2026-01-06T00:00:00+00:00" and len(report["snapshots"]) == 12
+    # Daily snapshots from the day after the first click to the day after the last: 20 days of data.
+    assert report["snapshots"][0] == "2026-01-06T00:00:00+00:00" and len(report["snapshots"]) == 20
     sequences = report["sequences"]["features/click_sequences"]
-    assert sequences["snapshots"] == 12 and sequences["rows"] > 200  # most of 200 users, several snapshots
-    # Every variant pre-trained on the first half of the snapshots, then embedded every snapshot.
+    assert sequences["snapshots"] == 20 and sequences["rows"] > 300
+    # Every variant pre-trained up to the pre-training period's end, then embedded the snapshots the
+    # ranker's joins can reach and the latest (published) one.
     encoders = report["encoders"]
-    assert encoders["train_until"] == report["snapshots"][5]
+    assert encoders["train_until"] == report["periods"]["pretrain_until"]
     assert sorted(encoders["models"]) == ["click_only", "duet", "shared"]
-    users_with_sequences = len(set(_sequence_users(tmp_path / "lake")))
     for variant, model in encoders["models"].items():
         assert model["model_version"].startswith(f"{variant}-")
         assert model["split"]["train_until"] <= encoders["train_until"]
-        assert model["embedded"] == users_with_sequences
+        assert model["embedded"] > 300
     assert [t["table"] for t in report["validation"]["tables"]][-1] == "embeddings/user_embeddings"
-    _assert_latest_duet_snapshot_is_online(tmp_path / "lake", report)
-    assert DeltaTable(str(tmp_path / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
+    _assert_latest_duet_snapshot_is_online(work / "lake", report)
+    assert DeltaTable(str(work / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
         generated["conversions"]
     tables = ("raw/clicks", "raw/conversions")
-    versions = {t: DeltaTable(str(tmp_path / "lake" / t)).version() for t in tables}
+    versions = {t: DeltaTable(str(work / "lake" / t)).version() for t in tables}
+    metrics_before = json.loads((work / "report" / "metrics.json").read_text())
     capsys.readouterr()
 
-    assert duet(args) == 0
-    again = json.loads((tmp_path / "report" / "demo.json").read_text())
-    _assert_latest_duet_snapshot_is_online(tmp_path / "lake", again)  # publishing again: the same rows
-    # Training is deterministic on CPU: the same data gives the same model versions.
+    assert duet(["demo", "--workdir", str(work), *SMALL_DEMO_ARGS.split()]) == 0
+    again = json.loads((work / "report" / "demo.json").read_text())
+    _assert_latest_duet_snapshot_is_online(work / "lake", again)  # publishing again: the same rows
+    # Training is deterministic on CPU: the same data gives the same model versions and the same NE.
     assert {v: m["model_version"] for v, m in again["encoders"]["models"].items()} == \
         {v: m["model_version"] for v, m in encoders["models"].items()}
+    assert json.loads((work / "report" / "metrics.json").read_text()) == metrics_before
     assert again["ingest"][0]["ingested"] == 0
     assert again["ingest"][0]["already_present"] == generated["clicks"]
     # Nothing new: no commit at all on the raw tables, and not one changed row in the sequences.
-    assert versions == {t: DeltaTable(str(tmp_path / "lake" / t)).version() for t in versions}
+    assert versions == {t: DeltaTable(str(work / "lake" / t)).version() for t in versions}
     for table in ("click_sequences", "conversion_sequences"):
-        path = str(tmp_path / "lake" / "features" / table)
+        path = str(work / "lake" / "features" / table)
         latest = DeltaTable(path).version()
         changes = spark.read.format("delta").option("readChangeFeed", "true") \
             .option("startingVersion", latest).load(path)

@@ -1,0 +1,93 @@
+"""The NE ablation over seeds of generated data, with the conversion-signal-0 control.
+
+    .venv/bin/python -m benchmarks.ranker_ablation [--signals 1 0] [--seeds 11 12 13] [--users 2000]
+
+Protocol (fixed on 2026-11-23, before any run of it; the generator, the encoders, the ranker and the
+baselines are never tuned on its results):
+
+* Data: for each signal X in {1 (the demo's default), 0 (the control)} and data seed S in {11, 12, 13}:
+  ``duet demo --seed S --conversion-signal X --users 2000 --days 28`` (the whole pipeline, the demo's
+  periods and budgets, ranker seeds 1, 2, 3 inside each run).
+* Per run, from ``report/demo.json``: test NE, AUC, calibration of every variant (seed-mean) and duet's
+  relative NE reduction against the best baseline with its paired bootstrap interval.
+* Across data seeds: the mean of each variant's NE and of the reduction, and a 95% t-interval of the
+  reduction over the data seeds (n = 3, t = 4.303).
+* The claims, judged as written here:
+  1. With signal 1: mean NE ordered ``duet < shared < none``, and the reduction's t-interval above 0.
+  2. With signal 0: no variant's mean NE is below ``click_only``'s by more than 0.5% (relative).
+  A claim that fails is reported as failed.
+
+Prints each run as one JSON line when it ends, then one JSON document with every run and the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.spark import spark_session
+from duet.pipeline import DemoConfig, run_demo
+
+T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}
+
+
+def run_one(spark, workdir: Path, signal: float, seed: int, users: int) -> dict:
+    work = workdir / f"signal{signal:g}-seed{seed}"
+    shutil.rmtree(work, ignore_errors=True)
+    started = time.perf_counter()
+    run_demo(spark, DemoConfig(workdir=str(work), seed=seed, users=users, conversion_signal=signal))
+    report = json.loads((work / "report" / "demo.json").read_text())
+    ranker = report["ranker"]
+    return {"signal": signal, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
+            "test_rows": ranker["test_rows"], "test_positives": ranker["test_positives"],
+            "variants": {v: {k: r[k] for k in ("ne", "auc", "calibration", "ne_interval")}
+                         for v, r in ranker["variants"].items()},
+            "relative_ne_reduction": ranker.get("relative_ne_reduction"),
+            "stage_seconds": report["stage_seconds"]}
+
+
+def summarize(runs: list[dict]) -> dict:
+    out: dict = {}
+    for signal in sorted({r["signal"] for r in runs}, reverse=True):
+        rs = [r for r in runs if r["signal"] == signal]
+        ne = {v: float(np.mean([r["variants"][v]["ne"] for r in rs])) for v in rs[0]["variants"]}
+        entry: dict = {"seeds": [r["seed"] for r in rs], "mean_ne": ne}
+        reductions = [r["relative_ne_reduction"]["mean"] for r in rs if r["relative_ne_reduction"]]
+        if len(reductions) >= 2:
+            mean, sd = float(np.mean(reductions)), float(np.std(reductions, ddof=1))
+            half = T_975.get(len(reductions), 1.96) * sd / np.sqrt(len(reductions))
+            entry["reduction"] = {"per_seed": reductions, "mean": mean,
+                                  "t_interval": [mean - half, mean + half]}
+        if signal > 0 and "reduction" in entry:
+            entry["claim 1: duet < shared < none and the reduction's interval above 0"] = bool(
+                ne["duet"] < ne["shared"] < ne["none"] and entry["reduction"]["t_interval"][0] > 0)
+        if signal == 0 and "click_only" in ne:
+            entry["claim 2: no variant more than 0.5% below click_only"] = bool(
+                all(ne[v] >= ne["click_only"] * 0.995 for v in ne))
+        out[f"signal {signal:g}"] = entry
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--signals", type=float, nargs="+", default=[1.0, 0.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12, 13])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--workdir", type=Path, default=Path("bench-work/ranker-ablation"))
+    args = parser.parse_args()
+    spark = spark_session(app_name="bench-ranker-ablation")
+    runs = []
+    for signal in args.signals:
+        for seed in args.seeds:
+            runs.append(run_one(spark, args.workdir, signal, seed, args.users))
+            print(json.dumps(runs[-1]), flush=True)
+    print(json.dumps({"runs": runs, "summary": summarize(runs)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The NE ablation: one ranker, four sets of user features, several training seeds, one test set.
+
+Protocol (fixed before any test figure is looked at; the encoders, the generator and the baselines are
+never tuned on it):
+
+* The training set (``ranker.training_set``) gives every variant the same matured clicks and splits;
+  variants differ only in the user vector: ``none`` (no embedding), ``shared``, ``click_only`` and
+  ``duet`` (each its model version's embeddings, the same width for the three).
+* Each variant trains with the same ``RankerConfig`` once per training seed, stops early on the
+  validation log loss, and predicts the test split once.
+* Reported per variant: NE, AUC, log loss and calibration, the mean over seeds; 95% intervals from a
+  bootstrap over test users (the same replicates for every variant) of the seed-mean; the per-seed
+  figures and training curves; a calibration curve of the seed-mean predictions.
+* The claim: ``duet``'s relative NE reduction against the best baseline by mean NE (``(NE_b - NE_duet) /
+  NE_b``, positive = duet better), with its paired bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pyarrow.compute as pc
+
+from core.contracts import TRAINING_EXAMPLES
+from core.errors import DuetError
+from ranker import metrics
+from ranker.checkpoint import save_ranker
+from ranker.config import VARIANTS, RankerConfig
+from ranker.data import load_splits
+from ranker.train import predict, train_ranker
+
+DELAY_EDGES_H = (0, 1, 2, 4, 8, 16, 24, 48, 96, 168)
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """``model_versions``: variant -> model version for ``shared``, ``click_only`` and ``duet`` (any
+    subset; ``none`` always runs). ``save_as``: the variant whose first-seed ranker is saved for online
+    scoring (under ``_rankers/<its model version>``)."""
+
+    lake: str
+    model_versions: dict[str, str]
+    seeds: tuple[int, ...] = (1, 2, 3)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    bootstrap: int = 200
+    save_as: str | None = "duet"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.model_versions) - set(VARIANTS[1:])
+        if unknown:
+            raise DuetError(f"unknown variant(s) {', '.join(sorted(unknown))}; "
+                            f"expected {', '.join(VARIANTS[1:])}")
+        if not self.model_versions:
+            raise DuetError("the ablation needs at least one model version (the training set's)")
+        if not self.seeds:
+            raise DuetError("the ablation needs at least one training seed")
+
+
+def delay_histogram(lake: str) -> dict:
+    """Click-to-conversion delays (hours) of the positive examples, in ``DELAY_EDGES_H`` bins."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(TRAINING_EXAMPLES.location(lake)).to_pyarrow_table(columns=["conversion_delay_s"])
+    delays = pc.drop_null(table.column("conversion_delay_s")).to_numpy() / 3600
+    counts, _ = np.histogram(np.clip(delays, 0, DELAY_EDGES_H[-1]), bins=DELAY_EDGES_H)
+    return {"edges": list(DELAY_EDGES_H), "counts": counts.tolist(),
+            "median_hours": float(np.median(delays)) if len(delays) else None}
+
+
+def run_ablation(cfg: AblationConfig, log=print) -> dict:
+    """Train and evaluate every variant; return the report (see the module docstring)."""
+    variants = [v for v in VARIANTS if v == "none" or v in cfg.model_versions]
+    any_version = next(iter(cfg.model_versions.values()))
+    buckets = (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets)
+    predictions: dict[str, list[np.ndarray]] = {}
+    report_variants: dict[str, dict] = {}
+    test_labels = test_users = None
+    for variant in variants:
+        started = time.perf_counter()
+        version = cfg.model_versions.get(variant, any_version)
+        splits = load_splits(cfg.lake, version, buckets, with_user=variant != "none")
+        if min(len(splits["train"]), len(splits["valid"]), len(splits["test"])) == 0 or \
+                splits["train"].label.sum() == 0 or splits["test"].label.sum() == 0:
+            raise DuetError(f"the training set of {version} has an empty split or no positive example in "
+                            "train or test: the data is too small for the ranker's splits")
+        y = splits["test"].label.double().numpy()
+        if test_labels is None:
+            test_labels, test_users = y, splits["test"].user_ids
+        elif not np.array_equal(test_labels, y):
+            raise DuetError(f"variant {variant} has other test rows than the first: rebuild the training set")
+        seeds = []
+        predictions[variant] = []
+        for seed in cfg.seeds:
+            model, training = train_ranker(replace(cfg.ranker, seed=seed), splits["train"], splits["valid"])
+            p = predict(model, splits["test"]).numpy()
+            predictions[variant].append(p)
+            seeds.append({"seed": seed, **metrics.summary(p, y), **training})
+            if variant == cfg.save_as and seed == cfg.seeds[0]:
+                save_ranker(cfg.lake, version, model, replace(cfg.ranker, seed=seed),
+                            {"variant": variant, "model_version": version})
+        mean_p = np.mean(predictions[variant], axis=0)
+        report_variants[variant] = {
+            "model_version": cfg.model_versions.get(variant),
+            **{k: float(np.mean([s[k] for s in seeds])) for k in ("ne", "auc", "logloss", "calibration")},
+            "ne_seed_sd": float(np.std([s["ne"] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0,
+            "seeds": seeds, "calibration_curve": metrics.calibration_curve(mean_p, y)}
+        done = report_variants[variant]
+        log(f"ranker {variant}: NE {done['ne']:.4f}, AUC {done['auc']:.4f} "
+            f"({len(cfg.seeds)} seeds, {time.perf_counter() - started:.1f} s)")
+    weights = metrics.user_bootstrap_weights(test_users, cfg.bootstrap, seed=0)
+    ne_replicates = metrics.bootstrap_ne(predictions, test_labels, weights)
+    for variant in variants:
+        report_variants[variant]["ne_interval"] = metrics.interval(ne_replicates[variant])
+        aucs = np.mean([metrics.bootstrap_auc(p, test_labels, weights) for p in predictions[variant]], axis=0)
+        report_variants[variant]["auc_interval"] = metrics.interval(aucs)
+    report = {"test_rows": int(len(test_labels)), "test_positives": int(test_labels.sum()),
+              "seeds": list(cfg.seeds), "bootstrap_replicates": cfg.bootstrap,
+              "ranker": cfg.ranker.to_dict(), "variants": report_variants,
+              "label_delay_hours": delay_histogram(cfg.lake)}
+    baselines = [v for v in variants if v != "duet"]
+    if "duet" in variants and baselines:
+        best = min(baselines, key=lambda v: report_variants[v]["ne"])
+        reduction = (ne_replicates[best] - ne_replicates["duet"]) / ne_replicates[best]
+        point = (report_variants[best]["ne"] - report_variants["duet"]["ne"]) / report_variants[best]["ne"]
+        report["relative_ne_reduction"] = {"variant": "duet", "baseline": best, "mean": float(point),
+                                           "interval": metrics.interval(reduction)}
+    return report

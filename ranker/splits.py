@@ -1,0 +1,47 @@
+"""The ranker's time periods. Standard library only, so the conductor can plan without loading Spark.
+
+Half-open and in this order, no overlap:
+``pretrain_until <= train_from < valid_from < test_from < test_until <= label_cutoff - window - grace``:
+the encoders learned only from snapshots up to ``pretrain_until`` (their pre-training targets included),
+the ranker trains on clicks in ``[train_from, valid_from)``, stops early on ``[valid_from, test_from)``
+and is measured on ``[test_from, test_until)``, all of whose labels are mature at the cutoff.
+``Splits.check`` refuses an order that would leak, so a caller cannot build a leaking set by accident.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from core.errors import DuetError
+
+SPLIT_NAMES = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The ranker's periods (aware instants); see the module docstring for the order they must keep."""
+
+    pretrain_until: datetime
+    train_from: datetime
+    valid_from: datetime
+    test_from: datetime
+    test_until: datetime
+
+    def check(self, label_cutoff: datetime | None = None, settle: timedelta | None = None) -> None:
+        order = [self.pretrain_until, self.train_from, self.valid_from, self.test_from, self.test_until]
+        if any(t.tzinfo is None for t in order):
+            raise DuetError("split boundaries must be zone-aware instants")
+        if not (order[0] <= order[1] < order[2] < order[3] < order[4]):
+            raise DuetError("splits must satisfy pretrain_until <= train_from < valid_from < test_from < "
+                            f"test_until; got {', '.join(t.isoformat() for t in order)}")
+        if label_cutoff is not None and settle is not None and self.test_until + settle > label_cutoff:
+            raise DuetError(f"the test period ends at {self.test_until.isoformat()}, but labels are mature "
+                            "only "
+                            f"for clicks before {(label_cutoff - settle).isoformat()}")
+
+    def to_dict(self) -> dict:
+        return {"pretrain_until": self.pretrain_until.isoformat(),
+                "train": [self.train_from.isoformat(), self.valid_from.isoformat()],
+                "valid": [self.valid_from.isoformat(), self.test_from.isoformat()],
+                "test": [self.test_from.isoformat(), self.test_until.isoformat()]}

@@ -1,0 +1,111 @@
+"""The ranker's training set: labelled clicks joined point-in-time with user features through Feast.
+
+``build_training_set`` reads ``training/examples`` (``spark_jobs.examples``), keeps the **matured**
+examples whose click falls in the ranker's period, and asks Feast, once per model version, for that
+version's FeatureService (click embedding and its snapshot ``embedding_ts``, conversion embedding, the
+sequence summary) at each click's time: ``get_historical_features`` with ``user_id`` and
+``event_timestamp = click_ts`` as entity rows. Feast's point-in-time join takes, per example, the
+feature row with the greatest ``event_timestamp <= click_ts`` within the view's ttl, so a click never
+sees an embedding computed after it. The rows of every version are written to ``training/training_set``
+in one overwrite commit, one row per (click, model version), with the split of the click's time.
+
+Time splits: ``ranker.splits.Splits``. Examples outside the ranker's period are not written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from core.contracts import TRAINING_EXAMPLES, TRAINING_SET
+from core.errors import DuetError
+from core.spark import spark_schema
+from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, spec_from_lake
+from feature_repo.sources import EMBEDDING_TS, slug
+from feature_repo.views import SUMMARY_FEATURES
+from ranker.splits import SPLIT_NAMES, Splits
+
+
+def _micros(t: datetime):
+    return F.lit(int(t.timestamp() * 1_000_000))
+
+
+def split_column(splits: Splits):
+    """``train`` / ``valid`` / ``test`` by click time, null outside the ranker's period."""
+    us = F.unix_micros("click_ts")
+    return (F.when((us >= _micros(splits.train_from)) & (us < _micros(splits.valid_from)), "train")
+            .when((us >= _micros(splits.valid_from)) & (us < _micros(splits.test_from)), "valid")
+            .when((us >= _micros(splits.test_from)) & (us < _micros(splits.test_until)), "test"))
+
+
+def entity_rows(spark: SparkSession, lake: str, splits: Splits) -> DataFrame:
+    """Matured examples of the ranker's period, as Feast entity rows (``event_timestamp`` = click time)."""
+    examples = spark.read.format("delta").load(TRAINING_EXAMPLES.location(lake))
+    return (examples.where(F.col("matured")).withColumn("split", split_column(splits))
+            .where(F.col("split").isNotNull())
+            .select("click_id", "user_id", "click_ts", "label", "split", "ad_id", "advertiser_id",
+                    F.col("click_ts").alias("event_timestamp")))
+
+
+def joined(store, entities: DataFrame, model_version: str, conversion: bool) -> DataFrame:
+    """One model version's features for ``entities``, renamed to the training set's columns."""
+    tag = slug(model_version)
+    click_view, conversion_view = f"{CLICK_VIEW}_{tag}", f"{CONVERSION_VIEW}_{tag}"
+    service = store.get_feature_service(tag)
+    frame = store.get_historical_features(entity_df=entities, features=service,
+                                          full_feature_names=True).to_spark_df()
+    conversion_col = (F.col(f"`{conversion_view}__conversion_embedding`") if conversion
+                      else F.lit(None).cast("array<float>"))
+    return frame.select(
+        "click_id", "user_id", "click_ts", "label", "split", F.lit(model_version).alias("model_version"),
+        F.col(f"`{click_view}__{EMBEDDING_TS}`").alias("embedding_ts"),
+        F.col(f"`{click_view}__click_embedding`").alias("click_embedding"),
+        conversion_col.alias("conversion_embedding"),
+        "ad_id", "advertiser_id",
+        *(F.col(f"`user_sequence_summary__{name}`").alias(name) for name in SUMMARY_FEATURES))
+
+
+def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
+                       model_versions: list[str]) -> dict:
+    """Write ``training/training_set`` for ``model_versions`` (registered in ``store``); return counts
+    per split and version."""
+    splits.check()
+    if not model_versions:
+        raise DuetError("no model version to build a training set for")
+    known = {v: conversion_dim for v, _, conversion_dim in spec_from_lake(lake).versions}
+    missing = [v for v in model_versions if v not in known]
+    if missing:
+        raise DuetError(f"unknown model version(s) {', '.join(missing)}: pre-train them first")
+    entities = entity_rows(spark, lake, splits).persist()
+    if entities.isEmpty():
+        entities.unpersist()
+        raise DuetError("no matured example falls in the ranker's period: the data's time range is too short "
+                        "for the splits (see `duet demo --help`)")
+    frames = [joined(store, entities, v, bool(known[v])) for v in model_versions]
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    schema = spark_schema(TRAINING_SET)
+    ensure_contract_table(spark, lake)
+    out.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]) \
+        .write.format("delta").mode("overwrite").save(TRAINING_SET.location(lake))
+    entities.unpersist()
+    counts = spark.read.format("delta").load(TRAINING_SET.location(lake)) \
+        .groupBy("model_version", "split").agg(F.count("*").alias("rows"), F.sum("label").alias("positives"),
+                                               F.sum(F.col("embedding_ts").isNull().cast("int"))
+                                               .alias("without_embedding")).collect()
+    ordered = sorted(counts, key=lambda r: (r["model_version"], SPLIT_NAMES.index(r["split"])))
+    return {"splits": splits.to_dict(),
+            "rows": {f"{r['model_version']}/{r['split']}": {
+                "rows": r["rows"], "positives": int(r["positives"]),
+                "without_embedding": int(r["without_embedding"])} for r in ordered}}
+
+
+def ensure_contract_table(spark: SparkSession, lake: str) -> None:
+    """Create ``training/training_set`` from the contract (NOT NULL columns as constraints) if missing."""
+    from delta.tables import DeltaTable
+
+    DeltaTable.createIfNotExists(spark).location(TRAINING_SET.location(lake)) \
+        .addColumns(spark_schema(TRAINING_SET)).execute()

@@ -1,0 +1,97 @@
+"""Labelled clicks for the ranker (``duet examples``): ``training/examples`` from the raw tables.
+
+Exactly the contract's label semantics (../shared/CONTRACTS.md), for every click with
+``click_ts < label_cutoff``:
+
+* ``label = 1`` iff a conversion has ``attributed_click_id = click_id``,
+  ``conversion_ts - click_ts <= attribution_window`` and ``report_ts <= label_cutoff``: what an advertiser
+  had *reported* by the cutoff, never a conversion that happened but was reported later;
+* ``conversion_delay_s``: seconds from the click to the earliest such conversion (null when the label is 0);
+* ``matured`` iff ``click_ts + attribution_window + report_grace <= label_cutoff``: the label can no
+  longer change. An immature click's 0 may still become a 1, so the ranker's matured-only training set
+  leaves those clicks out (``ranker.training_set``); a delayed-feedback trainer may use them.
+
+Unattributed conversions are features (through the sequences), never labels.
+
+The table is rebuilt whole for one cutoff: one overwrite commit (atomic; a killed run leaves the previous
+table), and a re-run with the same inputs writes the same rows. Changing the cutoff relabels every click,
+which is the point: labels are a function of (raw tables, cutoff).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS, TRAINING_EXAMPLES
+from core.errors import DuetError
+from core.spark import spark_schema
+from spark_jobs.delta_io import ensure_table
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    """The label cutoff (a zone-aware instant) and the contract's windows (defaults in brackets there)."""
+
+    lake: str
+    label_cutoff: datetime
+    attribution_window: timedelta = timedelta(days=7)
+    report_grace: timedelta = timedelta(days=1)
+
+    def __post_init__(self) -> None:
+        if self.label_cutoff.tzinfo is None:
+            raise DuetError(f"label cutoff {self.label_cutoff} has no time zone: give an instant, e.g. "
+                            "2026-02-01T00:00:00+00:00")
+        if self.attribution_window <= timedelta(0) or self.report_grace < timedelta(0):
+            raise DuetError("the attribution window must be positive and the report grace not negative")
+
+
+def _micros(value: datetime):
+    # A literal as epoch microseconds, compared with unix_micros(column): no session time zone involved.
+    return F.lit(int(value.timestamp() * 1_000_000))
+
+
+def label_clicks(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig) -> DataFrame:
+    """The contract's examples for ``clicks`` (raw/clicks rows) given ``conversions`` (raw/conversions)."""
+    cutoff = _micros(cfg.label_cutoff)
+    window_us = int(cfg.attribution_window.total_seconds() * 1_000_000)
+    settle_us = window_us + int(cfg.report_grace.total_seconds() * 1_000_000)
+    clicks = clicks.where(F.unix_micros("click_ts") < cutoff) \
+        .select("click_id", "user_id", "ad_id", "advertiser_id", "click_ts")
+    attributed = conversions.where(F.col("attributed_click_id").isNotNull()
+                                   & (F.unix_micros("report_ts") <= cutoff)) \
+        .select(F.col("attributed_click_id").alias("click_id"), "conversion_ts")
+    delay_us = F.unix_micros("conversion_ts") - F.unix_micros("click_ts")
+    earliest = clicks.select("click_id", "click_ts").join(attributed, "click_id") \
+        .where(delay_us <= window_us) \
+        .groupBy("click_id").agg(F.min(delay_us).alias("delay_us"))
+    return clicks.join(earliest, "click_id", "left").select(
+        "click_id", "user_id", "ad_id", "advertiser_id", "click_ts",
+        F.col("delay_us").isNotNull().cast("int").alias("label"),
+        (F.col("delay_us") / 1e6).alias("conversion_delay_s"),
+        (F.unix_micros("click_ts") + settle_us <= cutoff).alias("matured"),
+        F.timestamp_micros(cutoff).alias("label_cutoff"),
+    )
+
+
+def build_examples(spark: SparkSession, cfg: ExamplesConfig) -> dict:
+    """Write ``training/examples`` for ``cfg.label_cutoff`` (one overwrite commit); return its figures."""
+    clicks = spark.read.format("delta").load(RAW_CLICKS.location(cfg.lake))
+    conversions = spark.read.format("delta").load(RAW_CONVERSIONS.location(cfg.lake))
+    examples = label_clicks(clicks, conversions, cfg)
+    # The table is created from the contract first, so its NOT NULL columns are Delta constraints; the
+    # overwrite keeps that schema (a row breaking it fails the commit).
+    ensure_table(spark, TRAINING_EXAMPLES, cfg.lake)
+    schema = spark_schema(TRAINING_EXAMPLES)
+    examples.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]) \
+        .write.format("delta").mode("overwrite").save(TRAINING_EXAMPLES.location(cfg.lake))
+    figures = spark.read.format("delta").load(TRAINING_EXAMPLES.location(cfg.lake)).agg(
+        F.count("*").alias("rows"), F.sum("label").alias("positives"),
+        F.sum(F.col("matured").cast("int")).alias("matured"),
+        F.sum(F.when(F.col("matured"), F.col("label"))).alias("matured_positives")).first()
+    return {"label_cutoff": cfg.label_cutoff.isoformat(), "rows": int(figures["rows"]),
+            "positives": int(figures["positives"] or 0), "matured": int(figures["matured"] or 0),
+            "matured_positives": int(figures["matured_positives"] or 0)}
