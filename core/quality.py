@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.contracts import TABLES, Table
+from core.errors import DuetError
 
 if TYPE_CHECKING:
     from great_expectations.expectations.expectation import Expectation
@@ -84,15 +85,18 @@ def in_range(table: Table, column: str, lo: datetime, hi: datetime, why: str) ->
     """Every ``column`` value within [lo, hi] (UTC instants); ``why`` ends the description."""
     import great_expectations.expectations as gxe
 
-    lo, hi = _naive_utc(lo), _naive_utc(hi)
+    lo, hi = _aware_utc(lo), _aware_utc(hi)
     return gxe.ExpectColumnValuesToBeBetween(
         column=column, min_value=lo, max_value=hi,
         description=f"{table.path}: {column} within [{lo:%Y-%m-%d}, {hi:%Y-%m-%d %H:%M}] ({why})")
 
 
-def _naive_utc(instant: datetime) -> datetime:
-    # Spark hands GX naive timestamps in the session's zone, which is UTC; a naive bound already means UTC.
-    return instant.astimezone(UTC).replace(tzinfo=None) if instant.tzinfo else instant
+def _aware_utc(instant: datetime) -> datetime:
+    # GX compares on Spark with F.lit(bound): PySpark turns a naive datetime into an instant in the host's
+    # local zone, so on a host outside UTC a naive bound moves by the host's offset. Aware bounds do not.
+    if instant.tzinfo is None:
+        raise DuetError(f"range bound {instant.isoformat()} has no time zone: give an aware instant")
+    return instant.astimezone(UTC)
 
 
 @dataclass
@@ -178,6 +182,9 @@ def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
     ``now`` names the run (``_quality/<now>/``); it should be the instant the suites' bounds were built
     for. ``metrics_for`` adds figures to the summary.
     """
+    from core.spark import require_utc
+
+    require_utc(spark)
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -32,7 +32,12 @@ def daily_snapshots(first: str, last: str) -> list[datetime]:
 
 
 def check_snapshots(snapshots: list[datetime]) -> list[datetime]:
-    """The snapshots sorted, each once; none at all is an error (checked before Spark starts)."""
+    """The snapshots as UTC instants, sorted, each once (checked before Spark starts). None at all is an
+    error, and so is a naive datetime: PySpark would read it in this machine's local time."""
     if not snapshots:
         raise DuetError("no snapshot given: use --snapshot TS (repeatable) or --from D --to D")
-    return sorted(set(snapshots))
+    naive = [s for s in snapshots if s.tzinfo is None or s.utcoffset() is None]
+    if naive:
+        raise DuetError(f"snapshot {naive[0].isoformat()} has no time zone: give an aware instant "
+                        "(e.g. tzinfo=UTC), never a local time")
+    return sorted({s.astimezone(UTC) for s in snapshots})

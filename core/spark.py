@@ -65,6 +65,18 @@ def spark_schema(table: Table) -> T.StructType:
     return T.StructType([T.StructField(c.name, spark_type(c.type), c.nullable) for c in table.fields])
 
 
+UTC_NAMES = ("UTC", "Etc/UTC", "Z", "+00:00", "GMT", "Etc/GMT")
+
+
+def require_utc(spark: SparkSession) -> None:
+    """Refuse a session whose SQL time zone is not UTC (a session not built by ``spark_session``): Spark
+    would read zone-less timestamps and write snapshot literals in that zone."""
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    if zone not in UTC_NAMES:
+        raise DuetError(f"the SparkSession's time zone is {zone}; duet needs spark.sql.session.timeZone=UTC "
+                        "(sessions from core.spark.spark_session have it)")
+
+
 def delta_jars(jars_dir: str | os.PathLike | None = None) -> list[str]:
     """The Delta jar files to put on Spark's class path, or [] if none are cached locally."""
     folder = Path(jars_dir or os.environ.get("DUET_JARS") or _REPO_ROOT / ".jars")

@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
-from core.spark import spark_schema
+from core.spark import require_utc, spark_schema
 from encoders import checkpoint, model_store
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS, INPUT_SCHEMA
 from encoders.config import EmbedConfig
@@ -117,6 +117,7 @@ def embed_snapshots_spark(spark: SparkSession, lake: str, snapshots: list[dateti
                           log: Callable[[str], None] = print) -> list[EmbedReport]:
     """Embed each snapshot on Spark (one commit each, the checkpoint broadcast once); return the
     reports (also logged)."""
+    require_utc(spark)
     cfg = cfg or EmbedConfig()
     version = model_version or model_store.latest_version(lake)
     plans = [plan_run(lake, s, version, changed_only) for s in snapshots]

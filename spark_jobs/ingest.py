@@ -38,6 +38,7 @@ from core.contracts import (
     Table,
 )
 from core.errors import DuetError
+from core.spark import require_utc
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
 from spark_jobs.readers import (
@@ -216,6 +217,7 @@ def read_records(spark: SparkSession, frame: DataFrame, path: str, fmt: str,
 def ingest_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
                 fmt: str | None = None) -> FileCounts:
     """Ingest one clicks or conversions file; return its conservation account."""
+    require_utc(spark)
     path = resolve(path)
     with strict_reads(spark):
         frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
@@ -248,6 +250,7 @@ def check_inputs(clicks: str | None, conversions: str | None, fmt: str | None) -
 def ingest(spark: SparkSession, cfg: IngestConfig, clicks: str | None = None,
            conversions: str | None = None, fmt: str | None = None) -> list[FileCounts]:
     """Ingest the given files (clicks first, then conversions); return one account per file."""
+    require_utc(spark)
     check_inputs(clicks, conversions, fmt)
     results = []
     if clicks:

@@ -48,7 +48,7 @@ from pyspark.sql import functions as F
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, RAW_CLICKS, RAW_CONVERSIONS, Table
 from core.errors import DuetError
 from core.snapshots import check_snapshots
-from core.spark import spark_schema
+from core.spark import require_utc, spark_schema
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 # Delta's commit conflicts (PySpark's classes for them share no base class of their own).
@@ -231,6 +231,7 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
     """Build both sequence tables for ``snapshots``; return per-table row counts and write mode."""
     cfg = cfg or SequenceConfig()
     snapshots = check_snapshots(snapshots)
+    require_utc(spark)
     jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences),
             (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences))
     for raw, _, _ in jobs:  # both inputs must be there before either table is written

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.spark import require_utc
 from spark_jobs.ingest import FileCounts, IngestConfig, check_balance, ingest_frame, read_records
 from spark_jobs.readers import (
     CORRUPT,
@@ -90,6 +91,7 @@ def to_events(events: DataFrame, attribution_window_s: float) -> tuple[DataFrame
 
 def ingest_taobao(spark: SparkSession, cfg: IngestConfig, path: str) -> FileCounts:
     """Ingest one Taobao UserBehavior file into raw/clicks and raw/conversions."""
+    require_utc(spark)
     path = resolve(path)
     with strict_reads(spark):
         events = read_taobao(spark, path).persist(StorageLevel.MEMORY_AND_DISK)
