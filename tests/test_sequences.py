@@ -113,12 +113,15 @@ def test_users_with_only_conversions_unattributed_and_capped(hand_made):
     assert c["length"] == 2
 
 
-def test_tables_are_partitioned_with_change_data_feed(spark, hand_made):
+def test_tables_are_partitioned_with_change_data_feed_and_settings_per_snapshot(spark, hand_made):
+    from spark_jobs.sequences import complete_snapshots
+
     for table in ("click_sequences", "conversion_sequences"):
         detail = spark.sql(f"DESCRIBE DETAIL delta.`{hand_made}/features/{table}`").first()
         assert detail["partitionColumns"] == ["snapshot_ts"]
         assert detail["properties"]["delta.enableChangeDataFeed"] == "true"
-        assert detail["properties"]["duet.sequences.max_clicks"] == "3"
+    # The windows and caps each snapshot was built with, recorded once both tables hold it.
+    assert complete_snapshots(spark, str(hand_made)) == {T: CFG, NOON: CFG}
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +308,36 @@ def test_a_single_run_repairs_a_snapshot_holding_duplicates(spark, tmp_path):
     build_sequences(spark, str(lake), [T])
     assert _duplicate_keys(spark, lake) == {"click_sequences": 0, "conversion_sequences": 0}
     assert spark.read.format("delta").load(table).count() == 2
+
+
+def test_each_snapshot_validates_against_its_own_settings_and_an_unfinished_run_shows(spark, tmp_path,
+                                                                                      monkeypatch):
+    from core.quality import validate_lake
+    from spark_jobs import quality, sequences
+
+    lake = tmp_path / "lake"
+    clicks = [(f"c{d}", "u1", f"ad{d}", "adv1", _ts(f"2026-01-0{d} 10:00:00")) for d in (5, 7, 8, 9)]
+    conversions = [(f"v{d}", "u1", "adv1", "purchase", _ts(f"2026-01-0{d} 11:00:00"),
+                    _ts(f"2026-01-0{d} 12:00:00"), None, None) for d in (3, 8)]
+    _write_raw(spark, lake, clicks, conversions)
+    wide = SequenceConfig(click_lookback=timedelta(days=5), conversion_lookback=timedelta(days=9),
+                          max_clicks=3, max_conversions=2)
+    narrow = SequenceConfig(click_lookback=timedelta(days=2), conversion_lookback=timedelta(days=2),
+                            max_clicks=1, max_conversions=1)
+    day = timedelta(days=1)
+    build_sequences(spark, str(lake), [T], wide)            # u1: 3 clicks back to 01-05, 2 conversions
+    build_sequences(spark, str(lake), [T + day], narrow)    # u1: 1 click, 1 conversion
+    # A re-run of T + 1 day with other settings that dies after writing the click table.
+    monkeypatch.setattr(sequences, "conversion_sequences", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        build_sequences(spark, str(lake), [T + day], wide)
+    monkeypatch.undo()
+
+    cfg = quality.QualityConfig(now=datetime.now(UTC))
+    report = validate_lake(spark, str(lake), lambda present, props: [
+        s for s in quality.suites_for(cfg, present, props) if s.table.path.startswith("features/")])
+    failed = {t.table: t.failed for t in report.tables}
+    # T passes against its own (wide) settings; only the unfinished snapshot is named.
+    assert failed == {t: [f"{t}: every snapshot complete in both sequence tables (features/_snapshots)"]
+                      for t in ("features/click_sequences", "features/conversion_sequences")}
+    assert sequences.complete_snapshots(spark, str(lake)) == {T: wide}
