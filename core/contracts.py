@@ -165,6 +165,24 @@ CONVERSION_SEQUENCES = Table(
     ),
 )
 
+# Not in the shared contract: duet's record of how each snapshot of the two sequence tables was built, a
+# log whose newest row per snapshot counts: the windows and caps (seconds, counts) and which sequence
+# tables hold a complete build with them; ``duet sequences`` appends a row before its writes (no table)
+# and one after both (both tables).
+SEQUENCE_SNAPSHOTS = Table(
+    "features/_snapshots",
+    ("snapshot_ts", "updated_at"),
+    _columns(
+        ("snapshot_ts", "timestamp"),
+        ("click_lookback_s", "long"),
+        ("conversion_lookback_s", "long"),
+        ("max_clicks", "int"),
+        ("max_conversions", "int"),
+        ("tables", "array<string>"),
+        ("updated_at", "timestamp"),
+    ),
+)
+
 # event_timestamp is the snapshot the embedding was computed for (Feast's name for it);
 # conversion_embedding is null for the single-embedding variants; model_version starts with the variant.
 USER_EMBEDDINGS = Table(
@@ -227,5 +245,5 @@ TRAINING_SET = Table(
 RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)
 QUARANTINE_TABLES = (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS)
 # Every table of the lake, in the order data flows into them.
-TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS,
-          TRAINING_EXAMPLES, TRAINING_SET)
+TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES, SEQUENCE_SNAPSHOTS,
+          USER_EMBEDDINGS, TRAINING_EXAMPLES, TRAINING_SET)

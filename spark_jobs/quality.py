@@ -9,8 +9,12 @@ attributed click must exist, belong to the same user and precede its conversion)
 registers (``raw_clicks``, ``raw_conversions``: ``core.quality.view_name``).
 
 GX 1.x ``ExpectColumnValueLengthsToEqual`` does not count array elements, so array sizes are checked with
-``UnexpectedRowsExpectation`` on Spark SQL ``size(col)``. The sequence suites read the windows and caps
-the tables were built with from their Delta properties (``SequenceConfig.properties``).
+``UnexpectedRowsExpectation`` on Spark SQL ``size(col)``. The sequence suites check each row against the
+windows and caps its own snapshot was built with, joined from ``features/_snapshots``
+(``sequences.record_snapshots``), so snapshots built with other settings validate side by side; a snapshot
+recorded as not complete in both sequence tables (a run died between its writes) fails. A snapshot with
+no record (built before the record existed) is checked against the table's old ``duet.sequences.*``
+properties, else the defaults.
 """
 
 from __future__ import annotations
@@ -28,14 +32,17 @@ from core.contracts import (
     QUARANTINE_TABLES,
     RAW_CLICKS,
     RAW_CONVERSIONS,
+    SEQUENCE_SNAPSHOTS,
     Table,
 )
 from core.quality import Suite, has_columns, in_range, not_null, unique, view_name
 from spark_jobs.parse import ParseRules
-from spark_jobs.sequences import SequenceConfig
+from spark_jobs.sequences import LATEST_RECORDS, SEQUENCE_TABLES, SequenceConfig
 
 CLICKS_VIEW = view_name(RAW_CLICKS)
 CONVERSIONS_VIEW = view_name(RAW_CONVERSIONS)
+SNAPSHOTS_VIEW = view_name(SEQUENCE_SNAPSHOTS)
+LEGACY_PROPERTY = "duet.sequences."  # + setting: how lakes recorded settings before features/_snapshots
 
 
 @dataclass(frozen=True)
@@ -104,48 +111,77 @@ def quarantine(table: Table) -> Suite:
     ])
 
 
-def _sequence_checks(t: Table, arrays: list[str], ts: str, lookback_s: int, cap: int) -> list[Expectation]:
+@dataclass(frozen=True)
+class _Settings:
+    """Where a sequence suite finds a row's settings: its snapshot's record in ``features/_snapshots``
+    (when the lake has one), else the table's legacy properties, else the defaults."""
+
+    recorded: bool
+    properties: dict[str, str]
+
+    def source(self) -> str:
+        """The FROM clause: the batch as ``b``, its snapshot's record as ``s``."""
+        if not self.recorded:
+            return "{batch} b"
+        latest = LATEST_RECORDS.format(records=SNAPSHOTS_VIEW)
+        return f"{{batch}} b LEFT JOIN ({latest}) s ON s.snapshot_ts = b.snapshot_ts"
+
+    def of(self, name: str) -> str:
+        """Spark SQL for one setting (``SequenceConfig.settings`` name) of the row's snapshot."""
+        legacy = int(self.properties.get(LEGACY_PROPERTY + name, SequenceConfig().settings()[name]))
+        return f"coalesce(s.{name}, {legacy})" if self.recorded else str(legacy)
+
+
+def _sequence_checks(t: Table, arrays: list[str], ts: str, settings: _Settings, lookback: str,
+                     cap: str) -> list[Expectation]:
     sizes = " OR ".join(f"size({a}) <> length" for a in arrays)
-    return [
+    checks = [
         has_columns(t),
         *not_null(t, t.columns),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "snapshot_ts"],
                                             description=f"{t.path}: one row per (user_id, snapshot_ts)"),
-        gxe.ExpectColumnValuesToBeBetween(column="length", min_value=1, max_value=cap,
-                                          description=f"{t.path}: length within [1, {cap}]"),
+        gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(f"SELECT b.user_id, b.snapshot_ts, b.length FROM {settings.source()} "
+                                   f"WHERE b.length < 1 OR b.length > {settings.of(cap)}"),
+            description=f"{t.path}: length within [1, {cap} of its snapshot]"),
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=f"SELECT user_id, snapshot_ts, length FROM {{batch}} WHERE {sizes}",
             description=f"{t.path}: arrays aligned, each as long as length"),
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=(
-                f"SELECT user_id, snapshot_ts FROM {{batch}} WHERE exists({ts}, x -> x >= snapshot_ts "
-                f"OR x < snapshot_ts - INTERVAL {lookback_s} SECONDS)"),
-            description=f"{t.path}: every {ts} before the snapshot and inside the {lookback_s} s lookback"),
+                f"SELECT b.user_id, b.snapshot_ts FROM {settings.source()} WHERE exists(b.{ts}, "
+                f"x -> x >= b.snapshot_ts OR unix_micros(x) < unix_micros(b.snapshot_ts) - "
+                f"{settings.of(lookback)} * 1000000)"),
+            description=f"{t.path}: every {ts} before the snapshot and inside its snapshot's {lookback}"),
         gxe.UnexpectedRowsExpectation(
             unexpected_rows_query=(f"SELECT user_id, snapshot_ts FROM {{batch}} "
                                    f"WHERE {ts} <> array_sort({ts})"),
             description=f"{t.path}: {ts} ascending"),
     ]
+    if settings.recorded:
+        complete = " AND ".join(f"array_contains(s.tables, '{path}')" for path in SEQUENCE_TABLES)
+        checks.append(gxe.UnexpectedRowsExpectation(
+            unexpected_rows_query=(f"SELECT DISTINCT b.snapshot_ts, s.tables FROM {settings.source()} "
+                                   f"WHERE s.snapshot_ts IS NOT NULL AND NOT ({complete})"),
+            description=(f"{t.path}: every snapshot complete in both sequence tables "
+                         f"({SEQUENCE_SNAPSHOTS.path})")))
+    return checks
 
 
-def _built_with(props: dict[str, str], lookback_key: str, cap_key: str) -> tuple[int, int]:
-    """The (lookback seconds, cap) a sequence table was built with; the defaults for an older table."""
-    d = SequenceConfig().properties()
-    return int(props.get(lookback_key, d[lookback_key])), int(props.get(cap_key, d[cap_key]))
+def _needs(settings: _Settings, *tables: Table) -> tuple[Table, ...]:
+    return (*tables, SEQUENCE_SNAPSHOTS) if settings.recorded else tables
 
 
-def click_sequences(props: dict[str, str]) -> Suite:
-    lookback, cap = _built_with(props, "duet.sequences.click_lookback_s", "duet.sequences.max_clicks")
+def click_sequences(settings: _Settings) -> Suite:
     t = CLICK_SEQUENCES
-    return Suite(t, _sequence_checks(t, ["ad_ids", "advertiser_ids", "click_ts"], "click_ts", lookback, cap))
+    return Suite(t, _sequence_checks(t, ["ad_ids", "advertiser_ids", "click_ts"], "click_ts", settings,
+                                     "click_lookback_s", "max_clicks"), needs=_needs(settings))
 
 
-def conversion_sequences(props: dict[str, str]) -> Suite:
-    lookback, cap = _built_with(props, "duet.sequences.conversion_lookback_s",
-                                "duet.sequences.max_conversions")
+def conversion_sequences(settings: _Settings) -> Suite:
     t = CONVERSION_SEQUENCES
     checks = _sequence_checks(t, ["advertiser_ids", "conversion_types", "conversion_ts", "attributed"],
-                              "conversion_ts", lookback, cap)
+                              "conversion_ts", settings, "conversion_lookback_s", "max_conversions")
     # Known only once reported: every element must match a raw conversion reported before the snapshot.
     checks.append(gxe.UnexpectedRowsExpectation(
         unexpected_rows_query=(
@@ -156,26 +192,29 @@ def conversion_sequences(props: dict[str, str]) -> Suite:
             "AND r.conversion_ts = q.conversion_ts AND r.report_ts < q.snapshot_ts"),
         description=f"{t.path}: no conversion reported at or after the snapshot (checked against "
                     "raw/conversions)"))
-    return Suite(t, checks, needs=(RAW_CONVERSIONS,))
+    return Suite(t, checks, needs=_needs(settings, RAW_CONVERSIONS))
 
 
 def suites_for(cfg: QualityConfig, present: set[str],
                properties: dict[str, dict[str, str]] | None = None) -> list[Suite]:
     """The suites that apply to this stage's tables present in the lake (by contract path).
 
-    ``properties`` holds each table's Delta properties (the sequence windows they were built with).
+    ``properties`` holds each table's Delta properties (older lakes kept the sequence settings there).
     """
     properties = properties or {}
+    recorded = SEQUENCE_SNAPSHOTS.path in present
     suites = []
     if RAW_CLICKS.path in present:
         suites.append(raw_clicks(cfg))
     if RAW_CONVERSIONS.path in present:
         suites.append(raw_conversions(cfg, with_clicks=RAW_CLICKS.path in present))
     suites += [quarantine(t) for t in QUARANTINE_TABLES if t.path in present]
+    settings = {t.path: _Settings(recorded, properties.get(t.path, {}))
+                for t in (CLICK_SEQUENCES, CONVERSION_SEQUENCES)}
     if CLICK_SEQUENCES.path in present:
-        suites.append(click_sequences(properties.get(CLICK_SEQUENCES.path, {})))
+        suites.append(click_sequences(settings[CLICK_SEQUENCES.path]))
     if CONVERSION_SEQUENCES.path in present and RAW_CONVERSIONS.path in present:
-        suites.append(conversion_sequences(properties.get(CONVERSION_SEQUENCES.path, {})))
+        suites.append(conversion_sequences(settings[CONVERSION_SEQUENCES.path]))
     return suites
 
 

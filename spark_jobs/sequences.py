@@ -28,6 +28,11 @@ commits the first and fails the second, which stops with "another run is writing
 changes anything more. A killed run leaves the previous table version intact: nothing is visible until
 Delta's commit.
 
+Each snapshot's settings (windows, caps) are recorded in ``features/_snapshots`` with the sequence tables
+that hold a complete build of it: a run appends "none complete" for its snapshots before writing and
+"both" once both tables have committed, so a snapshot whose run died in between reads as incomplete
+(``complete_snapshots``), and validation checks every row against its own snapshot's settings.
+
 The conductor runs it as ``duet sequences`` (``duet.cli``), also under spark-submit
 (``infra/submit.sh -- sequences --lake DIR --snapshot ...``).
 """
@@ -35,7 +40,7 @@ The conductor runs it as ``duet sequences`` (``duet.cli``), also under spark-sub
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -45,12 +50,20 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, RAW_CLICKS, RAW_CONVERSIONS, Table
+from core.contracts import (
+    CLICK_SEQUENCES,
+    CONVERSION_SEQUENCES,
+    RAW_CLICKS,
+    RAW_CONVERSIONS,
+    SEQUENCE_SNAPSHOTS,
+    Table,
+)
 from core.errors import DuetError
 from core.snapshots import check_snapshots
 from core.spark import require_utc, spark_schema
 
 CDF = {"delta.enableChangeDataFeed": "true"}
+SEQUENCE_TABLES = (CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path)
 # Delta's commit conflicts (PySpark's classes for them share no base class of their own).
 CONFLICTS = tuple(getattr(delta.exceptions, name) for name in delta.exceptions.__all__)
 CREATE_ATTEMPTS = 10  # a second apart: how long to wait for a concurrent run's creation of a table
@@ -71,14 +84,17 @@ class SequenceConfig:
         if self.click_lookback <= timedelta(0) or self.conversion_lookback <= timedelta(0):
             raise DuetError("lookbacks must be positive")
 
-    def properties(self) -> dict[str, str]:
-        """Recorded as table properties so that validation checks what was built."""
-        return {
-            "duet.sequences.click_lookback_s": str(int(self.click_lookback.total_seconds())),
-            "duet.sequences.conversion_lookback_s": str(int(self.conversion_lookback.total_seconds())),
-            "duet.sequences.max_clicks": str(self.max_clicks),
-            "duet.sequences.max_conversions": str(self.max_conversions),
-        }
+    def settings(self) -> dict[str, int]:
+        """The settings as recorded per snapshot in ``features/_snapshots`` (seconds and counts)."""
+        return {"click_lookback_s": int(self.click_lookback.total_seconds()),
+                "conversion_lookback_s": int(self.conversion_lookback.total_seconds()),
+                "max_clicks": self.max_clicks, "max_conversions": self.max_conversions}
+
+    @staticmethod
+    def from_settings(settings: Mapping[str, int]) -> SequenceConfig:
+        return SequenceConfig(click_lookback=timedelta(seconds=settings["click_lookback_s"]),
+                              conversion_lookback=timedelta(seconds=settings["conversion_lookback_s"]),
+                              max_clicks=settings["max_clicks"], max_conversions=settings["max_conversions"])
 
 
 def _sql_ts(instant: datetime) -> str:
@@ -166,43 +182,72 @@ def _creating_elsewhere(e: Exception) -> bool:
         isinstance(e, AnalysisException) and "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(e))
 
 
-def _ensure(spark: SparkSession, table: Table, lake: str, cfg: SequenceConfig) -> DeltaTable:
-    """The table, created empty if missing. Of two runs creating it at once, one commits its first version
-    and the other finds the table there and goes on."""
+def _ensure(spark: SparkSession, table: Table, lake: str) -> DeltaTable:
+    """The table, created empty if missing (a sequence table partitioned by ``snapshot_ts`` with the
+    change data feed on). Of two runs creating it at once, one commits its first version and the other
+    finds the table there and goes on."""
     location = table.location(lake)
     for _ in range(CREATE_ATTEMPTS):
-        builder = (DeltaTable.createIfNotExists(spark).location(location)
-                   .addColumns(spark_schema(table)).partitionedBy("snapshot_ts"))
-        for key, value in {**CDF, **cfg.properties()}.items():
-            builder = builder.property(key, value)
+        builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(spark_schema(table))
+        if table.path in SEQUENCE_TABLES:
+            builder = builder.partitionedBy("snapshot_ts")
+            for key, value in CDF.items():
+                builder = builder.property(key, value)
         try:
-            target = builder.execute()
-            break
+            return builder.execute()
         except Exception as e:
             if not _creating_elsewhere(e):
                 raise
             if DeltaTable.isDeltaTable(spark, location):
-                target = DeltaTable.forPath(spark, location)
-                break
+                return DeltaTable.forPath(spark, location)
             time.sleep(1)  # the other run has not committed the table's first version yet
-    else:
-        raise DuetError(_another_run(table))
-    current = target.detail().first()["properties"]
-    stale = {k: v for k, v in cfg.properties().items() if current.get(k) != v}
-    if stale:  # a commit of its own, only when the windows changed since the table was last written
-        props = ", ".join(f"'{k}' = '{v}'" for k, v in stale.items())
-        spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({props})")
-    return target
+    raise DuetError(_another_run(table))
+
+
+# The current record of each snapshot: its newest row in features/_snapshots ({records}: that table).
+LATEST_RECORDS = ("SELECT snapshot_ts, r.* FROM (SELECT snapshot_ts, max_by(struct(click_lookback_s, "
+                  "conversion_lookback_s, max_clicks, max_conversions, tables), updated_at) AS r "
+                  "FROM {records} GROUP BY snapshot_ts)")
+
+
+def record_snapshots(spark: SparkSession, lake: str, snapshots: list[datetime], cfg: SequenceConfig,
+                     tables: list[str]) -> None:
+    """Record in ``features/_snapshots`` that ``snapshots`` are built with ``cfg`` and complete in
+    ``tables`` (an empty list: being built, complete in neither). The table is a log: one append per
+    call, which never conflicts with another run's, and a snapshot's newest row is its record."""
+    if not DeltaTable.isDeltaTable(spark, SEQUENCE_SNAPSHOTS.location(lake)):
+        _ensure(spark, SEQUENCE_SNAPSHOTS, lake)
+    now = datetime.now(UTC)
+    rows = spark.createDataFrame([(s, *cfg.settings().values(), tables, now) for s in snapshots],
+                                 spark_schema(SEQUENCE_SNAPSHOTS))
+    rows.write.format("delta").mode("append").save(SEQUENCE_SNAPSHOTS.location(lake))
+
+
+def complete_snapshots(spark: SparkSession, lake: str) -> dict[datetime, SequenceConfig]:
+    """The snapshots complete in both sequence tables, with the settings they were built with (from
+    ``features/_snapshots``; empty for a lake built before it existed)."""
+    location = SEQUENCE_SNAPSHOTS.location(lake)
+    if not DeltaTable.isDeltaTable(spark, location):
+        return {}
+    latest = spark.sql(LATEST_RECORDS, records=spark.read.format("delta").load(location))
+    complete = F.lit(True)
+    for path in SEQUENCE_TABLES:
+        complete &= F.array_contains("tables", path)
+    # As epoch microseconds: PySpark would hand timestamps back in the Python process's local time.
+    rows = latest.where(complete).select(F.unix_micros("snapshot_ts").alias("us"),
+                                         *SequenceConfig().settings()).collect()
+    return {datetime.fromtimestamp(r["us"] / 1e6, UTC): SequenceConfig.from_settings(r.asDict())
+            for r in rows}
 
 
 def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFrame,
-                    snapshots: list[datetime], cfg: SequenceConfig) -> str:
+                    snapshots: list[datetime]) -> str:
     """Replace ``snapshots`` in ``table`` with ``rows`` in one atomic commit; return "append" (new
     snapshots), "merge" (existing ones, only changed rows touched) or "replace" (existing ones that held a
     key twice, replaced whole). A concurrent run's commit to these snapshots fails this one with a
     DuetError (see the module docstring)."""
     try:
-        target = _ensure(spark, table, lake, cfg)
+        target = _ensure(spark, table, lake)
         rows = rows.select(*table.columns)
         in_snapshots = " OR ".join(f"t.snapshot_ts = {_sql_ts(s)}" for s in snapshots)
         seen = target.toDF().alias("t").where(in_snapshots).agg(
@@ -237,12 +282,14 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
     for raw, _, _ in jobs:  # both inputs must be there before either table is written
         if not DeltaTable.isDeltaTable(spark, raw.location(lake)):
             raise DuetError(f"{raw.location(lake)} is not a Delta table: run `duet ingest` first")
+    record_snapshots(spark, lake, snapshots, cfg, [])  # incomplete until both tables are written
     report = {}
     for raw, table, build in jobs:
         rows = build(spark.read.format("delta").load(raw.location(lake)), snapshots, cfg)
-        mode = write_snapshots(spark, table, lake, rows, snapshots, cfg)
+        mode = write_snapshots(spark, table, lake, rows, snapshots)
         counts = (spark.read.format("delta").load(table.location(lake))
                   .where(F.col("snapshot_ts").isin(snapshots))
                   .groupBy().agg(F.count("*").alias("rows")).first())
         report[table.path] = {"rows": int(counts["rows"]), "snapshots": len(snapshots), "mode": mode}
+    record_snapshots(spark, lake, snapshots, cfg, list(SEQUENCE_TABLES))
     return report

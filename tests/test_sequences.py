@@ -228,13 +228,14 @@ def test_a_killed_run_leaves_the_previous_version_and_a_rerun_converges(spark, t
     assert got.equals(expected["click_sequences"].cast(got.schema))
 
 
-def _first_call_waits(barrier: threading.Barrier, original):
-    """Wrap ``original`` so that each thread's first call waits until both threads are there: the two runs
-    pass their checks, then write at once (a real race, decided by Delta's commit protocol)."""
+def _first_call_waits(barrier: threading.Barrier, original, only=lambda *args: True):
+    """Wrap ``original`` so that each thread's first call (for which ``only`` holds) waits until both
+    threads are there: the two runs pass their checks, then write at once (a real race, decided by
+    Delta's commit protocol)."""
     seen = threading.local()
 
     def wrapper(*args, **kwargs):
-        if not getattr(seen, "done", False):
+        if not getattr(seen, "done", False) and only(*args):
             seen.done = True
             try:
                 barrier.wait()
@@ -254,7 +255,8 @@ def _race(spark, lake: Path, snapshots: list[datetime], monkeypatch) -> list:
     monkeypatch.setattr(DeltaTableBuilder, "execute",
                         _first_call_waits(threading.Barrier(2, timeout=15), DeltaTableBuilder.execute))
     monkeypatch.setattr(DataFrameWriter, "save",
-                        _first_call_waits(threading.Barrier(2, timeout=15), DataFrameWriter.save))
+                        _first_call_waits(threading.Barrier(2, timeout=15), DataFrameWriter.save,
+                                          lambda writer, path=None: str(path).endswith("click_sequences")))
     outcomes: list = [None, None]
 
     def run(i: int) -> None:
@@ -318,7 +320,7 @@ def test_each_snapshot_validates_against_its_own_settings_and_an_unfinished_run_
     lake = tmp_path / "lake"
     clicks = [(f"c{d}", "u1", f"ad{d}", "adv1", _ts(f"2026-01-0{d} 10:00:00")) for d in (5, 7, 8, 9)]
     conversions = [(f"v{d}", "u1", "adv1", "purchase", _ts(f"2026-01-0{d} 11:00:00"),
-                    _ts(f"2026-01-0{d} 12:00:00"), None, None) for d in (3, 8)]
+                    _ts(f"2026-01-0{d} 12:00:00"), None, None) for d in (3, 9)]
     _write_raw(spark, lake, clicks, conversions)
     wide = SequenceConfig(click_lookback=timedelta(days=5), conversion_lookback=timedelta(days=9),
                           max_clicks=3, max_conversions=2)
