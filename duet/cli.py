@@ -209,10 +209,17 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from datetime import timedelta as days_delta
+
     from duet.pipeline import DemoConfig, run_demo
 
     cfg = DemoConfig(workdir=args.workdir, seed=args.seed, clicks=args.clicks, conversions=args.conversions,
-                     users=args.users, days=args.days, conversion_signal=args.conversion_signal)
+                     taobao=args.taobao, users=args.users, days=args.days,
+                     conversion_signal=args.conversion_signal,
+                     attribution_window=days_delta(days=args.attribution_window_days),
+                     report_grace=days_delta(days=args.report_grace_days),
+                     pretrain_horizon_days=args.pretrain_horizon_days,
+                     pretrain_grace_days=args.pretrain_grace_days)
     print(json.dumps(run_demo(_spark(args, "demo"), cfg), indent=1))
     return 0
 
@@ -336,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=28, help="synthetic days when generating")
     p.add_argument("--conversion-signal", type=float, default=1.0,
                    help="the generator's conversion signal (0: the control, see `duet generate --help`)")
+    p.add_argument("--taobao", metavar="FILE",
+                   help="a Taobao UserBehavior CSV instead of --clicks/--conversions")
+    p.add_argument("--attribution-window-days", type=float, default=7.0,
+                   help="labels: a conversion counts within this many days of its click (default 7)")
+    p.add_argument("--report-grace-days", type=float, default=1.0,
+                   help="labels: a click is mature this long after its attribution window (default 1)")
+    p.add_argument("--pretrain-horizon-days", type=float, default=2.0,
+                   help="encoders: how far ahead pre-training targets look (default 2)")
+    p.add_argument("--pretrain-grace-days", type=float, default=1.0,
+                   help="encoders: report grace of the conversion targets (default 1)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_demo)
     return parser

@@ -42,10 +42,15 @@ PERIOD_SHARES = (0.42, 0.74, 0.84)   # cumulative ends of pre-training, ranker t
 ATTRIBUTION_WINDOW, REPORT_GRACE = timedelta(days=7), timedelta(days=1)
 
 
-def demo_pretrain_config(seed: int) -> PretrainConfig:
+def demo_pretrain_config(seed: int, horizon_days: float = 2.0, report_grace_days: float = 1.0
+                         ) -> PretrainConfig:
     """The demo's pre-training budget: the defaults with fewer epochs, so that three variants train in
-    about two minutes on a 2-core machine. Every variant gets this same budget."""
-    return PretrainConfig(train=TrainConfig(seed=seed, epochs=5, patience=2))
+    about two minutes on a 2-core machine. Every variant gets this same budget. A short data set (the
+    Taobao sample) needs a shorter target horizon to have pre-training snapshots at all."""
+    base = PretrainConfig()
+    return PretrainConfig(train=TrainConfig(seed=seed, epochs=5, patience=2),
+                          objective=replace(base.objective, horizon_days=horizon_days,
+                                            report_grace_days=report_grace_days))
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class DemoConfig:
     seed: int = 0
     clicks: str | None = None
     conversions: str | None = None
+    taobao: str | None = None        # a Taobao UserBehavior file instead of --clicks/--conversions
     users: int = 2000
     days: int = 28
     conversion_signal: float = 1.0   # the generator's (0 = the control: conversions add nothing hidden)
@@ -61,6 +67,8 @@ class DemoConfig:
     ranker_seeds: tuple[int, ...] = (1, 2, 3)
     attribution_window: timedelta = ATTRIBUTION_WINDOW
     report_grace: timedelta = REPORT_GRACE
+    pretrain_horizon_days: float = 2.0
+    pretrain_grace_days: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,7 @@ def pretrain_and_embed(lake: str, train_until: datetime, snapshots: list[datetim
 
     out: dict = {"train_until": train_until.isoformat(), "models": {}}
     for variant in cfg.variants:
-        pretrain_cfg = demo_pretrain_config(cfg.seed)
+        pretrain_cfg = demo_pretrain_config(cfg.seed, cfg.pretrain_horizon_days, cfg.pretrain_grace_days)
         pretrain_cfg = replace(pretrain_cfg, model=replace(pretrain_cfg.model, variant=variant))
         result = pretrain(lake, pretrain_cfg, train_until)
         embedded = embed_snapshots(lake, snapshots, result.model_version,
@@ -269,15 +277,18 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     from ranker.report import write_report
     from spark_jobs.ingest import IngestConfig, ingest
     from spark_jobs.sequences import build_sequences
+    from spark_jobs.taobao import ingest_taobao
 
     work = Path(cfg.workdir)
     lake = str(work / "lake")
     out = work / "report"
     if bool(cfg.clicks) != bool(cfg.conversions):
         raise DuetError("give both --clicks and --conversions, or neither to generate synthetic events")
+    if cfg.taobao and cfg.clicks:
+        raise DuetError("give either --taobao FILE or --clicks/--conversions, not both")
     clock = StageClock()
     report: dict = {"seed": cfg.seed}
-    if cfg.clicks:
+    if cfg.clicks or cfg.taobao:
         clicks, conversions = cfg.clicks, cfg.conversions
     else:
         with clock.stage("generate"):
@@ -286,7 +297,9 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         clicks, conversions = summary.clicks_path, summary.conversions_path
         report["generated"] = json.loads(summary.to_json())
     with clock.stage("ingest"):
-        counts = ingest(spark, IngestConfig(lake=lake), clicks, conversions)
+        ingest_cfg = IngestConfig(lake=lake, attribution_window_s=cfg.attribution_window.total_seconds())
+        counts = ([ingest_taobao(spark, ingest_cfg, cfg.taobao)] if cfg.taobao
+                  else ingest(spark, ingest_cfg, clicks, conversions))
         for c in counts:
             print(c.line())
     report["ingest"] = [c.to_dict() for c in counts]
