@@ -65,6 +65,26 @@ def spark_schema(table: Table) -> T.StructType:
     return T.StructType([T.StructField(c.name, spark_type(c.type), c.nullable) for c in table.fields])
 
 
+def delta_identifier(location: str) -> str:
+    """A path-based Delta table as a Spark SQL identifier ``delta.`path```, a backtick in it doubled."""
+    return "delta.`" + location.replace("`", "``") + "`"
+
+
+def create_table(spark: SparkSession, table: Table, location: str, partitioned_by: str | None = None,
+                 properties: Mapping[str, str] | None = None) -> None:
+    """Create ``table`` at ``location`` from its contract if it is not there (NOT NULL columns become Delta
+    constraints). By SQL with the path quoted: Delta's ``DeltaTable.createIfNotExists().location(path)``
+    puts the path into an identifier unescaped, so a backtick in a lake path broke it."""
+    columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+                        for f in spark_schema(table).fields)
+    sql = f"CREATE TABLE IF NOT EXISTS {delta_identifier(location)} ({columns}) USING delta"
+    if partitioned_by:
+        sql += f" PARTITIONED BY (`{partitioned_by}`)"
+    if properties:
+        sql += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in properties.items()) + ")"
+    spark.sql(sql)
+
+
 UTC_NAMES = ("UTC", "Etc/UTC", "Z", "+00:00", "GMT", "Etc/GMT")
 
 
@@ -132,7 +152,8 @@ def spark_session(
     for key in JAVA_OPTIONS:
         options = [user_conf.get(key, ""), "-Duser.timezone=UTC"]
         if key.startswith("spark.driver") and not verbose:
-            options.append(f"-Dlog4j.configurationFile=file:{Path(__file__).with_name('log4j2.properties')}")
+            # A file URI: percent-encoded, so a checkout path with a space cannot split the options.
+            options.append(f"-Dlog4j.configurationFile={Path(__file__).with_name('log4j2.properties').as_uri()}")
         settings[key] = " ".join(o for o in options if o)
 
     jars = delta_jars()

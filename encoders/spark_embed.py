@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
-from core.spark import require_utc, spark_schema
+from core.spark import create_table, require_utc, spark_schema
 from encoders import checkpoint, model_store
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS, INPUT_SCHEMA
 from encoders.config import EmbedConfig
@@ -81,8 +81,8 @@ def _ts_literal(instant: datetime) -> str:
 
 
 def _ensure_table(spark: SparkSession, lake: str) -> DeltaTable:
-    return (DeltaTable.createIfNotExists(spark).location(USER_EMBEDDINGS.location(lake))
-            .addColumns(spark_schema(USER_EMBEDDINGS)).partitionedBy("model_version").execute())
+    create_table(spark, USER_EMBEDDINGS, USER_EMBEDDINGS.location(lake), "model_version")
+    return DeltaTable.forPath(spark, USER_EMBEDDINGS.location(lake))
 
 
 def _merge(spark: SparkSession, lake: str, plan: RunPlan, rows: DataFrame) -> dict:

@@ -18,8 +18,11 @@ job=${1:?"usage: $0 [spark-submit options] -- JOB [args]"}; shift
 
 if [ -n "${SPARK_HOME:-}" ]; then submit="$SPARK_HOME/bin/spark-submit"; else submit="$root/.venv/bin/spark-submit"; fi
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$root/.venv/bin/python}
-# Refuse an unknown job before a JVM starts; the list of jobs lives in the entry script alone.
-(cd "$root" && "$PYSPARK_PYTHON" -c 'import sys; from duet.submit_entry import check_job; sys.exit(check_job(sys.argv[1]))' "$job") || exit 2
+# Refuse an unknown job, or a stray argument spark-submit would run instead of it, before a JVM starts;
+# the list of jobs lives in the entry script alone.
+(cd "$root" && "$PYSPARK_PYTHON" -c 'import sys; from duet.submit_entry import check; sys.exit(check(sys.argv[1], sys.argv[2:]))' "$job" ${submit_args[@]+"${submit_args[@]}"}) || exit 2
+# log4j takes a URI: percent-encoded, so a checkout path with a space does not split the driver options.
+log4j=$("$PYSPARK_PYTHON" -c 'import pathlib, sys; print(pathlib.Path(sys.argv[1]).as_uri())' "$root/core/log4j2.properties")
 
 jars=$(ls "$root"/.jars/*.jar 2>/dev/null | paste -sd, || true)
 if [ -n "$jars" ]; then
@@ -35,5 +38,5 @@ trap 'rm -rf "$zip_dir"' EXIT
 
 # UTC JVM and duet's quiet logging on the driver (a later --driver-java-options of yours wins).
 exec "$submit" "${deps[@]}" \
-  --driver-java-options "-Duser.timezone=UTC -Dlog4j.configurationFile=file:$root/core/log4j2.properties" \
-  --py-files "$zip_dir/duet_jobs.zip" "${submit_args[@]}" "$root/duet/submit_entry.py" "$job" "$@"
+  --driver-java-options "-Duser.timezone=UTC -Dlog4j.configurationFile=$log4j" \
+  --py-files "$zip_dir/duet_jobs.zip" ${submit_args[@]+"${submit_args[@]}"} "$root/duet/submit_entry.py" "$job" "$@"

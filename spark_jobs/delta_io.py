@@ -1,6 +1,6 @@
 """The thin write edge of the Spark jobs: create contract tables and insert-only MERGEs.
 
-Tables are created from the contract schema with ``createIfNotExists``, so a contract column declared
+Tables are created from the contract schema (``core.spark.create_table``), so a contract column declared
 NOT NULL is a Delta constraint too: a bug that lets a null key through fails the commit instead of
 landing. Writes are MERGEs keyed on the table's key that only insert rows whose key is not there yet:
 each is one atomic Delta commit, and re-running one after a crash adds nothing twice.
@@ -12,7 +12,7 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from core.contracts import Table
-from core.spark import spark_schema
+from core.spark import create_table
 
 
 def exists(spark: SparkSession, table: Table, lake: str) -> bool:
@@ -21,10 +21,8 @@ def exists(spark: SparkSession, table: Table, lake: str) -> bool:
 
 def ensure_table(spark: SparkSession, table: Table, lake: str) -> DeltaTable:
     """The Delta table at its contract location, created empty with the contract schema if missing."""
-    return (DeltaTable.createIfNotExists(spark)
-            .location(table.location(lake))
-            .addColumns(spark_schema(table))
-            .execute())
+    create_table(spark, table, table.location(lake))
+    return DeltaTable.forPath(spark, table.location(lake))
 
 
 def insert_new(spark: SparkSession, table: Table, lake: str, rows: DataFrame,

@@ -60,7 +60,7 @@ from core.contracts import (
 )
 from core.errors import DuetError
 from core.snapshots import check_snapshots
-from core.spark import require_utc, spark_schema
+from core.spark import create_table, require_utc, spark_schema
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 SEQUENCE_TABLES = (CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path)
@@ -187,14 +187,11 @@ def _ensure(spark: SparkSession, table: Table, lake: str) -> DeltaTable:
     change data feed on). Of two runs creating it at once, one commits its first version and the other
     finds the table there and goes on."""
     location = table.location(lake)
+    partition, properties = ("snapshot_ts", CDF) if table.path in SEQUENCE_TABLES else (None, None)
     for _ in range(CREATE_ATTEMPTS):
-        builder = DeltaTable.createIfNotExists(spark).location(location).addColumns(spark_schema(table))
-        if table.path in SEQUENCE_TABLES:
-            builder = builder.partitionedBy("snapshot_ts")
-            for key, value in CDF.items():
-                builder = builder.property(key, value)
         try:
-            return builder.execute()
+            create_table(spark, table, location, partition, properties)
+            return DeltaTable.forPath(spark, location)
         except Exception as e:
             if not _creating_elsewhere(e):
                 raise

@@ -249,11 +249,12 @@ def _first_call_waits(barrier: threading.Barrier, original, only=lambda *args: T
 def _race(spark, lake: Path, snapshots: list[datetime], monkeypatch) -> list:
     """Two build_sequences of ``snapshots`` in two threads of one session, meeting before they create
     and before they write; -> what each returned or raised."""
-    from delta.tables import DeltaTableBuilder
+    from pyspark.sql import SparkSession
     from pyspark.sql.readwriter import DataFrameWriter
 
-    monkeypatch.setattr(DeltaTableBuilder, "execute",
-                        _first_call_waits(threading.Barrier(2, timeout=15), DeltaTableBuilder.execute))
+    monkeypatch.setattr(SparkSession, "sql",
+                        _first_call_waits(threading.Barrier(2, timeout=15), SparkSession.sql,
+                                          lambda session, query, *args: query.startswith("CREATE TABLE")))
     monkeypatch.setattr(DataFrameWriter, "save",
                         _first_call_waits(threading.Barrier(2, timeout=15), DataFrameWriter.save,
                                           lambda writer, path=None: str(path).endswith("click_sequences")))
