@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from core.contracts import TRAINING_EXAMPLES, TRAINING_SET
 from core.errors import DuetError
-from core.spark import spark_schema
+from core.spark import create_table, spark_schema
 from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, spec_from_lake
 from feature_repo.sources import EMBEDDING_TS, slug
 from feature_repo.views import SUMMARY_FEATURES
@@ -88,7 +88,8 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
     for frame in frames[1:]:
         out = out.unionByName(frame)
     schema = spark_schema(TRAINING_SET)
-    ensure_contract_table(spark, lake)
+    # Created from the contract first (NOT NULL columns as constraints); the overwrite keeps that schema.
+    create_table(spark, TRAINING_SET, TRAINING_SET.location(lake))
     out.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]) \
         .write.format("delta").mode("overwrite").save(TRAINING_SET.location(lake))
     entities.unpersist()
@@ -101,11 +102,3 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
             "rows": {f"{r['model_version']}/{r['split']}": {
                 "rows": r["rows"], "positives": int(r["positives"]),
                 "without_embedding": int(r["without_embedding"])} for r in ordered}}
-
-
-def ensure_contract_table(spark: SparkSession, lake: str) -> None:
-    """Create ``training/training_set`` from the contract (NOT NULL columns as constraints) if missing."""
-    from delta.tables import DeltaTable
-
-    DeltaTable.createIfNotExists(spark).location(TRAINING_SET.location(lake)) \
-        .addColumns(spark_schema(TRAINING_SET)).execute()
