@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ranker.config import RankerConfig
 from ranker.data import Batch
+from ranker.metrics import logloss
 from ranker.model import Ranker
 
 
@@ -34,11 +35,6 @@ def predict(model: Ranker, batch: Batch, chunk: int = 65_536) -> torch.Tensor:
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def _logloss(p: torch.Tensor, y: torch.Tensor) -> float:
-    p = p.clamp(1e-7, 1 - 1e-7)
-    return float(-(y * p.log() + (1 - y) * (1 - p).log()).mean())
-
-
 def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.device | None = None
                  ) -> tuple[Ranker, dict]:
     """Train on ``train``, stop on ``valid``; returns the best model and ``{"best_epoch", "history"}``
@@ -55,7 +51,7 @@ def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.de
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     history, best, best_state, since = [], float("inf"), None, 0
-    valid_y = valid.label.double()
+    valid_y = valid.label.double().numpy()
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator)
@@ -68,7 +64,7 @@ def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.de
             optimizer.step()
             total += float(loss.detach()) * len(rows)
             seen += len(rows)
-        valid_loss = _logloss(predict(model, valid), valid_y)
+        valid_loss = logloss(predict(model, valid).numpy(), valid_y)
         history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss})
         if valid_loss < best - 1e-6:
             best, best_state, since = valid_loss, copy.deepcopy(model.state_dict()), 0
