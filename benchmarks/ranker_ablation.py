@@ -17,6 +17,16 @@ baselines are never tuned on its results):
   2. With signal 0: no variant's mean NE is below ``click_only``'s by more than 0.5% (relative).
   A claim that fails is reported as failed.
 
+Added on 2026-12-01, still before any run: every run also runs the delayed-feedback experiment
+(``duet demo --delayed-feedback``, ``ranker.delayed``: rankers trained at the start of the test period on
+the labels reported by then; ``matured``, ``naive`` and ``importance`` modes on the same test set). It
+changes nothing in the four variants' figures (it runs after them). Per run: each mode's NE and the
+relative NE reductions of ``importance`` and ``naive`` against ``matured`` with their paired intervals;
+across the signal-1 data seeds, the mean reduction and its 95% t-interval. The claim:
+
+  3. With signal 1: ``importance``'s mean NE is below ``matured``'s and the t-interval of its relative
+     reduction is above 0. (``naive`` is reported, not judged; signal 0's runs are reported too.)
+
 Prints each run as one JSON line when it ends, then one JSON document with every run and the summary.
 """
 
@@ -40,7 +50,8 @@ def run_one(spark, workdir: Path, signal: float, seed: int, users: int) -> dict:
     work = workdir / f"signal{signal:g}-seed{seed}"
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    run_demo(spark, DemoConfig(workdir=str(work), seed=seed, users=users, conversion_signal=signal))
+    run_demo(spark, DemoConfig(workdir=str(work), seed=seed, users=users, conversion_signal=signal,
+                               delayed_feedback=True))
     report = json.loads((work / "report" / "demo.json").read_text())
     ranker = report["ranker"]
     return {"signal": signal, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
@@ -48,7 +59,23 @@ def run_one(spark, workdir: Path, signal: float, seed: int, users: int) -> dict:
             "variants": {v: {k: r[k] for k in ("ne", "auc", "calibration", "ne_interval")}
                          for v, r in ranker["variants"].items()},
             "relative_ne_reduction": ranker.get("relative_ne_reduction"),
+            "delayed_feedback": _delayed(ranker.get("delayed_feedback")),
             "stage_seconds": report["stage_seconds"]}
+
+
+def _delayed(report: dict | None) -> dict | None:
+    if not report:
+        return None
+    return {"pool": report["pool"],
+            "modes": {m: {k: r[k] for k in ("ne", "auc", "calibration", "ne_interval", "train_rows")}
+                      for m, r in report["modes"].items()},
+            "relative_ne_reduction": report["relative_ne_reduction"]}
+
+
+def t_interval(values: list[float]) -> dict:
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    half = T_975.get(len(values), 1.96) * sd / np.sqrt(len(values))
+    return {"per_seed": values, "mean": mean, "t_interval": [mean - half, mean + half]}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -59,16 +86,25 @@ def summarize(runs: list[dict]) -> dict:
         entry: dict = {"seeds": [r["seed"] for r in rs], "mean_ne": ne}
         reductions = [r["relative_ne_reduction"]["mean"] for r in rs if r["relative_ne_reduction"]]
         if len(reductions) >= 2:
-            mean, sd = float(np.mean(reductions)), float(np.std(reductions, ddof=1))
-            half = T_975.get(len(reductions), 1.96) * sd / np.sqrt(len(reductions))
-            entry["reduction"] = {"per_seed": reductions, "mean": mean,
-                                  "t_interval": [mean - half, mean + half]}
+            entry["reduction"] = t_interval(reductions)
         if signal > 0 and "reduction" in entry:
             entry["claim 1: duet < shared < none and the reduction's interval above 0"] = bool(
                 ne["duet"] < ne["shared"] < ne["none"] and entry["reduction"]["t_interval"][0] > 0)
         if signal == 0 and "click_only" in ne:
             entry["claim 2: no variant more than 0.5% below click_only"] = bool(
                 all(ne[v] >= ne["click_only"] * 0.995 for v in ne))
+        delayed = [r["delayed_feedback"] for r in rs if r.get("delayed_feedback")]
+        if len(delayed) >= 2:
+            entry["delayed_feedback"] = {
+                "mean_ne": {m: float(np.mean([d["modes"][m]["ne"] for d in delayed]))
+                            for m in delayed[0]["modes"]},
+                **{name: t_interval([d["relative_ne_reduction"][name]["mean"] for d in delayed])
+                   for name in delayed[0]["relative_ne_reduction"]}}
+            if signal > 0:
+                dfb = entry["delayed_feedback"]
+                entry["claim 3: importance NE < matured NE and the reduction's interval above 0"] = bool(
+                    dfb["mean_ne"]["importance"] < dfb["mean_ne"]["matured"]
+                    and dfb["importance vs matured"]["t_interval"][0] > 0)
         out[f"signal {signal:g}"] = entry
     return out
 

@@ -219,7 +219,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      attribution_window=days_delta(days=args.attribution_window_days),
                      report_grace=days_delta(days=args.report_grace_days),
                      pretrain_horizon_days=args.pretrain_horizon_days,
-                     pretrain_grace_days=args.pretrain_grace_days)
+                     pretrain_grace_days=args.pretrain_grace_days,
+                     delayed_feedback=args.delayed_feedback)
     print(json.dumps(run_demo(_spark(args, "demo"), cfg), indent=1))
     return 0
 
@@ -353,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoders: how far ahead pre-training targets look (default 2)")
     p.add_argument("--pretrain-grace-days", type=float, default=1.0,
                    help="encoders: report grace of the conversion targets (default 1)")
+    p.add_argument("--delayed-feedback", action="store_true",
+                   help="also train rankers at the start of the test period on clicks whose labels are "
+                        "still arriving (matured only, naive, importance-weighted); compare them on the "
+                        "test set")
     _spark_options(p)
     p.set_defaults(handler=_cmd_demo)
     return parser

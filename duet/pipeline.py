@@ -69,6 +69,7 @@ class DemoConfig:
     report_grace: timedelta = REPORT_GRACE
     pretrain_horizon_days: float = 2.0
     pretrain_grace_days: float = 1.0
+    delayed_feedback: bool = False   # also the delayed-feedback experiment (ranker.delayed)
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,9 @@ def ranker_snapshots(snapshots: list[datetime], splits: Splits, ttl: timedelta) 
 
 
 def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: dict[str, str],
-                    cfg: DemoConfig, clock: StageClock) -> dict:
-    """Examples, the Feast training set, the ablation; returns the ablation report."""
+                    cfg: DemoConfig, clock: StageClock, history_from: datetime) -> dict:
+    """Examples, the Feast training set, the ablation (and, with ``cfg.delayed_feedback``, the
+    delayed-feedback experiment on the clicks from ``history_from``); returns the ablation report."""
     from ranker.evaluate import AblationConfig, run_ablation
     from ranker.training_set import build_training_set
     from serving.store import StoreConfig, feature_store
@@ -221,7 +223,34 @@ def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: di
             raise ValidationFailed(f"the ranker's tables failed data quality; see {quality.results_dir}")
     with clock.stage("ranker"):
         ablation = run_ablation(AblationConfig(lake, models, seeds=cfg.ranker_seeds))
-    return {"examples": examples, "training_set": built, "training_validation": quality.to_dict(), **ablation}
+    out = {"examples": examples, "training_set": built, "training_validation": quality.to_dict(), **ablation}
+    if cfg.delayed_feedback:
+        with clock.stage("delayed feedback"):
+            out["delayed_feedback"] = delayed_feedback(spark, store, lake, periods, models, cfg, history_from)
+    return out
+
+
+def delayed_feedback(spark: SparkSession, store, lake: str, periods: Periods, models: dict[str, str],
+                     cfg: DemoConfig, history_from: datetime) -> dict:
+    """Rankers trained at the start of the test period on the clicks since ``history_from`` with the labels
+    known then (``ranker.delayed``), tested on the ablation's test set."""
+    from ranker.delayed import DelayedFeedbackConfig, run_delayed_feedback
+    from ranker.training_set import delayed_feedback_pool
+
+    trained_at = periods.splits.test_from
+    pool = delayed_feedback_pool(spark, store, lake, history_from, trained_at, cfg.attribution_window,
+                                 cfg.report_grace)
+    report = run_delayed_feedback(DelayedFeedbackConfig(
+        lake, next(iter(models.values())), trained_at, cfg.attribution_window, cfg.report_grace,
+        seeds=cfg.ranker_seeds), pool)
+    figures = report["pool"]
+    print(f"delayed feedback at {trained_at:%Y-%m-%d}: {figures['clicks']:,} clicks, {figures['matured']:,} "
+          f"matured, {figures['immature']:,} immature ({figures['immature_seen_positives']:,} positive "
+          "so far)")
+    for name, r in report["relative_ne_reduction"].items():
+        print(f"delayed feedback {name}: relative NE reduction {100 * r['mean']:+.2f}% "
+              f"(95% interval {100 * r['interval'][0]:+.2f}% to {100 * r['interval'][1]:+.2f}%)")
+    return report
 
 
 def contract_metrics(seed: int, ablation: dict) -> dict:
@@ -325,7 +354,7 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     if "duet" in models:
         with clock.stage("publish"):
             report["publish"] = publish_latest(spark, lake, models["duet"])
-    ablation = rank_and_report(spark, lake, periods, models, cfg, clock)
+    ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0])
     report["ranker"] = ablation
     print(ne_table(ablation))
     if "duet" in models:

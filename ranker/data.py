@@ -32,7 +32,9 @@ SUMMARY_WIDTH = 8
 @dataclass
 class Batch:
     """Rows of one split. Shapes: ``ad``, ``advertiser``: (n,) int64; ``summary``: (n, 8); ``user``:
-    (n, w) float32 (w = 0 for ``none``); ``user_missing``, ``label``: (n,) float32; ``user_ids``: (n,)."""
+    (n, w) float32 (w = 0 for ``none``); ``user_missing``, ``label``: (n,) float32; ``user_ids``: (n,).
+    ``observed`` (n,) float32, only for delayed feedback: the probability that an eventual positive's label
+    had been reported when the labels were read (``ranker.delay_weights``); None = every label is final."""
 
     ad: torch.Tensor
     advertiser: torch.Tensor
@@ -41,13 +43,15 @@ class Batch:
     user_missing: torch.Tensor
     label: torch.Tensor
     user_ids: np.ndarray
+    observed: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.label)
 
     def rows(self, index: torch.Tensor) -> Batch:
         return Batch(self.ad[index], self.advertiser[index], self.summary[index], self.user[index],
-                     self.user_missing[index], self.label[index], self.user_ids[index.numpy()])
+                     self.user_missing[index], self.label[index], self.user_ids[index.numpy()],
+                     None if self.observed is None else self.observed[index])
 
 
 def _float(column: pa.ChunkedArray | pa.Array, fill: float) -> np.ndarray:

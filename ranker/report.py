@@ -449,6 +449,25 @@ def _control(control: Mapping[str, Any]) -> str:
             + metrics_table(variants, control.get("relative_ne_reduction")))
 
 
+def _delayed_feedback(delayed: Mapping[str, Any]) -> str:
+    """The modes of ``ranker.delayed`` on the test set, their reductions against ``matured``, the pool."""
+    modes = delayed.get("modes", {})
+    if not isinstance(modes, Mapping) or not all(isinstance(m, Mapping) for m in modes.values()):
+        return _not_available("delayed-feedback modes")
+    pool = delayed.get("pool") if isinstance(delayed.get("pool"), Mapping) else {}
+    note = (f'<p class="note">Rankers trained at {_e(delayed.get("trained_at", "n/a"))} with the labels '
+            f'reported by then ({_e(pool.get("clicks", "n/a"))} clicks, {_e(pool.get("matured", "n/a"))} '
+            f'matured, {_e(pool.get("immature", "n/a"))} still maturing), features of '
+            f'{_e(delayed.get("features", "n/a"))}; the same test set as above.</p>')
+    lines = []
+    for name, r in (delayed.get("relative_ne_reduction") or {}).items():
+        if isinstance(r, Mapping) and "mean" in r:
+            mode = str(name).split(" vs ")[0]
+            lines.append(_reduction_line({"variant": mode, "baseline": "matured", **r}))
+    table = metrics_table(modes, None).replace(_not_available("relative NE reduction"), "")
+    return note + table + "".join(lines)
+
+
 def _header(report: Mapping[str, Any]) -> str:
     rows, positives = report.get("test_rows"), report.get("test_positives")
     facts = [f"seed {_e(report.get('seed', 'n/a'))}"]
@@ -516,6 +535,9 @@ def render_html(report: Mapping[str, Any]) -> str:
     ]
     if isinstance(report.get("control"), Mapping):
         sections.append(_section("control", "Control run", _control(report["control"])))
+    if isinstance(report.get("delayed_feedback"), Mapping):
+        sections.append(_section("delayed-feedback", "Delayed feedback",
+                                 _delayed_feedback(report["delayed_feedback"])))
     raw = json.dumps(report, indent=1, default=str)
     sections.append(_section("raw-report", "The report as data",
                              f"<details><summary>JSON</summary><pre>{_e(raw)}</pre></details>"))

@@ -102,3 +102,34 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
             "rows": {f"{r['model_version']}/{r['split']}": {
                 "rows": r["rows"], "positives": int(r["positives"]),
                 "without_embedding": int(r["without_embedding"])} for r in ordered}}
+
+
+def delayed_feedback_pool(spark: SparkSession, store, lake: str, history_from: datetime, trained_at: datetime,
+                          attribution_window, report_grace):
+    """The clicks of ``[history_from, trained_at)`` labelled as they were known at ``trained_at`` (the
+    contract's rule with ``label_cutoff = trained_at``: a conversion reported later is not seen), with
+    ``matured`` at that instant, ``report_delay_s`` (click to the first report of a seen positive) and the
+    sequence summary joined point-in-time through Feast. Returns a ``pyarrow.Table`` (the pool of a
+    delayed-feedback experiment, ``ranker.delayed``; small enough for the driver: clicks only, no
+    embeddings).
+
+    Every label and feature here was known at ``trained_at``: the labels by construction, the summary
+    by the point-in-time join (its snapshot is at or before the click)."""
+    from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
+    from spark_jobs.examples import ExamplesConfig, label_clicks
+
+    if not history_from < trained_at:
+        raise DuetError(f"delayed feedback: history_from {history_from.isoformat()} must come before the "
+                        f"training instant {trained_at.isoformat()}")
+    clicks = spark.read.format("delta").load(RAW_CLICKS.location(lake)) \
+        .where(F.unix_micros("click_ts") >= _micros(history_from))
+    conversions = spark.read.format("delta").load(RAW_CONVERSIONS.location(lake))
+    labelled = label_clicks(clicks, conversions, ExamplesConfig(lake, trained_at, attribution_window,
+                                                                 report_grace), report_delay=True)
+    entities = labelled.select("click_id", "user_id", "click_ts", "label", "matured", "report_delay_s",
+                               "ad_id", "advertiser_id", F.col("click_ts").alias("event_timestamp"))
+    frame = store.get_historical_features(
+        entity_df=entities, features=[f"user_sequence_summary:{name}" for name in SUMMARY_FEATURES],
+        full_feature_names=False).to_spark_df()
+    return frame.select("click_id", "user_id", "click_ts", "label", "matured", "report_delay_s", "ad_id",
+                        "advertiser_id", *SUMMARY_FEATURES).orderBy("click_id").toArrow()

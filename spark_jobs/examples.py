@@ -54,26 +54,43 @@ def _micros(value: datetime):
     return F.lit(int(value.timestamp() * 1_000_000))
 
 
-def label_clicks(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig) -> DataFrame:
-    """The contract's examples for ``clicks`` (raw/clicks rows) given ``conversions`` (raw/conversions)."""
+def _labelled(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig) -> DataFrame:
+    """Every click before the cutoff with, when labelled 1, ``delay_us`` (click to the earliest
+    qualifying conversion) and ``report_delay_us`` (click to the earliest report of one: when the label
+    became known)."""
     cutoff = _micros(cfg.label_cutoff)
     window_us = int(cfg.attribution_window.total_seconds() * 1_000_000)
-    settle_us = window_us + int(cfg.report_grace.total_seconds() * 1_000_000)
     clicks = clicks.where(F.unix_micros("click_ts") < cutoff) \
         .select("click_id", "user_id", "ad_id", "advertiser_id", "click_ts")
     attributed = conversions.where(F.col("attributed_click_id").isNotNull()
                                    & (F.unix_micros("report_ts") <= cutoff)) \
-        .select(F.col("attributed_click_id").alias("click_id"), "conversion_ts")
+        .select(F.col("attributed_click_id").alias("click_id"), "conversion_ts", "report_ts")
     delay_us = F.unix_micros("conversion_ts") - F.unix_micros("click_ts")
     earliest = clicks.select("click_id", "click_ts").join(attributed, "click_id") \
         .where(delay_us <= window_us) \
-        .groupBy("click_id").agg(F.min(delay_us).alias("delay_us"))
-    return clicks.join(earliest, "click_id", "left").select(
+        .groupBy("click_id").agg(F.min(delay_us).alias("delay_us"),
+                                 F.min(F.unix_micros("report_ts") - F.unix_micros("click_ts"))
+                                 .alias("report_delay_us"))
+    return clicks.join(earliest, "click_id", "left")
+
+
+def label_clicks(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig,
+                 report_delay: bool = False) -> DataFrame:
+    """The contract's examples for ``clicks`` (raw/clicks rows) given ``conversions`` (raw/conversions).
+
+    ``report_delay``: also ``report_delay_s``, seconds from the click to the first report that made its
+    label 1 (null when 0): what a delayed-feedback trainer needs to know how labels arrive
+    (``ranker.delayed``). Not a column of ``training/examples``."""
+    cutoff = _micros(cfg.label_cutoff)
+    settle_us = int((cfg.attribution_window + cfg.report_grace).total_seconds() * 1_000_000)
+    extra = [(F.col("report_delay_us") / 1e6).alias("report_delay_s")] if report_delay else []
+    return _labelled(clicks, conversions, cfg).select(
         "click_id", "user_id", "ad_id", "advertiser_id", "click_ts",
         F.col("delay_us").isNotNull().cast("int").alias("label"),
         (F.col("delay_us") / 1e6).alias("conversion_delay_s"),
         (F.unix_micros("click_ts") + settle_us <= cutoff).alias("matured"),
         F.timestamp_micros(cutoff).alias("label_cutoff"),
+        *extra,
     )
 
 

@@ -242,3 +242,60 @@ def test_the_examples_suite_fails_on_a_label_without_a_delay(spark, tmp_path):
     report = validate_training(spark, lake)
     assert not report.success
     assert "a delay exactly for positive examples" in json.dumps(report.to_dict())
+
+
+@pytest.mark.integration
+def test_delayed_feedback_learns_only_what_was_reported_at_its_training_instant(spark, demo):
+    """The delayed-feedback pool on the demo lake: its labels are those a DuckDB query of the raw tables
+    gives at the training instant (a conversion reported later never labels a click); the matured mode
+    trains on matured clicks only; the test set starts at the training instant; every mode is measured."""
+    from duet.pipeline import DemoConfig, Periods, delayed_feedback
+    from ranker.delayed import DelayedFeedbackConfig, held_out, mode_batches, observation_cdf
+    from ranker.training_set import delayed_feedback_pool
+    from serving.store import StoreConfig, feature_store
+
+    work, lake, report = demo
+    periods = Periods(datetime.fromisoformat(report["periods"]["label_cutoff"]), demo_periods(
+        [datetime.fromisoformat(s) for s in report["snapshots"]]).splits)
+    trained_at, history_from = periods.splits.test_from, datetime.fromisoformat(report["snapshots"][0])
+    store = feature_store(StoreConfig(lake))
+    pool = delayed_feedback_pool(spark, store, lake, history_from, trained_at, 7 * D, D)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.register("pool", pool)
+    con.register("clicks", _arrow(f"{lake}/raw/clicks"))
+    con.register("conv", _arrow(RAW_CONVERSIONS.location(lake)))
+    at = trained_at.isoformat()
+    wrong = con.execute(f"""
+        SELECT count(*) FROM pool p WHERE p.click_ts >= TIMESTAMPTZ '{at}'
+            OR p.matured IS DISTINCT FROM (p.click_ts + INTERVAL 8 DAY <= TIMESTAMPTZ '{at}')
+            OR p.label IS DISTINCT FROM (SELECT CAST(count(*) > 0 AS INT) FROM conv c
+                WHERE c.attributed_click_id = p.click_id AND c.report_ts <= TIMESTAMPTZ '{at}'
+                  AND c.conversion_ts - p.click_ts <= INTERVAL 7 DAY)""").fetchone()[0]
+    expected = con.execute(f"""SELECT count(*) FROM clicks WHERE click_ts >= TIMESTAMPTZ '{history_from}'
+                               AND click_ts < TIMESTAMPTZ '{at}'""").fetchone()[0]
+    assert pool.num_rows == expected > 0 and wrong == 0
+    # Some positive reported after the training instant exists, and the pool does not see it.
+    late = con.execute(f"""SELECT count(*) FROM pool p JOIN conv c ON c.attributed_click_id = p.click_id
+                           WHERE c.report_ts > TIMESTAMPTZ '{at}' AND p.label = 0""").fetchone()[0]
+    assert late > 0
+
+    versions = {v: m["model_version"] for v, m in report["encoders"]["models"].items()}
+    cfg = DelayedFeedbackConfig(lake, versions["duet"], trained_at, seeds=(1,))
+    batches = mode_batches(pool, cfg, observation_cdf(pool, cfg))
+    matured = pool.column("matured").to_numpy(zero_copy_only=False)
+    outside = ~held_out(pool.column("user_id"), cfg.valid_share)
+    assert len(batches["matured"][0]) == int((matured & outside).sum()) < len(batches["importance"][0])
+    assert batches["matured"][0].observed is None and batches["importance"][0].observed is not None
+    assert float(batches["importance"][0].observed.min()) >= cfg.min_observed
+    with pytest.raises(DuetError, match="starts before the training instant"):
+        from ranker.delayed import evaluation_batch
+        evaluation_batch(DelayedFeedbackConfig(lake, versions["duet"], periods.splits.test_until))
+
+    result = delayed_feedback(spark, store, lake, periods, versions,
+                              DemoConfig(workdir=str(work), ranker_seeds=(1,)), history_from)
+    assert set(result["modes"]) == {"matured", "naive", "importance"}
+    assert result["test_rows"] == report["ranker"]["test_rows"]
+    for mode in result["modes"].values():
+        assert 0 < mode["ne"] < 2 and mode["ne_interval"][0] <= mode["ne"] <= mode["ne_interval"][1]
+    assert set(result["relative_ne_reduction"]) == {"importance vs matured", "naive vs matured"}

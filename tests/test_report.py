@@ -120,6 +120,15 @@ def full_report() -> dict:
         "control": {"variants": {n: {"ne": 0.99, "auc": 0.5, "logloss": 0.1} for n in ("shared", "duet")},
                     "relative_ne_reduction": {"variant": "duet", "baseline": "shared", "mean": -0.0005,
                                               "interval": [-0.002, 0.001]}},
+        "delayed_feedback": {
+            "trained_at": "2026-02-08T00:00:00+00:00", "features": "none (ids and the sequence summary)",
+            "pool": {"clicks": 9000, "matured": 4000, "immature": 5000},
+            "modes": {m: {"ne": ne, "auc": 0.7, "logloss": 0.1, "calibration": c,
+                          "ne_interval": [ne - 0.01, ne + 0.01]}
+                      for m, ne, c in (("matured", 0.95, 1.0), ("naive", 0.96, 0.8),
+                                       ("importance", 0.94, 1.0))},
+            "relative_ne_reduction": {"importance vs matured": {"mean": 0.0105, "interval": [0.004, 0.017]},
+                                      "naive vs matured": {"mean": -0.0105, "interval": [-0.02, -0.001]}}},
     }
 
 
@@ -185,6 +194,18 @@ def test_metrics_table_has_a_row_per_variant_in_order_with_formatted_numbers(tmp
     control = metric_rows(page.by_id("control"))
     assert [r[0] for r in control] == ["shared", "duet"]
     assert "(includes 0)" in page.by_id("control").all_text()
+
+
+def test_the_delayed_feedback_section_has_a_row_per_mode_and_both_reductions(tmp_path):
+    page = parse(write_report(full_report(), tmp_path))
+    section = page.by_id("delayed-feedback")
+    assert [r[0] for r in metric_rows(section)] == ["matured", "naive", "importance"]
+    text = " ".join(section.all_text().split())
+    assert "importance against matured" in text and "+1.05%" in text and "(excludes 0)" in text
+    assert "naive against matured" in text and "-1.05%" in text
+    assert "9000 clicks, 4000 matured, 5000 still maturing" in text
+    assert "not available" not in text
+    assert parse(write_report(minimal_report(), tmp_path / "minimal")).by_id("delayed-feedback") is None
 
 
 def test_data_quality_and_stage_times_tables(tmp_path):

@@ -1,0 +1,183 @@
+"""The delayed-feedback experiment: a ranker trained at an instant when recent labels are still arriving.
+
+A ranker deployed at ``trained_at`` can only learn from what was reported by then. Clicks older than the
+attribution window plus the report grace have final labels (*matured*); younger ones show a 0 that may
+still become a 1. Three ways to train at ``trained_at``, one test set:
+
+* ``matured``: the default, matured clicks only (final labels, but the freshest days are left out);
+* ``naive``: every click with the label seen at ``trained_at`` (fresh, but a late positive counts as a
+  negative: biased down);
+* ``importance``: every click with its seen label, importance-weighted (``ranker.delay_weights``): the
+  expected loss is the loss on the eventual labels.
+
+Protocol (fixed before any result of it was looked at):
+
+* The pool: the clicks of ``[history_from, trained_at)`` labelled at ``trained_at``
+  (``ranker.training_set.delayed_feedback_pool``); users whose id hashes into ``valid_share`` of the
+  buckets are held out for early stopping (the same users in every mode), so each mode stops on data it
+  could have had at ``trained_at``, with its own training loss (matured: the held-out users' matured
+  clicks, plain; naive: all of theirs, plain; importance: all of theirs, weighted).
+* ``F(e)`` from the first-report delays of the pool's matured positives (known at ``trained_at``).
+* The test set: the ablation's (``split = test`` of ``training/training_set``, final labels), which
+  starts at or after ``trained_at`` (checked), so no mode sees a test click or its label.
+* Features: the ``none`` variant's (ids and the sequence summary, no user embedding) with the ablation's
+  ``RankerConfig``: the pool reaches back before the encoders' pre-training ended, where their embeddings
+  are in-sample, so the experiment measures the labels, not the embeddings.
+* Each mode trains once per training seed; NE, AUC, log loss, calibration are the seed means; intervals
+  from the same user bootstrap as the ablation (paired across modes); the claim is ``importance``'s
+  relative NE reduction against ``matured``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from core.errors import DuetError
+from encoders.hashing import bucketize
+from ranker import metrics
+from ranker.config import RankerConfig
+from ranker.data import Batch, read_training_set, to_batch
+from ranker.delay_weights import ObservationCDF
+from ranker.train import predict, train_ranker
+
+MODES = ("matured", "naive", "importance")
+
+
+@dataclass(frozen=True)
+class DelayedFeedbackConfig:
+    """``trained_at``: the instant the rankers are trained (labels as reported by then); the test rows
+    are ``model_version``'s test split of ``training/training_set`` (the ablation's test set)."""
+
+    lake: str
+    model_version: str
+    trained_at: datetime
+    attribution_window: timedelta = timedelta(days=7)
+    report_grace: timedelta = timedelta(days=1)
+    seeds: tuple[int, ...] = (1, 2, 3)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    valid_share: float = 0.1
+    min_observed: float = 0.05
+    bootstrap: int = 200
+
+    def __post_init__(self) -> None:
+        if self.trained_at.tzinfo is None:
+            raise DuetError("delayed feedback: trained_at must be a zone-aware instant")
+        if not 0 < self.valid_share < 1:
+            raise DuetError("delayed feedback: valid_share must be in (0, 1)")
+        if not self.seeds:
+            raise DuetError("delayed feedback needs at least one training seed")
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.attribution_window + self.report_grace
+
+
+def _micros(column: pa.ChunkedArray) -> np.ndarray:
+    return pc.cast(column, pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def held_out(user_ids: pa.ChunkedArray, share: float) -> np.ndarray:
+    """(n,) bool: the users whose id hashes into the first ``share`` of 1,000 buckets."""
+    return (bucketize(user_ids, 1001) - 1) < round(share * 1000)
+
+
+def observation_cdf(pool: pa.Table, cfg: DelayedFeedbackConfig) -> ObservationCDF:
+    """``F(e)`` from the first-report delays of the pool's matured positives."""
+    matured = pool.column("matured").to_numpy(zero_copy_only=False)
+    positive = pool.column("label").to_numpy(zero_copy_only=False) == 1
+    delays = pc.fill_null(pool.column("report_delay_s"), np.nan).to_numpy(zero_copy_only=False)
+    return ObservationCDF.from_delays(delays[matured & positive], cfg.horizon.total_seconds(),
+                                      cfg.min_observed)
+
+
+def mode_batches(pool: pa.Table, cfg: DelayedFeedbackConfig, cdf: ObservationCDF
+                 ) -> dict[str, tuple[Batch, Batch]]:
+    """(train, valid) per mode; ``importance``'s batches carry ``observed = F(trained_at - click_ts)``."""
+    buckets = (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets)
+    matured = pool.column("matured").to_numpy(zero_copy_only=False)
+    valid = held_out(pool.column("user_id"), cfg.valid_share)
+    elapsed = (int(cfg.trained_at.timestamp() * 1_000_000) - _micros(pool.column("click_ts"))) / 1e6
+    observed = torch.from_numpy(cdf(elapsed))
+
+    def part(mask: np.ndarray, weighted: bool) -> Batch:
+        rows = pa.array(np.flatnonzero(mask))
+        batch = to_batch(pool.take(rows), buckets, with_user=False)
+        if weighted:
+            batch.observed = observed[torch.from_numpy(np.flatnonzero(mask))]
+        return batch
+
+    everyone = np.ones(len(matured), bool)
+    return {"matured": (part(matured & ~valid, False), part(matured & valid, False)),
+            "naive": (part(everyone & ~valid, False), part(everyone & valid, False)),
+            "importance": (part(everyone & ~valid, True), part(everyone & valid, True))}
+
+
+def evaluation_batch(cfg: DelayedFeedbackConfig) -> Batch:
+    """The ablation's test rows (final labels), refused if any click comes before ``trained_at``."""
+    table = read_training_set(cfg.lake, cfg.model_version)
+    table = table.filter(pc.equal(table.column("split"), "test"))
+    if table.num_rows == 0 or pc.sum(table.column("label")).as_py() in (None, 0):
+        raise DuetError(f"{cfg.model_version} has no test rows or no positive test row")
+    first = int(_micros(table.column("click_ts")).min())
+    if first < int(cfg.trained_at.timestamp() * 1_000_000):
+        raise DuetError(f"delayed feedback: the test set starts before the training instant "
+                        f"{cfg.trained_at.isoformat()}: its labels would leak into training")
+    return to_batch(table, (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets), with_user=False)
+
+
+def pool_figures(pool: pa.Table, cdf: ObservationCDF) -> dict:
+    matured = pool.column("matured").to_numpy(zero_copy_only=False)
+    label = pool.column("label").to_numpy(zero_copy_only=False)
+    return {"clicks": int(len(label)), "matured": int(matured.sum()),
+            "matured_positives": int(label[matured].sum()), "immature": int((~matured).sum()),
+            "immature_seen_positives": int(label[~matured].sum()), "first_report": cdf.quantiles()}
+
+
+def run_delayed_feedback(cfg: DelayedFeedbackConfig, pool: pa.Table, log=print) -> dict:
+    """Train every mode on ``pool``, evaluate on the test set; return the report (module docstring)."""
+    cdf = observation_cdf(pool, cfg)
+    batches = mode_batches(pool, cfg, cdf)
+    test = evaluation_batch(cfg)
+    y = test.label.double().numpy()
+    predictions: dict[str, list[np.ndarray]] = {}
+    modes: dict[str, dict] = {}
+    for mode in MODES:
+        started = time.perf_counter()
+        train, valid = batches[mode]
+        if train.label.sum() == 0 or len(valid) == 0:
+            raise DuetError(f"delayed feedback: the {mode} pool has no positive training click or no "
+                            "held-out click: the history before the training instant is too short")
+        seeds = []
+        predictions[mode] = []
+        for seed in cfg.seeds:
+            model, training = train_ranker(replace(cfg.ranker, seed=seed), train, valid)
+            p = predict(model, test).numpy()
+            predictions[mode].append(p)
+            seeds.append({"seed": seed, **metrics.summary(p, y), **training})
+        modes[mode] = {
+            "train_rows": len(train), "train_seen_positives": int(train.label.sum()),
+            **{k: float(np.mean([s[k] for s in seeds])) for k in ("ne", "auc", "logloss", "calibration")},
+            "seeds": seeds}
+        log(f"delayed feedback {mode}: NE {modes[mode]['ne']:.4f}, AUC {modes[mode]['auc']:.4f}, "
+            f"calibration {modes[mode]['calibration']:.3f} ({len(train):,} training clicks, "
+            f"{time.perf_counter() - started:.1f} s)")
+    weights = metrics.user_bootstrap_weights(test.user_ids, cfg.bootstrap, seed=0)
+    replicates = metrics.bootstrap_ne(predictions, y, weights)
+    for mode in MODES:
+        modes[mode]["ne_interval"] = metrics.interval(replicates[mode])
+    reductions = {}
+    for mode in ("importance", "naive"):
+        point = (modes["matured"]["ne"] - modes[mode]["ne"]) / modes["matured"]["ne"]
+        paired = (replicates["matured"] - replicates[mode]) / replicates["matured"]
+        reductions[f"{mode} vs matured"] = {"mean": float(point), "interval": metrics.interval(paired)}
+    return {"trained_at": cfg.trained_at.isoformat(), "model_version_of_test_rows": cfg.model_version,
+            "features": "none (ids and the sequence summary)", "seeds": list(cfg.seeds),
+            "test_rows": int(len(y)), "test_positives": int(y.sum()), "pool": pool_figures(pool, cdf),
+            "modes": modes, "relative_ne_reduction": reductions}
