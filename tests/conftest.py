@@ -59,3 +59,11 @@ def demo_run(tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((work / "report" / "demo.json").read_text())
     return work, str(work / "lake"), report, result
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test`` runs two workers), every test of the session's one demo run goes
+    to the same worker, so the demo runs once; the rest is spread over the workers test by test."""
+    for item in items:
+        if "demo_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("demo"))

@@ -4,10 +4,12 @@ be running and nothing is left running."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,14 @@ from pathlib import Path
 
 
 def _install() -> str:
-    """The path of redis-server, installed from Debian's packages if it is not on the PATH."""
+    """The path of redis-server, installed from Debian's packages if it is not on the PATH. Test workers
+    running at once (pytest-xdist) take turns: apt-get holds dpkg's lock, so a second one would fail."""
+    with open(Path(tempfile.gettempdir()) / "duet-redis-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _install_locked()
+
+
+def _install_locked() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
