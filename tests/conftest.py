@@ -39,9 +39,11 @@ def taobao_sample() -> Path:
     return TAOBAO_SAMPLE
 
 
-# One small demo for every test that needs a finished pipeline (the README's `make demo`, the ranker's
-# leakage and ASOF checks, the report, online scoring, the idempotent re-run): the demo is the most
-# expensive thing the suite runs, so it runs once. The README's command with smaller data (DEMO_ARGS).
+# One small demo for every test that needs a finished pipeline (tests/test_demo.py: the README's
+# `make demo`, the ranker's leakage and ASOF checks, the report, online scoring, delayed feedback, the
+# idempotent re-run): the demo is the most expensive thing the suite runs, so it runs once; its tests
+# share one module so that pytest-xdist's --dist loadfile keeps them on one worker. The README's command
+# with smaller data (DEMO_ARGS).
 SMALL_DEMO_ARGS = "--users 300 --days 20 --seed 5"
 
 
@@ -60,10 +62,3 @@ def demo_run(tmp_path_factory):
     report = json.loads((work / "report" / "demo.json").read_text())
     return work, str(work / "lake"), report, result
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs two workers), every test of the session's one demo run goes
-    to the same worker, so the demo runs once; the rest is spread over the workers test by test."""
-    for item in items:
-        if "demo_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("demo"))

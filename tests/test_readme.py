@@ -53,20 +53,3 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     assert len(click["values"][0]) == 64 and click["values"][1] is None
     assert click["statuses"] == ["PRESENT", "NOT_FOUND"]
     assert click["event_timestamps"][0] == "2026-01-12T00:00:00Z"
-
-
-@pytest.mark.integration
-def test_make_demo_runs_as_the_readme_says(demo_run):
-    """`make demo` as the README gives it (smaller data through DEMO_ARGS; the full size is timed in
-    BENCHMARKS.md): every stage, the NE table and one online scoring printed, the reports written."""
-    work, _, report, result = demo_run
-    assert report["validation"]["success"] is True
-    assert report["ingest"][0]["ingested"] == report["generated"]["clicks"]
-    assert report["sequences"]["features/click_sequences"]["rows"] > 0
-    assert sorted(report["encoders"]["models"]) == ["click_only", "duet", "shared"]
-    assert "PASS embeddings/user_embeddings" in result.stdout
-    assert re.search(r"^duet\s+\d\.\d{4}\s+\[", result.stdout, re.M)          # the NE table
-    assert "relative NE reduction" in result.stdout and "p(convert) =" in result.stdout
-    for stage in ("ingest", "sequences", "pretrain and embed", "training set", "ranker"):
-        assert f"== {stage}: " in result.stdout
-    assert (work / "report" / "index.html").is_file() and (work / "report" / "metrics.json").is_file()
