@@ -29,7 +29,7 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     block = usage + feature_store
     env = {**os.environ, "WORK": str(tmp_path), "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
     tables = ("raw/clicks", "raw/conversions", "features/click_sequences", "features/conversion_sequences",
               "embeddings/user_embeddings")
