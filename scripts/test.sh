@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The test run behind `make test` (and so .ci/run): lint, then pytest without benchmarks, on two workers
-# (pytest-xdist; DUET_TEST_WORKERS=N for another count, 0 for none), a test file per worker at a time
-# (--dist loadfile: the tests of the one shared demo run are all in tests/test_demo.py, so the demo runs
-# once; xdist's loadgroup does not group under pytest 9, which renamed the node id it rewrites), in the
-# order of tests/conftest.py LONGEST_FIRST (not xdist's default, most tests first). Extra
-# arguments go to pytest, e.g.
-# `make test PYTEST_ARGS="-k ingest"`.
+# The test run behind `make test` (and so .ci/run): lint, then pytest without benchmarks. Extra arguments go
+# to pytest, e.g. `make test PYTEST_ARGS="-k ingest"`.
+#
+# DUET_TEST_WORKERS=N runs the suite on N pytest-xdist workers, a test file per worker at a time
+# (--dist loadfile: every test of the one shared demo run is in tests/test_demo.py, so the demo runs once;
+# xdist's loadgroup does not group under pytest 9, which renamed the node id it rewrites), the longest
+# files first (tests/conftest.py LONGEST_FIRST, not xdist's default of most tests first), one OpenMP
+# thread per process (spinning threads of two processes on one core slowed pre-training several-fold).
+# The default is 0, one process: on the 2-core dev machine the suite already keeps both cores busy
+# (Spark local[2], torch), and two workers measured no faster (BENCHMARKS.md, "The test run").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
-# Two workers on two cores: torch's OpenMP threads spin while they wait, so two processes of two threads
-# each slowed pre-training several-fold; each process (workers and the commands they start) gets one.
-if [ "${DUET_TEST_WORKERS:-2}" != 0 ]; then
+workers=${DUET_TEST_WORKERS:-0}
+xdist=()
+if [ "$workers" != 0 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
+  xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 fi
-exec .venv/bin/python -m pytest -m "not benchmark" -n "${DUET_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+exec .venv/bin/python -m pytest -m "not benchmark" "${xdist[@]}" "$@"
