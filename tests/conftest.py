@@ -63,7 +63,6 @@ def demo_run(tmp_path_factory):
     return work, str(work / "lake"), report, result
 
 
-
 # The files that take longest, longest first: under --dist loadfile a worker takes the next file in
 # collection order, so starting with these keeps one long file from running alone at the end.
 LONGEST_FIRST = ("test_demo.py", "test_readme.py", "test_sequences.py", "test_embed.py", "test_paths.py",

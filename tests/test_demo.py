@@ -154,14 +154,20 @@ def test_delayed_feedback_learns_only_what_was_reported_at_its_training_instant(
     """The delayed-feedback pool on the demo lake: its labels are those a DuckDB query of the raw tables
     gives at the training instant (a conversion reported later never labels a click); the matured mode
     trains on matured clicks only; the test set starts at the training instant; every mode is measured."""
-    from duet.pipeline import DemoConfig, Periods, delayed_feedback
-    from ranker.delayed import DelayedFeedbackConfig, held_out, mode_batches, observation_cdf
+    from duet.pipeline import DemoConfig, delayed_feedback
+    from ranker.delayed import (
+        DelayedFeedbackConfig,
+        evaluation_batch,
+        held_out,
+        mode_batches,
+        observation_cdf,
+    )
     from ranker.training_set import delayed_feedback_pool
     from serving.store import StoreConfig, feature_store
 
     work, lake, report = demo
-    periods = Periods(datetime.fromisoformat(report["periods"]["label_cutoff"]), demo_periods(
-        [datetime.fromisoformat(s) for s in report["snapshots"]]).splits)
+    periods = demo_periods([datetime.fromisoformat(s) for s in report["snapshots"]])
+    assert periods.to_dict() == report["periods"]   # the demo's own plan
     trained_at, history_from = periods.splits.test_from, datetime.fromisoformat(report["snapshots"][0])
     store = feature_store(StoreConfig(lake))
     pool = delayed_feedback_pool(spark, store, lake, history_from, trained_at, 7 * D, D)
@@ -194,7 +200,6 @@ def test_delayed_feedback_learns_only_what_was_reported_at_its_training_instant(
     assert batches["matured"][0].observed is None and batches["importance"][0].observed is not None
     assert float(batches["importance"][0].observed.min()) >= cfg.min_observed
     with pytest.raises(DuetError, match="starts before the training instant"):
-        from ranker.delayed import evaluation_batch
         evaluation_batch(DelayedFeedbackConfig(lake, versions["duet"], periods.splits.test_until))
 
     result = delayed_feedback(spark, store, lake, periods, versions,
@@ -276,8 +281,6 @@ def test_demo_reruns_idempotently(spark, demo_run, capsys):
 def _assert_latest_duet_snapshot_is_online(lake, report) -> None:
     """The demo published its duet model's latest snapshot: the SQLite online store under lake/_feast
     returns exactly those Delta rows (what `DUET_LAKE=lake feast -c feature_repo serve` serves)."""
-    from datetime import datetime
-
     import numpy as np
 
     from serving.online import SdkReader
