@@ -10,6 +10,7 @@ Under ``spark-submit`` the master and jars given there win: this module only fil
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,15 @@ REQUIRED_CONF: dict[str, str] = {
 
 # JVM options that get -Duser.timezone=UTC appended to whatever the user passes.
 JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
+
+# The driver JVM's class-data-sharing archive (JDK AppCDS): the classes a duet job loads, parsed and
+# verified once, by scripts/setup.sh (``python -m core.class_archive``), and mapped by every later start.
+# A cold driver spends most of its first minute loading and compiling classes on a small machine; the
+# archive halves the start (BENCHMARKS.md, "The driver JVM's start"). It belongs to one Java and one
+# pyspark installation, so it lives in the Python environment (``sys.prefix``), and a JVM whose class path
+# does not match it ignores it (``-Xshare:auto``, the default). ``$DUET_CLASS_ARCHIVE`` names another
+# file; set to an empty string it turns the archive off.
+CLASS_ARCHIVE = Path(sys.prefix) / "share" / "duet" / "spark-classes.jsa"
 
 # Sensible defaults for a small local machine; any of them can be overridden with --conf.
 LOCAL_DEFAULTS: dict[str, str] = {
@@ -103,6 +113,30 @@ def delta_jars(jars_dir: str | os.PathLike | None = None) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
 
 
+def class_archive() -> Path | None:
+    """The driver's class-data archive, if one has been built (``CLASS_ARCHIVE``, ``$DUET_CLASS_ARCHIVE``)."""
+    named = os.environ.get("DUET_CLASS_ARCHIVE")
+    if named == "":
+        return None
+    archive = Path(named) if named else CLASS_ARCHIVE
+    return archive if archive.is_file() else None
+
+
+def driver_start_options() -> list[str]:
+    """JVM options that make the driver start faster and change nothing it computes: the class-data
+    archive, its log lines (a mismatch after an upgrade only means a slower start) kept quiet."""
+    archive = class_archive()
+    if archive is None:
+        return []
+    option = f"-XX:SharedArchiveFile={archive}"
+    if re.search(r"[^\w/.:+@=-]", option):
+        # Spark splits the options string at spaces unless quoted; a path with a quote is left out.
+        if "'" in option or "\\" in option:
+            return []
+        option = f"'{option}'"
+    return [option, "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+
+
 def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
     """``["k=v", ...]`` from repeated ``--conf`` flags into a dict; a pair without '=' is an error."""
     conf: dict[str, str] = {}
@@ -151,9 +185,11 @@ def spark_session(
     settings.update(REQUIRED_CONF)
     for key in JAVA_OPTIONS:
         options = [user_conf.get(key, ""), "-Duser.timezone=UTC"]
-        if key.startswith("spark.driver") and not verbose:
-            # A file URI: percent-encoded, so a checkout path with a space cannot split the options.
-            options.append(f"-Dlog4j.configurationFile={Path(__file__).with_name('log4j2.properties').as_uri()}")
+        if key.startswith("spark.driver"):
+            if not verbose:
+                # A file URI: percent-encoded, so a checkout path with a space cannot split the options.
+                options.append(f"-Dlog4j.configurationFile={Path(__file__).with_name('log4j2.properties').as_uri()}")
+            options += driver_start_options()
         settings[key] = " ".join(o for o in options if o)
 
     jars = delta_jars()

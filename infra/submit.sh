@@ -23,6 +23,9 @@ export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$root/.venv/bin/python}
 (cd "$root" && "$PYSPARK_PYTHON" -c 'import sys; from duet.submit_entry import check; sys.exit(check(sys.argv[1], sys.argv[2:]))' "$job" ${submit_args[@]+"${submit_args[@]}"}) || exit 2
 # log4j takes a URI: percent-encoded, so a checkout path with a space does not split the driver options.
 log4j=$("$PYSPARK_PYTHON" -c 'import pathlib, sys; print(pathlib.Path(sys.argv[1]).as_uri())' "$root/core/log4j2.properties")
+# The driver's class-data archive, if scripts/setup.sh built one (core.spark.driver_start_options): a
+# faster start, ignored by a JVM it does not match (a driver on a cluster node, another Java).
+start=$(cd "$root" && "$PYSPARK_PYTHON" -c 'from core.spark import driver_start_options; print(" ".join(driver_start_options()))')
 
 jars=$(ls "$root"/.jars/*.jar 2>/dev/null | paste -sd, || true)
 if [ -n "$jars" ]; then
@@ -38,5 +41,5 @@ trap 'rm -rf "$zip_dir"' EXIT
 
 # UTC JVM and duet's quiet logging on the driver (a later --driver-java-options of yours wins).
 exec "$submit" "${deps[@]}" \
-  --driver-java-options "-Duser.timezone=UTC -Dlog4j.configurationFile=$log4j" \
+  --driver-java-options "-Duser.timezone=UTC -Dlog4j.configurationFile=$log4j${start:+ $start}" \
   --py-files "$zip_dir/duet_jobs.zip" ${submit_args[@]+"${submit_args[@]}"} "$root/duet/submit_entry.py" "$job" "$@"

@@ -2,6 +2,7 @@
 # Brings a checkout to a working state, from nothing or from a previous run:
 #   .venv/   the locked Python dependencies (requirements.lock) and duet itself (editable)
 #   .jars/   the Delta Lake jars for Spark (infra/jars/pom.xml, fetched with Maven)
+#   .venv/share/duet/spark-classes.jsa   the Spark driver's class-data archive (duet/class_archive.py)
 # Each part is skipped when its inputs have not changed since it last succeeded (a stamp file
 # holds the hash of its inputs), so a warm re-run takes seconds. Downloads are cached by uv
 # (~/.cache/uv) and Maven (~/.m2), never in the checkout.
@@ -63,5 +64,24 @@ if [ "$(cat .jars/.duet-stamp 2>/dev/null)" != "$want" ]; then
   rm -rf .jars && mv .jars.tmp .jars   # swap in whole: a half-fetched folder is never used
 else
   say ".jars is up to date"
+fi
+# --- The Spark driver's class-data archive --------------------------------------------------------
+# Built once per environment and Java (about 3 minutes on a 2-core machine); every later driver maps it
+# and starts in about half the time (BENCHMARKS.md, "The driver JVM's start"). Optional: without it Spark
+# starts the slow way, so a failed build warns and goes on. DUET_CLASS_ARCHIVE= (empty) skips it.
+if [ "${DUET_CLASS_ARCHIVE-unset}" != "" ]; then
+  archive=$(.venv/bin/python -c 'from core.spark import CLASS_ARCHIVE; print(CLASS_ARCHIVE)')
+  want=$({ cat .venv/.duet-stamp .jars/.duet-stamp duet/class_archive.py; java -version 2>&1; } | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$archive.duet-stamp" 2>/dev/null)" != "$want" ] || [ ! -f "$archive" ]; then
+    say "building the Spark driver's class-data archive (once per environment)"
+    rm -f "$archive.duet-stamp"
+    if .venv/bin/python -m duet.class_archive --out "$archive" > /dev/null 2> .venv/class-archive.log; then
+      echo "$want" > "$archive.duet-stamp"
+    else
+      say "warning: no class-data archive (see .venv/class-archive.log); Spark will start without it"
+    fi
+  else
+    say "the class-data archive is up to date"
+  fi
 fi
 say "ready"

@@ -9,7 +9,7 @@ import sys
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_RUN_ENV
 from tests.test_submit import CLICKS, CONVERSIONS
 
 SCRIPT = """
@@ -38,7 +38,7 @@ def test_a_checkout_and_a_lake_whose_paths_have_a_space_and_a_backtick(tmp_path)
     lake = tmp_path / "la`ke dir"
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(lake), str(data / "clicks.csv"),
                              str(data / "conversions.csv")],
-                            cwd=checkout, capture_output=True, text=True, timeout=300)
+                            cwd=checkout, capture_output=True, text=True, timeout=300, env=SHORT_RUN_ENV)
     assert f"checkout: {checkout}" in result.stdout, result.stdout + result.stderr[-3000:]
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     rows = DeltaTable(str(lake / "features/click_sequences")).to_pyarrow_table().to_pylist()

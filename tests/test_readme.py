@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_RUN_ENV
 
 README = (REPO / "README.md").read_text()
 
@@ -27,7 +27,7 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     # The blocks run in order in one shell: the feature store's block publishes the first block's lake.
     usage, feature_store = re.findall(r"```bash readme-test\n(.*?)```", README, re.S)
     block = usage + feature_store
-    env = {**os.environ, "WORK": str(tmp_path), "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
+    env = {**SHORT_RUN_ENV, "WORK": str(tmp_path), "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]

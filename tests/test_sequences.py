@@ -21,7 +21,7 @@ from core.snapshots import daily_snapshots
 from core.spark import spark_schema
 from duet.generate import GeneratorConfig, generate
 from spark_jobs.sequences import SequenceConfig, build_sequences
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_RUN_ENV
 from tests.reference_sequences import reference_sequences
 
 T = datetime(2026, 1, 10, tzinfo=UTC)          # the snapshot of the hand-made cases
@@ -193,7 +193,7 @@ def _changes(spark, lake: Path, since: int):
 @pytest.mark.slow
 def test_a_killed_run_leaves_the_previous_version_and_a_rerun_converges(spark, tmp_path):
     root = tmp_path
-    s = generate(GeneratorConfig(users=6000, days=14, seed=4), root / "events")
+    s = generate(GeneratorConfig(users=2000, days=14, seed=4), root / "events")
     lake = root / "lake"
     for path, table in ((s.clicks_path, RAW_CLICKS), (s.conversions_path, RAW_CONVERSIONS)):
         spark.read.parquet(path).write.format("delta").save(table.location(lake))
@@ -204,8 +204,8 @@ def test_a_killed_run_leaves_the_previous_version_and_a_rerun_converges(spark, t
 
     cmd = [sys.executable, "-m", "duet.cli", "sequences", "--lake", str(lake), "--from", "2026-01-06",
            "--to", "2026-01-19", "--master", "local[1]"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=SHORT_RUN_ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     existing = {p for p in target.rglob("*.parquet")}
     deadline = time.monotonic() + 300
     killed = False

@@ -37,3 +37,52 @@ def test_user_conf_from_the_command_line(spark):
 def test_delta_jars_are_cached_locally():
     jars = delta_jars()
     assert any("delta-spark_4.1_2.13" in j for j in jars), "run scripts/setup.sh to fetch the Delta jars"
+
+
+def test_the_driver_start_options_name_the_class_archive_quoted_or_not_at_all(tmp_path, monkeypatch):
+    from core.spark import driver_start_options
+
+    monkeypatch.setenv("DUET_CLASS_ARCHIVE", str(tmp_path / "missing.jsa"))
+    assert driver_start_options() == []                       # not built: nothing to map
+    monkeypatch.setenv("DUET_CLASS_ARCHIVE", "")
+    assert driver_start_options() == []                       # turned off
+    spaced = tmp_path / "a dir" / "classes.jsa"
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"x")
+    monkeypatch.setenv("DUET_CLASS_ARCHIVE", str(spaced))
+    # Spark splits the options string at spaces except inside quotes.
+    assert driver_start_options()[0] == f"'-XX:SharedArchiveFile={spaced}'"
+    quoted = tmp_path / "it's" / "classes.jsa"
+    quoted.parent.mkdir()
+    quoted.write_bytes(b"x")
+    monkeypatch.setenv("DUET_CLASS_ARCHIVE", str(quoted))
+    assert driver_start_options() == []
+
+
+@pytest.mark.integration
+def test_a_new_driver_maps_sparks_classes_from_the_archive_setup_built(tmp_path):
+    """scripts/setup.sh built the archive for this environment; a driver that spark_session starts maps
+    it: most of Spark's classes come from it, not from their jars (about 60%: the rest are classes made
+    at run time, lambdas and generated code; a mismatch after an upgrade would silently load every one
+    from the jars again, and none would come from the archive)."""
+    import os
+    import subprocess
+    import sys
+
+    from core.spark import class_archive
+    from tests.conftest import REPO
+
+    if os.environ.get("DUET_CLASS_ARCHIVE") == "":
+        pytest.skip("DUET_CLASS_ARCHIVE is empty: the archive is turned off")
+    assert class_archive() is not None, "no class archive: run scripts/setup.sh"
+    log = tmp_path / "classes.log"
+    code = ("from core.spark import spark_session; "
+            "spark_session(master='local[1]', conf={'spark.ui.enabled': 'false'}).range(3).count()")
+    env = {**os.environ, "SPARK_SUBMIT_OPTS": f"-XX:TieredStopAtLevel=1 -Xlog:class+load=info:file={log}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    spark_classes = [line for line in log.read_text().splitlines() if " org.apache.spark." in line]
+    shared = [line for line in spark_classes if "source: shared objects file" in line]
+    assert len(spark_classes) > 3000 and len(shared) > 0.5 * len(spark_classes), \
+        f"{len(shared)} of {len(spark_classes)} Spark classes from the archive"

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_RUN_ENV
 
 CLICKS = """click_id,user_id,ad_id,advertiser_id,click_ts
 c1,u1,a1,v1,2026-01-05T10:00:00Z
@@ -22,7 +22,7 @@ CONVERSIONS = (
 
 def _submit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(REPO / "infra/submit.sh"), "--master", "local[1]", "--", *args],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+                          capture_output=True, text=True, timeout=300, cwd=REPO, env=SHORT_RUN_ENV)
 
 
 @pytest.mark.integration

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from duet.pipeline import validate
 from spark_jobs.ingest import IngestConfig, ingest
 from spark_jobs.sequences import build_sequences
 from spark_jobs.taobao import ingest_taobao
-from tests.conftest import REPO
+from tests.conftest import REPO, SHORT_RUN_ENV
 
 ZONE = "spark.sql.session.timeZone"
 
@@ -61,7 +60,7 @@ def test_validate_gives_the_same_results_on_a_host_outside_utc(spark, tmp_path):
     here = validate(spark, str(lake))
     assert here.success, here.summary()
 
-    env = {**os.environ, "TZ": "America/Los_Angeles"}  # the lower bound would be 08:00 UTC there
+    env = {**SHORT_RUN_ENV, "TZ": "America/Los_Angeles"}  # the lower bound would be 08:00 UTC there
     result = subprocess.run([sys.executable, "-m", "duet.cli", "validate", "--lake", str(lake),
                              "--master", "local[1]", "--conf", "spark.ui.enabled=false",
                              "--conf", "spark.sql.shuffle.partitions=1"],
