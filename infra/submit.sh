@@ -24,8 +24,9 @@ export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$root/.venv/bin/python}
 # log4j takes a URI: percent-encoded, so a checkout path with a space does not split the driver options.
 log4j=$("$PYSPARK_PYTHON" -c 'import pathlib, sys; print(pathlib.Path(sys.argv[1]).as_uri())' "$root/core/log4j2.properties")
 # The driver's class-data archive, if scripts/setup.sh built one (core.spark.driver_start_options): a
-# faster start, ignored by a JVM it does not match (a driver on a cluster node, another Java).
-start=$(cd "$root" && "$PYSPARK_PYTHON" -c 'from core.spark import driver_start_options; print(" ".join(driver_start_options()))')
+# faster start, ignored by a JVM it does not match (a driver on a cluster node, another Java); none when
+# this Python cannot import pyspark (a SPARK_HOME install that brings its own).
+start=$(cd "$root" && "$PYSPARK_PYTHON" -c 'from core.spark import driver_start_options; print(" ".join(driver_start_options()))' 2>/dev/null || true)
 
 jars=$(ls "$root"/.jars/*.jar 2>/dev/null | paste -sd, || true)
 if [ -n "$jars" ]; then
