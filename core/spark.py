@@ -37,9 +37,10 @@ REQUIRED_CONF: dict[str, str] = {
 JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 # The driver JVM's class-data-sharing archive (JDK AppCDS): the classes a duet job loads, parsed and
-# verified once, by scripts/setup.sh (``python -m core.class_archive``), and mapped by every later start.
+# verified once, by scripts/setup.sh (``python -m duet.class_archive``), and mapped by every later start.
 # A cold driver spends most of its first minute loading and compiling classes on a small machine; the
-# archive halves the start (BENCHMARKS.md, "The driver JVM's start"). It belongs to one Java and one
+# archive takes about a sixth off that start, and with the JIT stopped at C1 as the tests' short runs do,
+# about half (BENCHMARKS.md, "The driver JVM's start"). It belongs to one Java and one
 # pyspark installation, so it lives in the Python environment (``sys.prefix``), and a JVM whose class path
 # does not match it ignores it (``-Xshare:auto``, the default). ``$DUET_CLASS_ARCHIVE`` names another
 # file; set to an empty string it turns the archive off.

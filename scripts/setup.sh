@@ -67,10 +67,11 @@ else
 fi
 # --- The Spark driver's class-data archive --------------------------------------------------------
 # Built once per environment and Java (about 3 minutes on a 2-core machine); every later driver maps it
-# and starts in about half the time (BENCHMARKS.md, "The driver JVM's start"). Optional: without it Spark
-# starts the slow way, so a failed build warns and goes on. DUET_CLASS_ARCHIVE= (empty) skips it.
+# and starts faster (a cold three-row ingest 57 -> 48 s; BENCHMARKS.md, "The driver JVM's start").
+# Optional: without it Spark starts the slow way, so a failed build warns and goes on.
+# DUET_CLASS_ARCHIVE=FILE builds (and later maps) that file instead; set empty, it skips the archive.
 if [ "${DUET_CLASS_ARCHIVE-unset}" != "" ]; then
-  archive=$(.venv/bin/python -c 'from core.spark import CLASS_ARCHIVE; print(CLASS_ARCHIVE)')
+  archive=${DUET_CLASS_ARCHIVE:-$(.venv/bin/python -c 'from core.spark import CLASS_ARCHIVE; print(CLASS_ARCHIVE)')}
   want=$({ cat .venv/.duet-stamp .jars/.duet-stamp duet/class_archive.py; java -version 2>&1; } | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$archive.duet-stamp" 2>/dev/null)" != "$want" ] || [ ! -f "$archive" ]; then
     say "building the Spark driver's class-data archive (once per environment)"
