@@ -40,14 +40,18 @@ def _workload(work: Path, dump_to: Path) -> None:
         ["sequences", "--lake", lake, "--from", "2026-01-06", "--to", "2026-01-07"],
         ["sequences", "--lake", lake, "--from", "2026-01-07", "--to", "2026-01-08"],   # one again, one new
     ]
-    for step in steps:
-        if duet(step) != 0:
-            raise SystemExit(f"class archive: `duet {' '.join(step[:1])}` failed; no archive written")
-    # The JDK writes the archive when the JVM exits, which PySpark's gateway does once its stdin closes.
-    gateway = SparkContext._gateway
-    SparkContext.getOrCreate().stop()
-    gateway.proc.stdin.close()
-    gateway.proc.wait(timeout=600)
+    try:
+        for step in steps:
+            if duet(step) != 0:
+                raise SystemExit(f"class archive: `duet {step[0]}` failed; no archive written")
+    finally:
+        # The JDK writes the archive when the JVM exits, which PySpark's gateway does once its stdin
+        # closes. Waited for here, failed or not, so that no JVM writes after the caller has cleaned up.
+        gateway = SparkContext._gateway
+        if gateway is not None:
+            SparkContext.getOrCreate().stop()
+            gateway.proc.stdin.close()
+            gateway.proc.wait(timeout=600)
 
 
 def build(target: Path) -> float:

@@ -70,7 +70,7 @@ def test_a_new_driver_maps_sparks_classes_from_the_archive_setup_built(tmp_path)
     import sys
 
     from core.spark import class_archive
-    from tests.conftest import REPO
+    from tests.conftest import REPO, SHORT_RUN_ENV
 
     if os.environ.get("DUET_CLASS_ARCHIVE") == "":
         pytest.skip("DUET_CLASS_ARCHIVE is empty: the archive is turned off")
@@ -78,7 +78,8 @@ def test_a_new_driver_maps_sparks_classes_from_the_archive_setup_built(tmp_path)
     log = tmp_path / "classes.log"
     code = ("from core.spark import spark_session; "
             "spark_session(master='local[1]', conf={'spark.ui.enabled': 'false'}).range(3).count()")
-    env = {**os.environ, "SPARK_SUBMIT_OPTS": f"-XX:TieredStopAtLevel=1 -Xlog:class+load=info:file={log}"}
+    env = {**SHORT_RUN_ENV,
+           "SPARK_SUBMIT_OPTS": f"{SHORT_RUN_ENV['SPARK_SUBMIT_OPTS']} -Xlog:class+load=info:file={log}"}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
