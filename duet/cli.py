@@ -92,7 +92,7 @@ def _cmd_sequences(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from duet.pipeline import validate
 
-    report = validate(_spark(args, "validate"), args.lake)
+    report = validate(_spark(args, "validate"), args.lake, tables=args.table or None)
     print(report.summary())
     if not report.tables:
         raise ValidationFailed(f"no duet tables under {args.lake}: is it the lake root?")
@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="run the Great Expectations suites on the lake's tables")
     p.add_argument("--lake", required=True)
+    p.add_argument("--table", action="append", metavar="PATH",
+                   help="validate only this table (a contract path such as raw/clicks; repeatable; "
+                        "default: every table present)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_validate)
 

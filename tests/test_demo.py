@@ -267,6 +267,12 @@ def test_demo_reruns_idempotently(spark, demo_run, capsys):
         {v: m["model_version"] for v, m in encoders["models"].items()}
     assert json.loads((work / "report" / "metrics.json").read_text()) == metrics_before
     assert again["ingest"][0]["ingested"] == 0
+    # The validate stage checks what the first run's did; the ranker's tables, present now, are checked
+    # after they are rebuilt (and before the ranker trains).
+    assert [t["table"] for t in again["validation"]["tables"]] == \
+        [t["table"] for t in report["validation"]["tables"]]
+    assert {t["table"] for t in again["ranker"]["training_validation"]["tables"]} == \
+        {"training/examples", "training/training_set"}
     assert again["ingest"][0]["already_present"] == generated["clicks"]
     # Nothing new: no commit at all on the raw tables, and not one changed row in the sequences.
     assert versions == {t: DeltaTable(str(work / "lake" / t)).version() for t in versions}

@@ -179,8 +179,7 @@ def test_changed_only_re_embeds_the_changed_users_and_gives_the_full_runs_table(
 def test_the_embedding_suite_passes_and_names_each_corruption(spark, lake, tmp_path):
     path, version = lake["lake"], lake["version"]
     embed_snapshots(path, SNAPSHOTS[-3:], version, log=lambda _: None)
-    report = validate(spark, path)
-    [result] = [t for t in report.tables if t.table == USER_EMBEDDINGS.path]
+    [result] = validate(spark, path, tables=[USER_EMBEDDINGS.path]).tables
     assert result.success, result.failed
 
     broken = str(tmp_path / "lake")
@@ -196,7 +195,8 @@ def test_the_embedding_suite_passes_and_names_each_corruption(spark, lake, tmp_p
     del gone
     write_deltalake(USER_EMBEDDINGS.location(broken), pa.Table.from_pylist(kept, schema=table.schema),
                     mode="overwrite", predicate=f"event_timestamp = '{SNAPSHOTS[-1]:%Y-%m-%d %H:%M:%S}'")
-    failed = [t for t in validate(spark, broken).tables if t.table == USER_EMBEDDINGS.path][0].failed
+    [broken_result] = validate(spark, broken, tables=[USER_EMBEDDINGS.path]).tables
+    failed = broken_result.failed
     for words in ("one row per user_id, event_timestamp, model_version", "vector widths match",
                   "every vector value is finite", "have an embedding", "stale row"):
         assert any(words in f for f in failed), (words, failed)

@@ -57,9 +57,9 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
     spark.sql(f"UPDATE {clicks} SET click_ts = current_timestamp() + INTERVAL 30 DAYS "
               f"WHERE click_id = '{last_click}'")
 
-    report = validate(spark, str(lake))
+    report = validate(spark, str(lake), tables=["raw/clicks", "raw/conversions"])
     failed = {t.table: t.failed for t in report.tables}
-    assert not report.success
+    assert list(failed) == ["raw/clicks", "raw/conversions"] and not report.success
     assert len(failed["raw/clicks"]) == 2
     assert "raw/clicks: click_id is unique" in failed["raw/clicks"]
     assert any("click_ts within" in d and "no future events" in d for d in failed["raw/clicks"])
@@ -71,7 +71,7 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
 def test_orphan_rate_over_the_threshold_fails_and_is_reported(spark, clean_lake, tmp_path):
     lake = _copy(clean_lake, tmp_path)
     spark.sql(f"DELETE FROM delta.`{lake}/raw/clicks` WHERE hash(click_id) % 4 = 0")
-    report = validate(spark, str(lake))
+    report = validate(spark, str(lake), tables=["raw/conversions"])  # its check reads raw/clicks
     rate = report.metrics["raw/conversions orphan rate"]
     assert 0.1 < rate < 0.4
     (conv,) = [t for t in report.tables if t.table == "raw/conversions"]
@@ -82,12 +82,18 @@ def test_cli_exits_non_zero_naming_the_expectation(spark, clean_lake, tmp_path, 
     lake = _copy(clean_lake, tmp_path)
     table = f"delta.`{lake}/raw/conversions`"
     spark.sql(f"INSERT INTO {table} SELECT * FROM {table} LIMIT 1")
-    assert duet(["validate", "--lake", str(lake)]) == 1
+    assert duet(["validate", "--lake", str(lake), "--table", "raw/conversions"]) == 1
     captured = capsys.readouterr()
-    assert "FAIL raw/conversions" in captured.out
+    assert "FAIL raw/conversions" in captured.out and "raw/clicks" not in captured.out
     assert captured.err.strip().count("\n") == 0
     assert "raw/conversions: conversion_id is unique" in captured.err
-    assert duet(["validate", "--lake", str(clean_lake)]) == 0
+    assert duet(["validate", "--lake", str(clean_lake), "--table", "raw/conversions"]) == 0
+    capsys.readouterr()
+    # A name that is not a duet table, or one the lake does not hold: a one-line error, nothing validated.
+    assert duet(["validate", "--lake", str(clean_lake), "--table", "raw/click"]) == 1
+    assert "not a duet table: raw/click" in capsys.readouterr().err
+    assert duet(["validate", "--lake", str(clean_lake), "--table", "embeddings/user_embeddings"]) == 1
+    assert "no table embeddings/user_embeddings under" in capsys.readouterr().err
 
 
 def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
@@ -110,8 +116,9 @@ def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
               f"conversion_types = array('{late.conversion_type}'), "
               f"conversion_ts = array(timestamp_micros({late.us})), attributed = array(false), length = 1 "
               f"WHERE snapshot_ts = timestamp'2026-01-09' AND user_id = '{late.user_id}'")
-    failed = {t.table: t.failed for t in validate(spark, str(lake)).tables}
-    assert failed["raw/clicks"] == [] and failed["raw/conversions"] == []
+    sequences = ["features/click_sequences", "features/conversion_sequences"]
+    failed = {t.table: t.failed for t in validate(spark, str(lake), tables=sequences).tables}
+    assert list(failed) == sequences
     assert sorted(failed["features/click_sequences"]) == [
         "features/click_sequences: arrays aligned, each as long as length",
         "features/click_sequences: click_ts ascending"]
