@@ -150,6 +150,9 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
             raise DuetError(f"no table {', '.join(missing)} under {lake}")
         suites = (quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
                   + ranker_quality.suites_for(present))
+        unchecked = sorted((wanted or set()) - {s.table.path for s in suites})
+        if unchecked:   # e.g. features/_snapshots, read by the sequence suites; or a table missing its input
+            raise DuetError(f"no suite checks {', '.join(unchecked)} in this lake on its own")
         return [s for s in suites if chosen(s.table.path)]
 
     def chosen(path: str) -> bool:

@@ -94,6 +94,8 @@ def test_cli_exits_non_zero_naming_the_expectation(spark, clean_lake, tmp_path, 
     assert "not a duet table: raw/click" in capsys.readouterr().err
     assert duet(["validate", "--lake", str(clean_lake), "--table", "embeddings/user_embeddings"]) == 1
     assert "no table embeddings/user_embeddings under" in capsys.readouterr().err
+    assert duet(["validate", "--lake", str(clean_lake), "--table", "features/_snapshots"]) == 1
+    assert "no suite checks features/_snapshots" in capsys.readouterr().err
 
 
 def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
