@@ -129,7 +129,7 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
 
     ``tables`` (contract paths such as ``raw/clicks``) restricts the run to those tables' suites (their
     cross-table checks still read the tables they need); a name that is not a contract table, or one the
-    lake does not hold, is an error. None validates every table present but those in ``exclude``.
+    lake does not hold, is an error; None means every table present. ``exclude`` leaves tables out either way.
     """
     from core.contracts import RAW_CONVERSIONS, TABLES
     from encoders import quality as encoder_quality
@@ -144,6 +144,9 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
         raise DuetError(f"not a duet table: {', '.join(unknown)} "
                         f"(the tables: {', '.join(t.path for t in TABLES)})")
 
+    def chosen(path: str) -> bool:
+        return (wanted is None or path in wanted) and path not in exclude
+
     def suites_for(present: set[str], properties: dict[str, dict[str, str]]) -> list:
         missing = sorted((wanted or set()) - present)
         if missing:
@@ -154,9 +157,6 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
         if unchecked:   # e.g. features/_snapshots, read by the sequence suites; or a table missing its input
             raise DuetError(f"no suite checks {', '.join(unchecked)} in this lake on its own")
         return [s for s in suites if chosen(s.table.path)]
-
-    def chosen(path: str) -> bool:
-        return (wanted is None or path in wanted) and path not in exclude
 
     # The orphan rate is a figure of raw/conversions: reported when that table is validated.
     metrics = quality.metrics if chosen(RAW_CONVERSIONS.path) else None
