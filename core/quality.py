@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,61 @@ def unique(table: Table, column: str) -> Expectation:
     import great_expectations.expectations as gxe
 
     return gxe.ExpectColumnValuesToBeUnique(column=column, description=f"{table.path}: {column} is unique")
+
+
+# How many offending rows a failed ``no_rows`` check keeps in its GX result, to show what went wrong.
+SAMPLE_ROWS = 20
+
+
+def no_rows(query: str, description: str) -> Expectation:
+    """The Spark SQL ``query`` (over ``{batch}`` and the suite's views) returns no row.
+
+    GX's ``UnexpectedRowsExpectation`` runs its query twice on Spark (a count, then a fetch of up to 200
+    rows its default result format throws away); this one counts once, and only when the count is not
+    zero fetches the first ``SAMPLE_ROWS`` rows into the result (``details.unexpected_rows``). Success,
+    ``observed_value`` and the description are the same as GX's.
+    """
+    return _expect_query_returns_no_rows()(unexpected_rows_query=query, description=description)
+
+
+@cache
+def _expect_query_returns_no_rows() -> type[Expectation]:
+    # Defined on first use: defining them registers a metric and an expectation type with GX, whose
+    # import takes seconds.
+    from great_expectations.core.metric_domain_types import MetricDomainTypes
+    from great_expectations.execution_engine import SparkDFExecutionEngine
+    from great_expectations.expectations import UnexpectedRowsExpectation
+    from great_expectations.expectations.metrics.metric_provider import metric_value
+    from great_expectations.expectations.metrics.query_metric_provider import QueryMetricProvider
+
+    class UnexpectedRowsCountAndSample(QueryMetricProvider):
+        metric_name = "duet.unexpected_rows.count_and_sample"
+        value_keys = ("unexpected_rows_query",)
+        query_param_name = "unexpected_rows_query"
+
+        @metric_value(engine=SparkDFExecutionEngine)
+        def _spark(cls, execution_engine, metric_domain_kwargs, metric_value_kwargs, metrics,
+                   runtime_configuration):
+            query = cls._get_query_from_metric_value_kwargs(metric_value_kwargs)
+            df, _, _ = execution_engine.get_compute_domain(metric_domain_kwargs,
+                                                           domain_type=MetricDomainTypes.TABLE)
+            df.createOrReplaceTempView("tmp_view")
+            rows = execution_engine.spark.sql(cls._format_query(query, batch="tmp_view"))
+            count = rows.count()
+            sample = [r.asDict(recursive=True) for r in rows.limit(SAMPLE_ROWS).collect()] if count else []
+            return {"count": count, "sample": sample}
+
+    class ExpectQueryToReturnNoRows(UnexpectedRowsExpectation):
+        metric_dependencies = ("duet.unexpected_rows.count_and_sample",)
+
+        def _validate(self, metrics, runtime_configuration=None, execution_engine=None):
+            found = metrics["duet.unexpected_rows.count_and_sample"]
+            result = {"observed_value": found["count"]}
+            if found["count"]:
+                result["details"] = {"unexpected_rows": found["sample"]}
+            return {"success": found["count"] == 0, "result": result}
+
+    return ExpectQueryToReturnNoRows
 
 
 def in_range(table: Table, column: str, lo: datetime, hi: datetime, why: str) -> Expectation:

@@ -24,7 +24,7 @@ from pathlib import Path
 import great_expectations.expectations as gxe
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
-from core.quality import Suite, has_columns, not_null, view_name
+from core.quality import Suite, has_columns, no_rows, not_null, view_name
 from encoders.config import VARIANTS, ModelConfig, embedding_dims, from_dict
 from encoders.model_store import CONFIG, models_root
 
@@ -79,17 +79,17 @@ def embedding_suite(dims: dict[str, tuple[int, int | None]], cfg: EmbeddingQuali
         gxe.ExpectColumnValuesToMatchRegex(
             column="model_version", regex=f"^({variants})-[0-9a-f]{{7}}$",
             description=f"{t.path}: model_version is <variant>-<7 hex digits> with a variant of {variants}"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
-                                   f"WHERE NOT {_widths(dims)}"),
+        no_rows(
+            query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
+                   f"WHERE NOT {_widths(dims)}"),
             description=f"{t.path}: vector widths match the model version's checkpoint (conversion_embedding "
                         "null exactly for single-embedding variants)"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
-                                   f"WHERE exists({vectors}, x -> isnan(x) OR abs(x) = double('infinity'))"),
+        no_rows(
+            query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
+                   f"WHERE exists({vectors}, x -> isnan(x) OR abs(x) = double('infinity'))"),
             description=f"{t.path}: every vector value is finite"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(
+        no_rows(
+            query=(
                 f"SELECT user_id, event_timestamp, model_version FROM {{batch}} WHERE "
                 f"NOT {_norm('click_embedding')} BETWEEN {cfg.min_norm} AND {cfg.max_norm} OR "
                 f"(conversion_embedding IS NOT NULL AND NOT {_norm('conversion_embedding')} "
@@ -99,8 +99,8 @@ def embedding_suite(dims: dict[str, tuple[int, int | None]], cfg: EmbeddingQuali
     if with_sequences:
         users = " UNION ".join(f"SELECT user_id, snapshot_ts FROM {view_name(s)}" for s in with_sequences)
         checks += [
-            gxe.UnexpectedRowsExpectation(
-                unexpected_rows_query=(
+            no_rows(
+                query=(
                     f"WITH seq AS ({users}), "
                     "runs AS (SELECT DISTINCT event_timestamp, model_version FROM {batch}), "
                     "expected AS (SELECT r.event_timestamp, r.model_version, s.user_id FROM runs r "
@@ -114,8 +114,8 @@ def embedding_suite(dims: dict[str, tuple[int, int | None]], cfg: EmbeddingQuali
                 description=f"{t.path}: at least {cfg.min_coverage:.1%} of the users with sequences at a "
                             "snapshot "
                             "have an embedding, for every (snapshot, model version)"),
-            gxe.UnexpectedRowsExpectation(
-                unexpected_rows_query=(
+            no_rows(
+                query=(
                     f"SELECT b.user_id, b.event_timestamp, b.model_version FROM {{batch}} b LEFT ANTI JOIN "
                     f"({users}) s ON s.user_id = b.user_id AND s.snapshot_ts = b.event_timestamp"),
                 description=f"{t.path}: no embedding for a user without a sequence at its snapshot "

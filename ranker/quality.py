@@ -14,7 +14,7 @@ from __future__ import annotations
 import great_expectations.expectations as gxe
 
 from core.contracts import TRAINING_EXAMPLES, TRAINING_SET
-from core.quality import Suite, has_columns, not_null, view_name
+from core.quality import Suite, has_columns, no_rows, not_null, view_name
 from ranker.splits import SPLIT_NAMES
 
 
@@ -26,13 +26,13 @@ def examples_suite() -> Suite:
         gxe.ExpectColumnValuesToBeUnique(column="click_id", description=f"{t.path}: one row per click"),
         gxe.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1],
                                         description=f"{t.path}: label is 0 or 1"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query="SELECT click_id FROM {batch} WHERE (label = 1) <> "
-                                  "(conversion_delay_s IS NOT NULL) OR conversion_delay_s < 0",
+        no_rows(
+            query="SELECT click_id FROM {batch} WHERE (label = 1) <> "
+                  "(conversion_delay_s IS NOT NULL) OR conversion_delay_s < 0",
             description=f"{t.path}: a delay exactly for positive examples, never negative"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query="SELECT click_id FROM {batch} WHERE click_ts >= label_cutoff OR "
-                                  "label_cutoff <> (SELECT max(label_cutoff) FROM {batch})",
+        no_rows(
+            query="SELECT click_id FROM {batch} WHERE click_ts >= label_cutoff OR "
+                  "label_cutoff <> (SELECT max(label_cutoff) FROM {batch})",
             description=f"{t.path}: one label cutoff, every click before it"),
     ])
 
@@ -47,15 +47,15 @@ def training_set_suite() -> Suite:
                                             description=f"{t.path}: one row per (click_id, model_version)"),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLIT_NAMES),
                                         description=f"{t.path}: split is one of {', '.join(SPLIT_NAMES)}"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query="SELECT click_id, model_version FROM {batch} WHERE embedding_ts > click_ts "
-                                  "OR (embedding_ts IS NULL) <> (click_embedding IS NULL)",
+        no_rows(
+            query="SELECT click_id, model_version FROM {batch} WHERE embedding_ts > click_ts "
+                  "OR (embedding_ts IS NULL) <> (click_embedding IS NULL)",
             description=f"{t.path}: no embedding from after its click; an embedding exactly when its "
                         "snapshot is known"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(f"SELECT b.click_id, b.model_version FROM {{batch}} b "
-                                   f"LEFT JOIN {examples} e ON e.click_id = b.click_id "
-                                   "WHERE e.click_id IS NULL OR NOT e.matured OR e.label <> b.label"),
+        no_rows(
+            query=(f"SELECT b.click_id, b.model_version FROM {{batch}} b "
+                   f"LEFT JOIN {examples} e ON e.click_id = b.click_id "
+                   "WHERE e.click_id IS NULL OR NOT e.matured OR e.label <> b.label"),
             description=f"{t.path}: every row is a matured example of {TRAINING_EXAMPLES.path}, same label"),
     ], needs=(TRAINING_EXAMPLES,))
 

@@ -4,12 +4,12 @@ The conductor asks ``suites_for`` for the suites of the tables present and hands
 to the generic runner ``core.quality.validate_lake``. A suite is built for a validation run because some
 bounds depend on it: no event may be later than the run time plus ``future_slack`` (an event "from the
 future" is a clock or unit bug), none earlier than ``ParseRules.min_ts``. Cross-table checks (an
-attributed click must exist, belong to the same user and precede its conversion) are
-``UnexpectedRowsExpectation`` queries that read the other table through a temporary view the runner
-registers (``raw_clicks``, ``raw_conversions``: ``core.quality.view_name``).
+attributed click must exist, belong to the same user and precede its conversion) are query checks
+(``core.quality.no_rows``, GX's ``UnexpectedRowsExpectation`` counted once) that read the other table
+through a temporary view the runner registers (``raw_clicks``, ``raw_conversions``: ``core.quality.view_name``).
 
 GX 1.x ``ExpectColumnValueLengthsToEqual`` does not count array elements, so array sizes are checked with
-``UnexpectedRowsExpectation`` on Spark SQL ``size(col)``. The sequence suites check each row against the
+``no_rows`` on Spark SQL ``size(col)``. The sequence suites check each row against the
 windows and caps its own snapshot was built with, joined from ``features/_snapshots``
 (``sequences.record_snapshots``), so snapshots built with other settings validate side by side; a snapshot
 recorded as not complete in both sequence tables (a run died between its writes) fails. A snapshot with
@@ -35,7 +35,7 @@ from core.contracts import (
     SEQUENCE_SNAPSHOTS,
     Table,
 )
-from core.quality import Suite, has_columns, in_range, not_null, unique, view_name
+from core.quality import Suite, has_columns, in_range, no_rows, not_null, unique, view_name
 from spark_jobs.parse import ParseRules
 from spark_jobs.sequences import LATEST_RECORDS, SEQUENCE_TABLES, SequenceConfig
 
@@ -84,15 +84,15 @@ def raw_conversions(cfg: QualityConfig, with_clicks: bool) -> Suite:
     if not with_clicks:
         return Suite(t, expectations)
     expectations += [
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(
+        no_rows(
+            query=(
                 "SELECT v.conversion_id, v.user_id, v.conversion_ts, c.user_id AS click_user_id, c.click_ts "
                 f"FROM {{batch}} v JOIN {CLICKS_VIEW} c ON v.attributed_click_id = c.click_id "
                 "WHERE c.user_id <> v.user_id OR c.click_ts > v.conversion_ts"),
             description=f"{t.path}: an attributed click belongs to the same user and precedes the "
                         "conversion"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(
+        no_rows(
+            query=(
                 "SELECT * FROM (SELECT count_if(c.click_id IS NULL) / count(*) AS orphan_rate "
                 f"FROM {{batch}} v LEFT JOIN {CLICKS_VIEW} c ON v.attributed_click_id = c.click_id "
                 "WHERE v.attributed_click_id IS NOT NULL) "
@@ -140,29 +140,29 @@ def _sequence_checks(t: Table, arrays: list[str], ts: str, settings: _Settings, 
         *not_null(t, t.columns),
         gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "snapshot_ts"],
                                             description=f"{t.path}: one row per (user_id, snapshot_ts)"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(f"SELECT b.user_id, b.snapshot_ts, b.length FROM {settings.source()} "
-                                   f"WHERE b.length < 1 OR b.length > {settings.of(cap)}"),
+        no_rows(
+            query=(f"SELECT b.user_id, b.snapshot_ts, b.length FROM {settings.source()} "
+                   f"WHERE b.length < 1 OR b.length > {settings.of(cap)}"),
             description=f"{t.path}: length within [1, {cap} of its snapshot]"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=f"SELECT user_id, snapshot_ts, length FROM {{batch}} WHERE {sizes}",
+        no_rows(
+            query=f"SELECT user_id, snapshot_ts, length FROM {{batch}} WHERE {sizes}",
             description=f"{t.path}: arrays aligned, each as long as length"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(
+        no_rows(
+            query=(
                 f"SELECT b.user_id, b.snapshot_ts FROM {settings.source()} WHERE exists(b.{ts}, "
                 f"x -> x >= b.snapshot_ts OR unix_micros(x) < unix_micros(b.snapshot_ts) - "
                 f"{settings.of(lookback)} * 1000000)"),
             description=f"{t.path}: every {ts} before the snapshot and inside its snapshot's {lookback}"),
-        gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(f"SELECT user_id, snapshot_ts FROM {{batch}} "
-                                   f"WHERE {ts} <> array_sort({ts})"),
+        no_rows(
+            query=(f"SELECT user_id, snapshot_ts FROM {{batch}} "
+                   f"WHERE {ts} <> array_sort({ts})"),
             description=f"{t.path}: {ts} ascending"),
     ]
     if settings.recorded:
         complete = " AND ".join(f"array_contains(s.tables, '{path}')" for path in SEQUENCE_TABLES)
-        checks.append(gxe.UnexpectedRowsExpectation(
-            unexpected_rows_query=(f"SELECT DISTINCT b.snapshot_ts, s.tables FROM {settings.source()} "
-                                   f"WHERE s.snapshot_ts IS NOT NULL AND NOT ({complete})"),
+        checks.append(no_rows(
+            query=(f"SELECT DISTINCT b.snapshot_ts, s.tables FROM {settings.source()} "
+                   f"WHERE s.snapshot_ts IS NOT NULL AND NOT ({complete})"),
             description=(f"{t.path}: every snapshot complete in both sequence tables "
                          f"({SEQUENCE_SNAPSHOTS.path})")))
     return checks
@@ -183,8 +183,8 @@ def conversion_sequences(settings: _Settings) -> Suite:
     checks = _sequence_checks(t, ["advertiser_ids", "conversion_types", "conversion_ts", "attributed"],
                               "conversion_ts", settings, "conversion_lookback_s", "max_conversions")
     # Known only once reported: every element must match a raw conversion reported before the snapshot.
-    checks.append(gxe.UnexpectedRowsExpectation(
-        unexpected_rows_query=(
+    checks.append(no_rows(
+        query=(
             "SELECT q.* FROM (SELECT user_id, snapshot_ts, "
             "inline(arrays_zip(advertiser_ids, conversion_types, conversion_ts)) FROM {batch}) q "
             f"LEFT ANTI JOIN {CONVERSIONS_VIEW} r ON r.user_id = q.user_id "

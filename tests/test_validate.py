@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
+from core.quality import view_name
 from core.snapshots import daily_snapshots
 from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
@@ -66,6 +70,36 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
     assert len(failed["raw/conversions"]) == 2
     assert "report_ts >= conversion_ts" in failed["raw/conversions"][0]
     assert "same user and precedes" in failed["raw/conversions"][1]
+    # The query checks (core.quality.no_rows, counted once) decide as GX's UnexpectedRowsExpectation
+    # does, on the same rows, and a failed one keeps the offending rows.
+    gx_result = json.loads(next(lake.glob("_quality/*/raw_conversions.json")).read_text())
+    ours = {r["expectation_config"]["description"]: r for r in gx_result["results"]
+            if r["expectation_config"]["type"] == "expect_query_to_return_no_rows"}
+    assert len(ours) == 2
+    (intruder,) = [r for d, r in ours.items() if "same user and precedes" in d]
+    assert intruder["result"]["observed_value"] == 1
+    assert intruder["result"]["details"]["unexpected_rows"][0]["user_id"] == "intruder"
+    assert _gx_reference(spark, lake, RAW_CONVERSIONS) == {
+        d: (r["success"], r["result"]["observed_value"]) for d, r in ours.items()}
+
+
+def _gx_reference(spark, lake, table):
+    """GX's own UnexpectedRowsExpectation with each no_rows check's query: (success, rows) by description."""
+    import great_expectations.expectations as gxe
+
+    from core.quality import Suite, validate_lake
+    from spark_jobs import quality
+
+    (suite,) = [s for s in quality.suites_for(quality.QualityConfig(now=datetime.now(UTC)),
+                                                     {RAW_CLICKS.path, table.path})
+                if s.table == table]
+    reference = [gxe.UnexpectedRowsExpectation(unexpected_rows_query=e.unexpected_rows_query,
+                                               description=e.description)
+                 for e in suite.expectations if hasattr(e, "unexpected_rows_query")]
+    report = validate_lake(spark, str(lake), lambda *_: [Suite(table, reference, suite.needs)])
+    gx_result = json.loads(Path(report.results_dir, f"{view_name(table)}.json").read_text())
+    return {r["expectation_config"]["description"]: (r["success"], r["result"]["observed_value"])
+            for r in gx_result["results"]}
 
 
 def test_orphan_rate_over_the_threshold_fails_and_is_reported(spark, clean_lake, tmp_path):
