@@ -6,7 +6,8 @@ bounds depend on it: no event may be later than the run time plus ``future_slack
 future" is a clock or unit bug), none earlier than ``ParseRules.min_ts``. Cross-table checks (an
 attributed click must exist, belong to the same user and precede its conversion) are query checks
 (``core.quality.no_rows``, GX's ``UnexpectedRowsExpectation`` counted once) that read the other table
-through a temporary view the runner registers (``raw_clicks``, ``raw_conversions``: ``core.quality.view_name``).
+through a temporary view the runner registers (``raw_clicks``, ``raw_conversions``:
+``core.quality.view_name``).
 
 GX 1.x ``ExpectColumnValueLengthsToEqual`` does not count array elements, so array sizes are checked with
 ``no_rows`` on Spark SQL ``size(col)``. The sequence suites check each row against the
