@@ -22,6 +22,7 @@ bench: setup
 	.venv/bin/python -m benchmarks.embed_scale
 	.venv/bin/python -m benchmarks.encoder_quality
 	.venv/bin/python -m benchmarks.online_lookup
+	.venv/bin/python -m benchmarks.validate_query_checks
 	.venv/bin/python -m benchmarks.ranker_ablation
 
 lint: setup
