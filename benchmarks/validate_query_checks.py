@@ -27,22 +27,16 @@ from pathlib import Path
 
 
 def _suites(spark, lake: str, now: datetime, reference: bool):
-    import great_expectations.expectations as gxe
-
-    from core.quality import Suite, present_tables
+    from core.quality import present_tables
     from encoders import quality as encoder_quality
     from spark_jobs import quality
+    from tests.reference_quality import gx_reference
 
     properties = present_tables(spark, lake)
     present = set(properties)
     suites = (quality.suites_for(quality.QualityConfig(now=now), present, properties)
               + encoder_quality.suites_for(lake, present))
-    if not reference:
-        return suites
-    return [Suite(s.table, [gxe.UnexpectedRowsExpectation(unexpected_rows_query=e.unexpected_rows_query,
-                                                          description=e.description)
-                            if hasattr(e, "unexpected_rows_query") else e for e in s.expectations],
-                  s.needs, s.where) for s in suites]
+    return [gx_reference(s) for s in suites] if reference else suites
 
 
 def _decisions(results_dir: str) -> dict[str, tuple]:

@@ -72,7 +72,8 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
     assert "same user and precedes" in failed["raw/conversions"][1]
     # The query checks (core.quality.no_rows, counted once) decide as GX's UnexpectedRowsExpectation
     # does, on the same rows, and a failed one keeps the offending rows.
-    gx_result = json.loads(next(lake.glob("_quality/*/raw_conversions.json")).read_text())
+    # (The copied lake may hold the clean lake's results too: read this run's, not any run's.)
+    gx_result = json.loads(Path(report.results_dir, "raw_conversions.json").read_text())
     ours = {r["expectation_config"]["description"]: r for r in gx_result["results"]
             if r["expectation_config"]["type"] == "expect_query_to_return_no_rows"}
     assert len(ours) == 2
@@ -84,19 +85,17 @@ def test_each_corruption_is_named(spark, clean_lake, tmp_path):
 
 
 def _gx_reference(spark, lake, table):
-    """GX's own UnexpectedRowsExpectation with each no_rows check's query: (success, rows) by description."""
-    import great_expectations.expectations as gxe
-
+    """The table's suite with GX's own UnexpectedRowsExpectation for its no_rows checks (and nothing else):
+    (success, rows) by description."""
     from core.quality import Suite, validate_lake
     from spark_jobs import quality
+    from tests.reference_quality import gx_reference
 
     (suite,) = [s for s in quality.suites_for(quality.QualityConfig(now=datetime.now(UTC)),
-                                                     {RAW_CLICKS.path, table.path})
-                if s.table == table]
-    reference = [gxe.UnexpectedRowsExpectation(unexpected_rows_query=e.unexpected_rows_query,
-                                               description=e.description)
-                 for e in suite.expectations if hasattr(e, "unexpected_rows_query")]
-    report = validate_lake(spark, str(lake), lambda *_: [Suite(table, reference, suite.needs)])
+                                              {RAW_CLICKS.path, table.path}) if s.table == table]
+    checks = gx_reference(Suite(table, [e for e in suite.expectations if hasattr(e, "unexpected_rows_query")],
+                                suite.needs))
+    report = validate_lake(spark, str(lake), lambda *_: [checks])
     gx_result = json.loads(Path(report.results_dir, f"{view_name(table)}.json").read_text())
     return {r["expectation_config"]["description"]: (r["success"], r["result"]["observed_value"])
             for r in gx_result["results"]}
