@@ -220,7 +220,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      report_grace=days_delta(days=args.report_grace_days),
                      pretrain_horizon_days=args.pretrain_horizon_days,
                      pretrain_grace_days=args.pretrain_grace_days,
-                     delayed_feedback=args.delayed_feedback)
+                     delayed_feedback=args.delayed_feedback, force=args.force)
     print(json.dumps(run_demo(_spark(args, "demo"), cfg), indent=1))
     return 0
 
@@ -361,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train rankers at the start of the test period on clicks whose labels are "
                         "still arriving (matured only, naive, importance-weighted); compare them on the "
                         "test set")
+    p.add_argument("--force", action="store_true",
+                   help="re-run pre-training, validation and the ranker even when their inputs, settings "
+                        "and code are unchanged since they last passed (otherwise their results are reused)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_demo)
     return parser

@@ -13,8 +13,11 @@ from the first snapshot to there are cut into pre-training (the encoders learn f
 their targets only), the ranker's training, validation and test periods, in this order, no overlap.
 A data set too short for that is refused with the reason, before anything is trained.
 
-Re-running on the same workdir ingests nothing new, rebuilds identical sequences and retrains the same
-models (the same versions, as training is deterministic on CPU), whose embeddings replace themselves.
+Re-running on the same workdir ingests nothing new and rebuilds identical sequences; then pre-training and
+embedding, validation and the ranker's chain (examples, training set, its validation, the ranker) are
+reused when what they read is unchanged (``duet.stage_cache``: the tables' contents, the settings, the
+code), so a re-run costs ingest, sequences and publish. ``--force`` re-runs them all: they retrain the
+same models (the same versions, as training is deterministic on CPU), whose embeddings replace themselves.
 
 ``validate`` gathers the data quality suites of every stage for the generic runner (``core.quality``):
 the conductor is the one place that knows which stage checks which table.
@@ -71,6 +74,7 @@ class DemoConfig:
     pretrain_horizon_days: float = 2.0
     pretrain_grace_days: float = 1.0
     delayed_feedback: bool = False   # also the delayed-feedback experiment (ranker.delayed)
+    force: bool = False              # re-run every stage, even those whose inputs are unchanged
 
 
 @dataclass(frozen=True)
@@ -326,9 +330,22 @@ def score_one(lake: str, model_version: str, as_of: datetime) -> dict:
 
 def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     """Run the pipeline; return (and write) the demo report."""
-    from core.contracts import TRAINING_EXAMPLES, TRAINING_SET
+    from core.contracts import (
+        CLICK_SEQUENCES,
+        CONVERSION_SEQUENCES,
+        RAW_CLICKS,
+        RAW_CONVERSIONS,
+        SEQUENCE_SNAPSHOTS,
+        TABLES,
+        TRAINING_EXAMPLES,
+        TRAINING_SET,
+        USER_EMBEDDINGS,
+    )
     from duet.generate import GeneratorConfig, generate
+    from duet.stage_cache import StageCache, sequence_records
+    from encoders.model_store import MODELS_DIR
     from feature_repo.views import EMBEDDING_TTL
+    from ranker.checkpoint import RANKERS
     from ranker.report import write_report
     from spark_jobs.ingest import IngestConfig, ingest
     from spark_jobs.sequences import build_sequences
@@ -366,22 +383,62 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         report["sequences"] = build_sequences(spark, lake, snapshots)
         for path, figures in report["sequences"].items():
             print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshots")
+    cache = StageCache(lake, force=cfg.force)
+    records = sequence_records(lake)
+    sequence_reads = [t.location(lake) for t in (RAW_CLICKS, RAW_CONVERSIONS, CLICK_SEQUENCES,
+                                                 CONVERSION_SEQUENCES)]
     with clock.stage("pretrain and embed"):
         needed = ranker_snapshots(snapshots, periods.splits, EMBEDDING_TTL)
-        report["encoders"] = pretrain_and_embed(lake, periods.splits.pretrain_until, needed, cfg)
+        settings = {"seed": cfg.seed, "variants": list(cfg.variants), "horizon": cfg.pretrain_horizon_days,
+                    "grace": cfg.pretrain_grace_days,
+                    "train_until": periods.splits.pretrain_until.isoformat(),
+                    "snapshots": [t.isoformat() for t in needed], "sequences": records}
+        hit = cache.lookup("pretrain and embed", settings, sequence_reads)
+        if hit:
+            report["encoders"] = hit["result"]
+            print(_reused(hit, ", ".join(m["model_version"] for m in hit["result"]["models"].values())))
+        else:
+            report["encoders"] = pretrain_and_embed(lake, periods.splits.pretrain_until, needed, cfg)
+            cache.store("pretrain and embed", report["encoders"], [USER_EMBEDDINGS.location(lake)],
+                        [f"{MODELS_DIR}/{m['model_version']}" for m in report["encoders"]["models"].values()])
+    models = {v: m["model_version"] for v, m in report["encoders"]["models"].items()}
     with clock.stage("validate"):
         # The ranker's tables of an earlier run are rebuilt below and validated then, before the ranker.
-        quality = validate(spark, lake, exclude=(TRAINING_EXAMPLES.path, TRAINING_SET.path))
-        print(quality.summary())
-    report["validation"] = quality.to_dict()
-    if not quality.success:
+        excluded = (TRAINING_EXAMPLES.path, TRAINING_SET.path)
+        checked = [t.location(lake) for t in TABLES if t.path not in excluded and t is not SEQUENCE_SNAPSHOTS]
+        hit = cache.lookup("validate", {"exclude": excluded, "sequences": records}, checked)
+        if hit and hit["result"]["success"]:
+            validation = hit["result"]
+            print(_reused(hit, f"{len(validation['tables'])} tables passed; results in "
+                               f"{validation['results_dir']}"))
+        else:
+            quality = validate(spark, lake, exclude=excluded)
+            print(quality.summary())
+            validation = quality.to_dict()
+            if quality.success:
+                cache.store("validate", validation, [])
+    report["validation"] = validation
+    if not validation["success"]:
         _write_json(out / "demo.json", report)
-        raise ValidationFailed(f"data quality failed; see {quality.results_dir}")
-    models = {v: m["model_version"] for v, m in report["encoders"]["models"].items()}
+        raise ValidationFailed(f"data quality failed; see {validation['results_dir']}")
     if "duet" in models:
         with clock.stage("publish"):
             report["publish"] = publish_latest(spark, lake, models["duet"])
-    ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0])
+    ranker_settings = {"periods": periods.to_dict(), "models": models, "seeds": list(cfg.ranker_seeds),
+                       "attribution_window": cfg.attribution_window.total_seconds(),
+                       "report_grace": cfg.report_grace.total_seconds(),
+                       "delayed_feedback": cfg.delayed_feedback, "history_from": snapshots[0].isoformat(),
+                       "sequences": records}
+    hit = cache.lookup("ranker", ranker_settings, [*sequence_reads, USER_EMBEDDINGS.location(lake)])
+    if hit:
+        with clock.stage("examples, training set, ranker"):
+            ablation = hit["result"]
+            versions = ", ".join(models.values())
+            print(_reused(hit, f"the examples, the training set and the rankers of {versions}"))
+    else:
+        ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0])
+        cache.store("ranker", ablation, [TRAINING_EXAMPLES.location(lake), TRAINING_SET.location(lake)],
+                    [f"{RANKERS}/{v}" for v in models.values() if (Path(lake) / RANKERS / v).is_dir()])
     report["ranker"] = ablation
     print(ne_table(ablation))
     if "duet" in models:
@@ -391,12 +448,17 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     _write_json(out / "metrics.json", contract_metrics(cfg.seed, ablation))
     _write_json(out / "demo.json", report)
     page = write_report({**contract_metrics(cfg.seed, ablation), **ablation, "seed": cfg.seed,
-                         "splits": periods.to_dict(), "data_quality": report["validation"],
+                         "splits": periods.to_dict(), "data_quality": validation,
                          "stage_seconds": clock.seconds}, out)
     print(f"demo: lake at {lake}; report at {page} (metrics: {out / 'metrics.json'}); "
           f"{sum(clock.seconds.values()):.0f} s in stages")
     return {"lake": lake, "report": str(page), "metrics": str(out / "metrics.json"),
-            "validation_passed": quality.success}
+            "validation_passed": validation["success"]}
+
+
+def _reused(record: dict, what: str) -> str:
+    return (f"up to date: the same inputs, code and settings as the run that finished at "
+            f"{record['finished_at'][:19]} (reused: {what}; `duet demo --force` re-runs it)")
 
 
 def _write_json(path: Path, document: dict) -> None:

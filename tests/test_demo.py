@@ -254,27 +254,36 @@ def test_demo_reruns_idempotently(spark, demo_run, capsys):
     _assert_latest_duet_snapshot_is_online(work / "lake", report)
     assert DeltaTable(str(work / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
         generated["conversions"]
-    tables = ("raw/clicks", "raw/conversions")
+    tables = ("raw/clicks", "raw/conversions", "embeddings/user_embeddings", "training/examples",
+              "training/training_set")
     versions = {t: DeltaTable(str(work / "lake" / t)).version() for t in tables}
     metrics_before = json.loads((work / "report" / "metrics.json").read_text())
     capsys.readouterr()
 
     assert duet(["demo", "--workdir", str(work), *SMALL_DEMO_ARGS.split()]) == 0
     again = json.loads((work / "report" / "demo.json").read_text())
+    # Nothing that pre-training, validation or the ranker read has changed: their results are reused
+    # (duet.stage_cache; tests/test_stage_cache.py shows what makes them run again).
+    printed = capsys.readouterr().out
+    assert printed.count("up to date: the same inputs, code and settings") == 3, printed[-3000:]
+    assert set(again["stage_seconds"]) >= {"pretrain and embed", "validate", "examples, training set, ranker"}
+    assert "training set" not in again["stage_seconds"]
     _assert_latest_duet_snapshot_is_online(work / "lake", again)  # publishing again: the same rows
-    # Training is deterministic on CPU: the same data gives the same model versions and the same NE.
+    # The reused results are the first run's: the same model versions and the same NE (that retraining
+    # gives the same versions too: tests/test_embed.py, the same data pre-trained twice).
     assert {v: m["model_version"] for v, m in again["encoders"]["models"].items()} == \
         {v: m["model_version"] for v, m in encoders["models"].items()}
     assert json.loads((work / "report" / "metrics.json").read_text()) == metrics_before
     assert again["ingest"][0]["ingested"] == 0
-    # The validate stage checks what the first run's did; the ranker's tables, present now, are checked
-    # after they are rebuilt (and before the ranker trains).
+    # The validation reused is the first run's: not the ranker's tables, present now (their check is the
+    # ranker chain's).
     assert [t["table"] for t in again["validation"]["tables"]] == \
         [t["table"] for t in report["validation"]["tables"]]
     assert {t["table"] for t in again["ranker"]["training_validation"]["tables"]} == \
         {"training/examples", "training/training_set"}
     assert again["ingest"][0]["already_present"] == generated["clicks"]
-    # Nothing new: no commit at all on the raw tables, and not one changed row in the sequences.
+    # Nothing new: no commit at all on the raw tables or the tables of the reused stages, and not one
+    # changed row in the sequences.
     assert versions == {t: DeltaTable(str(work / "lake" / t)).version() for t in versions}
     for table in ("click_sequences", "conversion_sequences"):
         path = str(work / "lake" / "features" / table)

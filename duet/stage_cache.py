@@ -1,0 +1,158 @@
+"""Which of the demo's derived stages can be skipped: their inputs have not changed since they last passed.
+
+A re-run of ``duet demo`` on an unchanged workdir repeats ingest and sequences (both idempotent by design,
+and what the re-run checks), then finds that pre-training, validation and the ranker's chain would read
+exactly what they read last time. Re-doing them costs most of a re-run and gives the same models, the
+same verdicts and the same metrics (CPU training is deterministic), so the conductor reuses their
+recorded results instead, and says so on each stage's line.
+
+A stage is reused only when **all** of these hold (``StageCache.lookup``):
+
+- the same *key*: the stage's settings, the contents of the tables it reads, the project's source code
+  (every ``.py`` of its packages) and the versions of the libraries that compute results;
+- the tables it wrote are still at the versions it left them (nobody wrote them since) and the folders it
+  wrote (model checkpoints) are still there;
+- its recorded result passed (a failed validation is never reused).
+
+A table's *content* is its latest Delta version that changed rows (``content_version``): a MERGE that
+inserted, updated and deleted nothing (what a sequence re-run commits when no input changed) does not
+count; any other commit does, even one that changed nothing (an OPTIMIZE): when unsure, the stage runs.
+The records live in ``<lake>/_stages/<stage>.json``, written atomically after the stage succeeded;
+``duet demo --force`` ignores them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+STAGES_DIR = "_stages"
+# The packages whose code computes what the stages write (the conductor's own included).
+CODE_PACKAGES = ("core", "spark_jobs", "encoders", "feature_repo", "serving", "ranker", "duet")
+LIBRARIES = ("torch", "pyspark", "delta-spark", "deltalake", "feast", "great-expectations", "numpy",
+             "pyarrow")
+# Spark's MERGE metrics that count changed rows; a MERGE whose every one is 0 changed nothing.
+MERGE_ROW_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@cache
+def code_fingerprint() -> str:
+    """A hash of every ``.py`` file of the project's packages (path and bytes) and the library versions."""
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for library in LIBRARIES:
+        try:
+            version = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{library}={version}\0".encode())
+    return digest.hexdigest()
+
+
+def _changed_no_rows(commit: dict) -> bool:
+    metrics = commit.get("operationMetrics") or {}
+    return commit.get("operation") == "MERGE" and all(metrics.get(m) == "0" for m in MERGE_ROW_METRICS)
+
+
+def table_version(location: str) -> int | None:
+    """The table's current Delta version; None if there is no Delta table at ``location``."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(location).version()
+    except TableNotFoundError:
+        return None
+
+
+def content_version(location: str) -> int | None:
+    """The latest version of the table at ``location`` that changed its rows (see the module docstring);
+    None if there is no Delta table there."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(location)
+    except TableNotFoundError:
+        return None
+    for commit in table.history():     # newest first
+        if not _changed_no_rows(commit):
+            return int(commit["version"])
+    return 0
+
+
+@dataclass
+class StageCache:
+    """The records of one lake's reusable stages. ``force`` makes every lookup miss."""
+
+    lake: str
+    force: bool = False
+    _keys: dict[str, str] = field(default_factory=dict)
+
+    def _record(self, stage: str) -> Path:
+        return Path(self.lake) / STAGES_DIR / f"{stage.replace(' ', '_')}.json"
+
+    def key(self, stage: str, settings: dict, reads: list[str]) -> str:
+        """The stage's key from its ``settings`` (JSON-able), the contents of the tables it ``reads``
+        (locations) and the code; kept for ``store``."""
+        document = {"stage": stage, "settings": settings, "code": code_fingerprint(),
+                    "reads": {os.path.relpath(t, self.lake): content_version(t) for t in sorted(reads)}}
+        text = json.dumps(document, sort_keys=True, default=str)
+        self._keys[stage] = hashlib.sha256(text.encode()).hexdigest()
+        return self._keys[stage]
+
+    def lookup(self, stage: str, settings: dict, reads: list[str]) -> dict | None:
+        """The recorded result of ``stage`` if it may be reused (module docstring), else None."""
+        key = self.key(stage, settings, reads)
+        path = self._record(stage)
+        if self.force or not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record["key"] != key:
+            return None
+        if any(table_version(os.path.join(self.lake, t)) != v for t, v in record["tables"].items()):
+            return None
+        if not all(os.path.isdir(os.path.join(self.lake, d)) for d in record["folders"]):
+            return None
+        return record
+
+    def store(self, stage: str, result: dict, writes: list[str], folders: list[str] = ()) -> None:
+        """Record that ``stage`` (its key taken by ``lookup``) succeeded with ``result``, leaving the
+        tables ``writes`` (locations) at their current versions and the ``folders`` (under the lake)."""
+        record = {"key": self._keys[stage], "finished_at": datetime.now(UTC).isoformat(), "result": result,
+                  "tables": {os.path.relpath(t, self.lake): table_version(t) for t in writes},
+                  "folders": list(folders)}
+        path = self._record(stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, path)
+
+
+def sequence_records(lake: str) -> list[list]:
+    """Each snapshot's current record in ``features/_snapshots`` (its settings and the tables complete
+    in it; not when it was written), sorted: the log gains rows on every sequence run, so its version is
+    no measure of what the stages downstream read from it."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from core.contracts import SEQUENCE_SNAPSHOTS
+
+    try:
+        rows = DeltaTable(SEQUENCE_SNAPSHOTS.location(lake)).to_pyarrow_table().to_pylist()
+    except TableNotFoundError:
+        return []
+    latest: dict = {}
+    for row in sorted(rows, key=lambda r: r["updated_at"]):
+        latest[row["snapshot_ts"]] = row
+    return [[str(t), *(str(v) for k, v in sorted(r.items()) if k not in ("snapshot_ts", "updated_at"))]
+            for t, r in sorted(latest.items())]

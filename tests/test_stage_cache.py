@@ -1,0 +1,104 @@
+"""When the demo may reuse a stage's result (duet.stage_cache), and every change that makes it run again."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from deltalake import write_deltalake
+
+from duet import stage_cache
+from duet.stage_cache import StageCache, content_version, table_version
+
+
+def _rows(*users: str) -> pa.Table:
+    return pa.table({"user_id": list(users), "n": list(range(len(users)))})
+
+
+def test_a_merge_that_changes_no_row_leaves_the_content_version(spark, tmp_path):
+    from delta.tables import DeltaTable
+
+    location = str(tmp_path / "t")
+    write_deltalake(location, _rows("a", "b"))
+    assert content_version(location) == 0
+
+    def merge(rows: pa.Table) -> None:
+        (DeltaTable.forPath(spark, location).alias("t")
+         .merge(spark.createDataFrame(rows.to_pandas()).alias("s"), "t.user_id = s.user_id")
+         .whenMatchedUpdateAll(condition="NOT (t.n <=> s.n)").whenNotMatchedInsertAll().execute())
+
+    merge(_rows("a", "b"))                    # rewrites files, changes nothing
+    assert (table_version(location), content_version(location)) == (1, 0)
+    merge(pa.table({"user_id": ["a"], "n": [7]}))
+    assert (table_version(location), content_version(location)) == (2, 2)
+    write_deltalake(location, _rows("c"), mode="append")
+    assert content_version(location) == 3
+    assert content_version(str(tmp_path / "none")) is None
+
+
+def test_a_stage_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, monkeypatch):
+    lake = tmp_path / "lake"
+    read, wrote = str(lake / "in"), str(lake / "out")
+    write_deltalake(read, _rows("a"))
+    write_deltalake(wrote, _rows("x"))
+    (lake / "_models/m").mkdir(parents=True)
+    settings = {"seed": 1}
+
+    def succeed() -> None:
+        cache = StageCache(str(lake))
+        assert cache.lookup("train", settings, [read]) is None
+        cache.store("train", {"model": "m"}, [wrote], ["_models/m"])
+
+    def reused(**kw) -> bool:
+        return StageCache(str(lake), **kw).lookup("train", settings, [read]) is not None
+
+    succeed()
+    assert StageCache(str(lake)).lookup("train", settings, [read])["result"] == {"model": "m"}
+    assert not reused(force=True)
+    assert StageCache(str(lake)).lookup("train", {"seed": 2}, [read]) is None       # other settings
+    assert StageCache(str(lake)).lookup("other", settings, [read]) is None          # another stage
+
+    write_deltalake(read, _rows("b"), mode="append")                                # an input changed
+    assert not reused()
+    succeed()
+    write_deltalake(wrote, _rows("y"), mode="append")                               # its output was written
+    assert not reused()
+    succeed()
+    (lake / "_models/m").rmdir()                                                    # its checkpoint is gone
+    assert not reused()
+    (lake / "_models/m").mkdir()
+    assert reused()
+    monkeypatch.setattr(stage_cache, "code_fingerprint", lambda: "edited")          # the code changed
+    assert not reused()
+
+
+def test_the_code_fingerprint_covers_every_package_and_the_libraries():
+    assert set(stage_cache.CODE_PACKAGES) == {"core", "spark_jobs", "encoders", "feature_repo",
+                                                      "serving", "ranker", "duet"}
+    assert stage_cache.code_fingerprint() == stage_cache.code_fingerprint()
+    assert len(stage_cache.code_fingerprint()) == 64
+
+
+def test_sequence_records_are_each_snapshots_latest_settings_not_when_they_were_written(tmp_path):
+    from datetime import UTC, datetime
+
+    from core.contracts import SEQUENCE_SNAPSHOTS
+
+    lake = str(tmp_path)
+    assert stage_cache.sequence_records(lake) == []
+    t = datetime(2026, 1, 6, tzinfo=UTC)
+
+    def record(tables: list[str], minute: int) -> pa.Table:
+        return pa.table({"snapshot_ts": [t], "click_lookback_s": [60], "conversion_lookback_s": [90],
+                         "max_clicks": [64], "max_conversions": [16],
+                         "tables": pa.array([tables], pa.list_(pa.string())),
+                         "updated_at": [datetime(2026, 2, 1, 0, minute, tzinfo=UTC)]})
+
+    location = SEQUENCE_SNAPSHOTS.location(lake)
+    write_deltalake(location, record([], 1))
+    write_deltalake(location, record(["features/click_sequences"], 2), mode="append")
+    first = stage_cache.sequence_records(lake)
+    assert len(first) == 1 and "features/click_sequences" in first[0][-1]
+    write_deltalake(location, record([], 3), mode="append")          # a new run: incomplete again
+    write_deltalake(location, record(["features/click_sequences"], 4), mode="append")
+    assert stage_cache.sequence_records(lake) == first               # same settings, later rows
+    write_deltalake(location, record([], 5), mode="append")          # a run that died half-way
+    assert stage_cache.sequence_records(lake) != first
