@@ -342,7 +342,7 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         USER_EMBEDDINGS,
     )
     from duet.generate import GeneratorConfig, generate
-    from duet.stage_cache import StageCache, sequence_records
+    from duet.stage_cache import StageCache, checkpoint_configs, sequence_records
     from encoders.model_store import MODELS_DIR
     from feature_repo.views import EMBEDDING_TTL
     from ranker.checkpoint import RANKERS
@@ -406,7 +406,8 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         # The ranker's tables of an earlier run are rebuilt below and validated then, before the ranker.
         excluded = (TRAINING_EXAMPLES.path, TRAINING_SET.path)
         checked = [t.location(lake) for t in TABLES if t.path not in excluded and t is not SEQUENCE_SNAPSHOTS]
-        hit = cache.lookup("validate", {"exclude": excluded, "sequences": records}, checked)
+        hit = cache.lookup("validate", {"exclude": excluded, "sequences": records,
+                                        "checkpoints": checkpoint_configs(lake)}, checked)
         if hit and hit["result"]["success"]:
             validation = hit["result"]
             print(_reused(hit, f"{len(validation['tables'])} tables passed; results in "

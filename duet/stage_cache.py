@@ -156,3 +156,13 @@ def sequence_records(lake: str) -> list[list]:
         latest[row["snapshot_ts"]] = row
     return [[str(t), *(str(v) for k, v in sorted(r.items()) if k not in ("snapshot_ts", "updated_at"))]
             for t, r in sorted(latest.items())]
+
+
+def checkpoint_configs(lake: str) -> dict[str, str]:
+    """Each checkpoint under ``<lake>/_models`` with a hash of its ``config.json`` (the embedding suite
+    reads the widths from there; a checkpoint added or changed since must run validation again)."""
+    from encoders.model_store import CONFIG, models_root
+
+    root = models_root(lake)
+    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob(f"*/{CONFIG}"))} if root.is_dir() else {}

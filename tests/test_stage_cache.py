@@ -102,3 +102,18 @@ def test_sequence_records_are_each_snapshots_latest_settings_not_when_they_were_
     assert stage_cache.sequence_records(lake) == first               # same settings, later rows
     write_deltalake(location, record([], 5), mode="append")          # a run that died half-way
     assert stage_cache.sequence_records(lake) != first
+
+
+def test_a_checkpoint_added_or_changed_changes_what_validation_is_keyed_on(tmp_path):
+    lake = tmp_path / "lake"
+    assert stage_cache.checkpoint_configs(str(lake)) == {}
+    (lake / "_models/duet-1234567").mkdir(parents=True)
+    (lake / "_models/duet-1234567/config.json").write_text('{"dim": 64}')
+    first = stage_cache.checkpoint_configs(str(lake))
+    assert list(first) == ["duet-1234567"]
+    (lake / "_models/shared-7654321").mkdir()
+    (lake / "_models/shared-7654321/config.json").write_text('{"dim": 64}')
+    second = stage_cache.checkpoint_configs(str(lake))
+    assert second != first
+    (lake / "_models/duet-1234567/config.json").write_text('{"dim": 32}')
+    assert stage_cache.checkpoint_configs(str(lake)) not in (first, second)
