@@ -116,12 +116,15 @@ class StageCache:
         path = self._record(stage)
         if self.force or not path.is_file():
             return None
-        record = json.loads(path.read_text())
-        if record["key"] != key:
-            return None
-        if any(table_version(os.path.join(self.lake, t)) != v for t, v in record["tables"].items()):
-            return None
-        if not all(os.path.isdir(os.path.join(self.lake, d)) for d in record["folders"]):
+        try:
+            record = json.loads(path.read_text())
+            if record["key"] != key:
+                return None
+            if any(table_version(os.path.join(self.lake, t)) != v for t, v in record["tables"].items()):
+                return None
+            if not all(os.path.isdir(os.path.join(self.lake, d)) for d in record["folders"]):
+                return None
+        except (ValueError, KeyError, TypeError, AttributeError):   # not a record this module wrote: run
             return None
         return record
 

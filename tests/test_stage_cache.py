@@ -68,6 +68,11 @@ def test_a_stage_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, mo
     assert reused()
     monkeypatch.setattr(stage_cache, "code_fingerprint", lambda: "edited")          # the code changed
     assert not reused()
+    monkeypatch.undo()
+    assert reused()
+    for damaged in ("{", "[]", '{"key": 1}'):                                        # not our record: run
+        (lake / "_stages/train.json").write_text(damaged)
+        assert not reused()
 
 
 def test_the_code_fingerprint_covers_every_package_and_the_libraries():
