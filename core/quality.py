@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from core.contracts import TABLES, Table
 from core.errors import DuetError
+from core.files import write_atomic
 
 if TYPE_CHECKING:
     from great_expectations.expectations.expectation import Expectation
@@ -260,12 +260,7 @@ def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
     out.mkdir(parents=True, exist_ok=True)
     for path, raw in raw_results.items():
         (out / f"{path.replace('/', '_')}.json").write_text(json.dumps(raw, indent=1, default=str))
-    _write_atomic(out / "summary.json", json.dumps(report.to_dict(), indent=1))
-    _write_atomic(out.parent / "latest.json", json.dumps(report.to_dict(), indent=1))
+    write_atomic(out / "summary.json", json.dumps(report.to_dict(), indent=1))
+    write_atomic(out.parent / "latest.json", json.dumps(report.to_dict(), indent=1))
     return report
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -26,7 +26,6 @@ the conductor is the one place that knows which stage checks which table.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from core.errors import DuetError, ValidationFailed
+from core.files import write_atomic
 from core.quality import LakeReport, validate_lake
 from encoders.config import VARIANTS, PretrainConfig, TrainConfig
 from ranker.splits import Splits
@@ -408,7 +408,7 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         checked = [t.location(lake) for t in TABLES if t.path not in excluded and t is not SEQUENCE_SNAPSHOTS]
         hit = cache.lookup("validate", {"exclude": excluded, "sequences": records,
                                         "checkpoints": checkpoint_configs(lake)}, checked)
-        if hit and hit["result"]["success"]:
+        if hit:   # only a passing validation is recorded
             validation = hit["result"]
             print(_reused(hit, f"{len(validation['tables'])} tables passed; results in "
                                f"{validation['results_dir']}"))
@@ -463,8 +463,4 @@ def _reused(record: dict, what: str) -> str:
 
 
 def _write_json(path: Path, document: dict) -> None:
-    """Write next to the target, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(document, indent=1))

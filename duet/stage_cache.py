@@ -12,7 +12,7 @@ A stage is reused only when **all** of these hold (``StageCache.lookup``):
   (every ``.py`` of its packages) and the versions of the libraries that compute results;
 - the tables it wrote are still at the versions it left them (nobody wrote them since) and the folders it
   wrote (model checkpoints) are still there;
-- its recorded result passed (a failed validation is never reused).
+- it succeeded: a stage is recorded only then (``store``), so a failed validation is never reused.
 
 A table's *content* is its latest Delta version that changed rows (``content_version``): a MERGE that
 inserted, updated and deleted nothing (what a sequence re-run commits when no input changed) does not
@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+
+from core.files import write_atomic
 
 STAGES_DIR = "_stages"
 # The packages whose code computes what the stages write (the conductor's own included).
@@ -134,11 +136,7 @@ class StageCache:
         record = {"key": self._keys[stage], "finished_at": datetime.now(UTC).isoformat(), "result": result,
                   "tables": {os.path.relpath(t, self.lake): table_version(t) for t in writes},
                   "folders": list(folders)}
-        path = self._record(stage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, default=str))
-        os.replace(tmp, path)
+        write_atomic(self._record(stage), json.dumps(record, indent=1, default=str))
 
 
 def sequence_records(lake: str) -> list[list]:
