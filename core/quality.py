@@ -9,12 +9,19 @@ written as JSON under ``<lake>/_quality/<run time>/`` (one file per table, plus 
 ``_quality/latest.json`` holding the newest run's summary. Figures worth tracking that are not pass/fail
 (such as an orphan rate) go into the summary too.
 
+Every table a suite reads (its own and the ones its cross checks need) is read at one pinned Delta
+version, recorded with the version's commit stamp in the table's result, along with a fingerprint of the
+suite (``suite_fingerprint``). ``reusable_pass`` uses both to tell a caller that a whole-table pass still
+describes the table's rows (the publish gate: a pass of every row implies a pass of the rows to publish
+for suites whose every check holds on any one (snapshot, model version) group of a table it holds on).
+
 This module reads tables and writes only under ``_quality``; it never imports a stage. Great Expectations
 is imported inside the functions that need it: it takes seconds to import.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -27,10 +34,11 @@ from typing import TYPE_CHECKING
 from core.contracts import TABLES, Table
 from core.errors import DuetError
 from core.files import write_atomic
+from core.table_versions import commit_stamp, table_version, unchanged_since
 
 if TYPE_CHECKING:
     from great_expectations.expectations.expectation import Expectation
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,11 @@ class TableResult:
     success: bool
     failed: list[str] = field(default_factory=list)  # descriptions of the failed expectations
     evaluated: int = 0
+    # Each table read (this one and the suite's needs), by path: [Delta version, its commit stamp in ms];
+    # empty when one could not be pinned.
+    versions: dict[str, list[int]] = field(default_factory=dict)
+    suite: str = ""                                   # suite_fingerprint
+    where: str | None = None                          # the suite's row filter; None: the whole table
 
 
 @dataclass
@@ -171,6 +184,7 @@ class LakeReport:
     tables: list[TableResult]
     metrics: dict[str, float]
     results_dir: str
+    reused: bool = False      # an earlier run's pass, found by ``reusable_pass``; nothing was run now
 
     @property
     def success(self) -> bool:
@@ -185,12 +199,14 @@ class LakeReport:
         lines += [f"     {k}: {v:.4f}" for k, v in self.metrics.items()]
         if not self.tables:
             lines.append("no duet tables found under the lake")
-        lines.append(f"GX results: {self.results_dir}")
+        reused = " (an earlier run, same rows)" if self.reused else ""
+        lines.append(f"GX results: {self.results_dir}{reused}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"lake": self.lake, "run_at": self.run_at, "success": self.success, "metrics": self.metrics,
-                "tables": [t.__dict__ for t in self.tables], "results_dir": self.results_dir}
+                "tables": [t.__dict__ for t in self.tables], "results_dir": self.results_dir,
+                "reused": self.reused}
 
 
 def present_tables(spark: SparkSession, lake: str) -> dict[str, dict[str, str]]:
@@ -201,14 +217,46 @@ def present_tables(spark: SparkSession, lake: str) -> dict[str, dict[str, str]]:
             for t in TABLES if DeltaTable.isDeltaTable(spark, t.location(lake))}
 
 
+def suite_fingerprint(suite: Suite) -> str:
+    """A hash of what decides a suite's verdict on given rows: its table, every expectation's type and
+    arguments (not its id or rendering), the tables its checks read, the GX version and this runner's
+    code (the query check is defined here). The row filter is not in it: ``TableResult.where`` is."""
+    import great_expectations as gx
+
+    expectations = []
+    for e in suite.expectations:
+        config = e.configuration.to_json_dict()
+        for volatile in ("id", "rendered_content", "notes"):
+            config.pop(volatile, None)
+        expectations.append(config)
+    document = {"table": suite.table.path, "expectations": expectations,
+                "needs": [t.path for t in suite.needs], "gx": gx.__version__,
+                "runner": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _pinned(spark: SparkSession, lake: str, table: Table) -> tuple[DataFrame, list[int] | None]:
+    """``table`` read at its current Delta version, and [that version, its commit stamp] (None if the
+    version could not be read without Spark)."""
+    location = table.location(lake)
+    version = table_version(location)
+    stamp = None if version is None else commit_stamp(location, version)
+    reader = spark.read.format("delta")
+    if stamp is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(location), (None if stamp is None else [version, stamp])
+
+
 def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[TableResult, dict]:
     import great_expectations as gx
 
-    df = spark.read.format("delta").load(suite.table.location(lake))
+    df, pin = _pinned(spark, lake, suite.table)
+    pins = {suite.table.path: pin}
     if suite.where:
         df = df.where(suite.where)
     for other in suite.needs:
-        spark.read.format("delta").load(other.location(lake)).createOrReplaceTempView(view_name(other))
+        needed, pins[other.path] = _pinned(spark, lake, other)
+        needed.createOrReplaceTempView(view_name(other))
     name = suite.table.path.replace("/", "_")
     asset = context.data_sources.add_spark(name=f"{name}_source").add_dataframe_asset(name=name)
     batch = asset.add_batch_definition_whole_dataframe(f"{name}_batch")
@@ -227,8 +275,44 @@ def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[T
         df.unpersist()
     failed = [r.expectation_config.description or r.expectation_config.type
               for r in result.results if not r.success]
-    return TableResult(suite.table.path, rows, bool(result.success), failed, len(result.results)), \
-        result.to_json_dict()
+    versions = {} if None in pins.values() else pins
+    return TableResult(suite.table.path, rows, bool(result.success), failed, len(result.results), versions,
+                       suite_fingerprint(suite), suite.where), result.to_json_dict()
+
+
+# How many of the newest runs under ``_quality`` ``reusable_pass`` reads.
+RUNS_SEARCHED = 20
+
+
+def reusable_pass(lake: str, suite: Suite) -> LakeReport | None:
+    """An earlier run's pass of ``suite`` that still holds, as a report (``reused``), or None.
+
+    The newest whole-table result (no ``where``) of the suite's table among the last ``RUNS_SEARCHED``
+    runs decides: it is reused only if it passed, has this suite's fingerprint, and every table it read
+    still holds the rows of the version it read (``core.table_versions.unchanged_since``). The same suite
+    on the same rows gives the same verdict, so nothing is run; anything else (a failure, other checks,
+    a table written since, a result without pins) is None, and the caller runs the suite.
+    """
+    fingerprint = suite_fingerprint(suite)
+    wanted = {suite.table.path, *(t.path for t in suite.needs)}
+    locations = {t.path: t.location(lake) for t in TABLES}
+    runs = sorted((Path(lake) / "_quality").glob("*/summary.json"), reverse=True)
+    for summary_path in runs[:RUNS_SEARCHED]:
+        try:
+            summary = json.loads(summary_path.read_text())
+            found = next((t for t in summary["tables"]
+                          if t["table"] == suite.table.path and t.get("where") is None), None)
+            if found is None:
+                continue
+            pins = found.get("versions") or {}
+            holds = (found.get("success") is True and found.get("suite") == fingerprint
+                     and set(pins) == wanted
+                     and all(unchanged_since(locations[p], v, stamp) for p, (v, stamp) in pins.items()))
+            return LakeReport(lake, summary["run_at"], [TableResult(**found)], {}, str(summary_path.parent),
+                              reused=True) if holds else None
+        except (ValueError, KeyError, TypeError, AttributeError):   # not a summary this module wrote
+            continue
+    return None
 
 
 def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,

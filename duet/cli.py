@@ -134,10 +134,11 @@ def _pretrain_config(args: argparse.Namespace):
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from core.snapshots import parse_snapshot
+
+    cfg = _pretrain_config(args)     # a bad --config or snapshot fails before torch is imported
+    until = parse_snapshot(args.train_until) if args.train_until else None
     from encoders.pretrain import pretrain
 
-    cfg = _pretrain_config(args)
-    until = parse_snapshot(args.train_until) if args.train_until else None
     report = pretrain(args.lake, cfg, until)
     print(report.model_version)
     return 0
@@ -169,7 +170,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     resolve_version(args.lake, args.model_version)  # a missing model fails before Spark starts
     store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
     publish(_spark(args, "publish"), PublishConfig(store=store, snapshot=snapshot,
-                                                    model_version=args.model_version))
+                                                    model_version=args.model_version,
+                                                    revalidate=args.revalidate))
     return 0
 
 
@@ -312,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "${DUET_LAKE} in it is --lake)")
     p.add_argument("--redis", metavar="HOST:PORT",
                    help="publish to this Redis instead of the configuration's online store")
+    p.add_argument("--revalidate", action="store_true",
+                   help="run the gate even when an earlier `duet validate` pass holds for the same rows")
     _spark_options(p)
     p.set_defaults(handler=_cmd_publish)
 

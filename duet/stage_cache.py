@@ -14,9 +14,10 @@ A stage is reused only when **all** of these hold (``StageCache.lookup``):
   wrote (model checkpoints) are still there;
 - it succeeded: a stage is recorded only then (``store``), so a failed validation is never reused.
 
-A table's *content* is its latest Delta version that changed rows (``content_version``): a MERGE that
-inserted, updated and deleted nothing (what a sequence re-run commits when no input changed) does not
-count; any other commit does, even one that changed nothing (an OPTIMIZE): when unsure, the stage runs.
+A table's *content* is its latest Delta version that changed rows (``core.table_versions.content_version``):
+a MERGE that inserted, updated and deleted nothing (what a sequence re-run commits when no input changed)
+does not count; any other commit does, even one that changed nothing (an OPTIMIZE): when unsure, the stage
+runs.
 The records live in ``<lake>/_stages/<stage>.json``, written atomically after the stage succeeded;
 ``duet demo --force`` ignores them.
 """
@@ -33,14 +34,13 @@ from importlib import metadata
 from pathlib import Path
 
 from core.files import write_atomic
+from core.table_versions import content_version, table_version
 
 STAGES_DIR = "_stages"
 # The packages whose code computes what the stages write (the conductor's own included).
 CODE_PACKAGES = ("core", "spark_jobs", "encoders", "feature_repo", "serving", "ranker", "duet")
 LIBRARIES = ("torch", "pyspark", "delta-spark", "deltalake", "feast", "great-expectations", "numpy",
              "pyarrow")
-# Spark's MERGE metrics that count changed rows; a MERGE whose every one is 0 changed nothing.
-MERGE_ROW_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -58,38 +58,6 @@ def code_fingerprint() -> str:
             version = "absent"
         digest.update(f"{library}={version}\0".encode())
     return digest.hexdigest()
-
-
-def _changed_no_rows(commit: dict) -> bool:
-    metrics = commit.get("operationMetrics") or {}
-    return commit.get("operation") == "MERGE" and all(metrics.get(m) == "0" for m in MERGE_ROW_METRICS)
-
-
-def table_version(location: str) -> int | None:
-    """The table's current Delta version; None if there is no Delta table at ``location``."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(location).version()
-    except TableNotFoundError:
-        return None
-
-
-def content_version(location: str) -> int | None:
-    """The latest version of the table at ``location`` that changed its rows (see the module docstring);
-    None if there is no Delta table there."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(location)
-    except TableNotFoundError:
-        return None
-    for commit in table.history():     # newest first
-        if not _changed_no_rows(commit):
-            return int(commit["version"])
-    return 0
 
 
 @dataclass

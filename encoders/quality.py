@@ -13,6 +13,12 @@
   for a user without a sequence at its snapshot (a stale row).
 
 Dimensions come from each checkpoint's ``config.json``, read as JSON: validation does not load torch.
+
+Every check is hereditary to a (snapshot, model version) group: if it holds on the whole table it holds
+on the rows of any one group (row-wise checks, uniqueness, and coverage computed per group). The publish
+gate relies on that to take a whole-table pass as its verdict on one group (``serving.publish``); a check
+that does not have this property (a table-wide row count, a share across groups) must not be added here
+without changing the gate (``tests/test_embed.py`` guards it).
 """
 
 from __future__ import annotations

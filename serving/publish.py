@@ -3,7 +3,11 @@
 1. Gate: the embedding suite (``encoders.quality``, run by ``core.quality``) on exactly the rows to be
    published (that snapshot, that model version), cross-checked against the sequence tables. If any
    expectation fails, ``ValidationFailed`` names it and neither the registry nor the online store is
-   touched.
+   touched. A whole-table pass of the same suite that still describes the rows
+   (``core.quality.reusable_pass``: the same checks, every table it read unchanged since) is the gate's
+   verdict without running it again: every check of the embedding suite that holds on the whole table
+   holds on each (snapshot, model version) of it (``encoders.quality``; tested), so ``duet validate``
+   then ``duet publish`` runs the suite once. ``revalidate`` runs it anyway.
 2. Apply: the repository's objects for the lake (``feature_repo.catalog``) with this model version as the
    served one, recorded first in ``_feast/serving.json`` so that a later ``feast apply`` builds the same.
 3. Materialize exactly the snapshot's rows into the served views (embeddings and sequence summary) by the
@@ -21,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from core.contracts import USER_EMBEDDINGS
+from core.contracts import TABLES, USER_EMBEDDINGS
 from core.errors import DuetError, ValidationFailed
+from core.files import write_atomic
+from core.table_versions import table_version
 from feature_repo.catalog import (
     CLICK_VIEW,
     CONVERSION_VIEW,
@@ -52,6 +57,7 @@ class PublishConfig:
     store: StoreConfig
     snapshot: datetime | None = None
     model_version: str | None = None
+    revalidate: bool = False      # run the gate even when an earlier whole-table pass still holds
 
 
 @dataclass
@@ -63,11 +69,13 @@ class PublishReport:
     gate_results: str
     seconds: dict[str, float] = field(default_factory=dict)
     registry_changes: str = ""
+    gate_reused: bool = False     # the gate's verdict is the pass in gate_results (module docstring)
 
     def line(self) -> str:
         took = ", ".join(f"{step} {s:.1f} s" for step, s in self.seconds.items())
+        reused = f"; gate: the pass in {self.gate_results}, same rows" if self.gate_reused else ""
         return (f"published {self.model_version} at {self.snapshot}: {self.users:,} users to the "
-                f"{self.online_store} online store ({took})")
+                f"{self.online_store} online store ({took}{reused})")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -118,10 +126,17 @@ def choose(spark, lake: str, snapshot: datetime | None,
     return version, snapshot, count
 
 
-def gate(spark, lake: str, version: str, snapshot: datetime):
-    """The embedding suite on the rows to publish; returns the ``LakeReport`` (raises nothing)."""
-    from core.quality import validate_lake
+def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = False):
+    """The embedding suite on the rows to publish, or the earlier whole-table pass that still holds
+    (module docstring; not with ``revalidate``); returns the ``LakeReport`` (raises nothing)."""
+    from core.quality import reusable_pass, validate_lake
     from encoders import quality
+
+    if not revalidate:
+        present = {t.path for t in TABLES if table_version(t.location(lake)) is not None}
+        reused = [reusable_pass(lake, s) for s in quality.suites_for(lake, present)]
+        if len(reused) == 1 and reused[0] is not None:
+            return reused[0]
 
     def suites_for(present: set[str], properties: dict) -> list:
         suites = quality.suites_for(lake, present)
@@ -132,11 +147,7 @@ def gate(spark, lake: str, version: str, snapshot: datetime):
 
 
 def _write_serving(lake: str, record: dict) -> None:
-    path = serving_file(lake)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_atomic(serving_file(lake), json.dumps(record, indent=1))
 
 
 def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
@@ -146,7 +157,7 @@ def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
     lake = lake_root(cfg.store.lake)
     started = time.perf_counter()
     version, snapshot, users = choose(spark, lake, cfg.snapshot, cfg.model_version)
-    quality = gate(spark, lake, version, snapshot)
+    quality = gate(spark, lake, version, snapshot, cfg.revalidate)
     seconds = {"gate": time.perf_counter() - started}
     if not quality.success:
         failed = [f"{t.table}: {d}" for t in quality.tables for d in t.failed] or ["no embedding suite ran"]
@@ -174,6 +185,6 @@ def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
                           "online_store": store.config.online_store.type,
                           "published_at": datetime.now(UTC).isoformat()})
     report = PublishReport(version, snapshot.isoformat(), users, store.config.online_store.type,
-                           quality.results_dir, seconds, changes.strip())
+                           quality.results_dir, seconds, changes.strip(), quality.reused)
     log(report.line())
     return report

@@ -305,6 +305,8 @@ def _assert_latest_duet_snapshot_is_online(lake, report) -> None:
     snapshot = datetime.fromisoformat(report["snapshots"][-1])
     published = report["publish"]
     assert (published["model_version"], published["snapshot"]) == (version, snapshot.isoformat())
+    # The gate's verdict is the demo's own validation pass: the same suite on rows unchanged since.
+    assert published["gate_reused"] and published["gate_results"] == report["validation"]["results_dir"]
     rows = [r for r in DeltaTable(str(lake / "embeddings/user_embeddings")).to_pyarrow_table(
         filters=[("model_version", "=", version)]).to_pylist() if r["event_timestamp"] == snapshot]
     assert report["publish"]["users"] == len(rows) > 0

@@ -4,6 +4,7 @@ conversion gives a full run's table, the embedding suite passes and names what c
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,11 +18,13 @@ from pyspark.sql import functions as F
 
 from core.arrow_schemas import CONVERSIONS_ARROW
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from core.quality import reusable_pass
 from core.snapshots import daily_snapshots
 from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
 from duet.pipeline import validate
 from encoders import model_store
+from encoders import quality as encoder_quality
 from encoders.config import ModelConfig, PretrainConfig, TrainConfig
 from encoders.embed import embed_snapshot, embed_snapshots
 from encoders.lake import (
@@ -179,8 +182,11 @@ def test_changed_only_re_embeds_the_changed_users_and_gives_the_full_runs_table(
 def test_the_embedding_suite_passes_and_names_each_corruption(spark, lake, tmp_path):
     path, version = lake["lake"], lake["version"]
     embed_snapshots(path, SNAPSHOTS[-3:], version, log=lambda _: None)
-    [result] = validate(spark, path, tables=[USER_EMBEDDINGS.path]).tables
+    report = validate(spark, path, tables=[USER_EMBEDDINGS.path])
+    [result] = report.tables
     assert result.success, result.failed
+    assert set(result.versions) == {USER_EMBEDDINGS.path, CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path}
+    assert reusable_pass(path, _embedding_suite(path)).results_dir == report.results_dir
 
     broken = str(tmp_path / "lake")
     shutil.copytree(path, broken)
@@ -195,11 +201,43 @@ def test_the_embedding_suite_passes_and_names_each_corruption(spark, lake, tmp_p
     del gone
     write_deltalake(USER_EMBEDDINGS.location(broken), pa.Table.from_pylist(kept, schema=table.schema),
                     mode="overwrite", predicate=f"event_timestamp = '{SNAPSHOTS[-1]:%Y-%m-%d %H:%M:%S}'")
+    assert reusable_pass(broken, _embedding_suite(broken)) is None      # the copied pass read other rows
     [broken_result] = validate(spark, broken, tables=[USER_EMBEDDINGS.path]).tables
     failed = broken_result.failed
     for words in ("one row per user_id, event_timestamp, model_version", "vector widths match",
                   "every vector value is finite", "have an embedding", "stale row"):
         assert any(words in f for f in failed), (words, failed)
+    assert reusable_pass(broken, _embedding_suite(broken)) is None      # the newest whole-table run failed
+
+
+def _embedding_suite(lake: str):
+    present = {USER_EMBEDDINGS.path, CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path}
+    [suite] = encoder_quality.suites_for(lake, present)
+    return suite
+
+
+# Expectation types whose verdict on a table implies the same verdict on any subset of its rows.
+ROW_WISE = {"expect_table_columns_to_match_set", "expect_column_values_to_not_be_null",
+            "expect_compound_columns_to_be_unique", "expect_column_values_to_match_regex"}
+
+
+def test_every_embedding_check_holds_on_one_snapshot_of_a_version_when_it_holds_on_the_table(lake):
+    # The publish gate takes a whole-table pass for its verdict on one (snapshot, model version)
+    # (serving.publish): every check must be row-wise, or aggregate only within such a group.
+    suite = _embedding_suite(lake["lake"])
+    queries = []
+    for e in suite.expectations:
+        config = e.configuration
+        if config.type in ROW_WISE:
+            continue
+        assert config.type == "expect_query_to_return_no_rows", config.type
+        queries.append(config.kwargs["unexpected_rows_query"])
+    assert len(queries) == 5
+    for query in queries:
+        grouped = re.findall(r"GROUP BY ([\w., ]+?)\)", query)
+        assert all({c.strip().split(".")[-1] for c in g.split(",")} == {"event_timestamp", "model_version"}
+                   for g in grouped), (grouped, query)
+        assert grouped or not re.search(r"\b(count|sum|avg|max|min)\(", query, re.IGNORECASE), query
 
 
 def test_embedding_commands_fail_with_one_line(lake, capsys):

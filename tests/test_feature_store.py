@@ -20,8 +20,9 @@ import pytest
 import requests
 from deltalake import DeltaTable
 
-from core.contracts import USER_EMBEDDINGS
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 from core.errors import ValidationFailed
+from duet.pipeline import validate
 from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, read_serving, spec_from_lake
 from feature_repo.views import SUMMARY_FEATURES
 from serving.fast import entity_key
@@ -122,9 +123,20 @@ def test_publish_replaces_and_every_read_path_returns_the_delta_rows(spark, back
     online: dict[str, tuple] = {}   # what the online store should hold: user -> (click, conversion, ts)
     hour = timedelta(hours=1)
 
+    # 0. On SQLite, `duet validate` first: its whole-table pass is the gate's verdict while the rows it
+    #    read are unchanged (serving.publish); on Redis the gate runs.
+    if backend == "sqlite":
+        validated = validate(spark, lake, tables=[USER_EMBEDDINGS.path])
+        [result] = validated.tables
+        assert result.success and set(result.versions) == {
+            USER_EMBEDDINGS.path, CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path}, result
+
     # 1. An explicit snapshot: its rows, and nothing for users it does not hold.
     report = publish(spark, PublishConfig(cfg, snapshot=S2), log=lambda _: None)
     assert (report.model_version, report.snapshot, report.users) == (DUET, S2.isoformat(), len(ACTIVE[S2]))
+    assert report.gate_reused == (backend == "sqlite")
+    if backend == "sqlite":
+        assert report.gate_results == validated.results_dir
     assert report.online_store == backend
     online.update(_delta_rows(lake, DUET, S2))
     store = feature_store(cfg)
@@ -138,7 +150,9 @@ def test_publish_replaces_and_every_read_path_returns_the_delta_rows(spark, back
 
         # 2. The default (the latest snapshot) replaces the users it holds; the others keep S2's vectors,
         #    served until they are older than the ttl, then reported missing.
-        assert publish(spark, PublishConfig(cfg), log=lambda _: None).snapshot == S3.isoformat()
+        #    (revalidate: the gate runs even where the pass above still holds.)
+        latest = publish(spark, PublishConfig(cfg, revalidate=True), log=lambda _: None)
+        assert latest.snapshot == S3.isoformat() and not latest.gate_reused
         online.update(_delta_rows(lake, DUET, S3))
         for as_of in (S3, S3 + timedelta(hours=1)):
             for reader in readers.values():
@@ -150,7 +164,7 @@ def test_publish_replaces_and_every_read_path_returns_the_delta_rows(spark, back
         fixed = fl.embedding_rows(ACTIVE[S3], S3, DUET, VERSIONS[DUET], revision=1)
         fl.write_embeddings(lake, fixed, predicate=f"model_version = '{DUET}' AND "
                                                    f"event_timestamp = '{S3:%Y-%m-%d %H:%M:%S}'")
-        publish(spark, PublishConfig(cfg, snapshot=S3), log=lambda _: None)
+        assert not publish(spark, PublishConfig(cfg, snapshot=S3), log=lambda _: None).gate_reused
         before = online[fl.user_id(20)]
         online.update(_delta_rows(lake, DUET, S3))
         assert not np.array_equal(before[0], online[fl.user_id(20)][0])

@@ -5,20 +5,23 @@ from __future__ import annotations
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from core.table_versions import commit_stamp, content_version, table_version, unchanged_since
 from duet import stage_cache
-from duet.stage_cache import StageCache, content_version, table_version
+from duet.stage_cache import StageCache
 
 
 def _rows(*users: str) -> pa.Table:
     return pa.table({"user_id": list(users), "n": list(range(len(users)))})
 
 
-def test_a_merge_that_changes_no_row_leaves_the_content_version(spark, tmp_path):
+def test_a_merge_that_changes_no_row_leaves_the_content_version_and_what_was_read(spark, tmp_path):
     from delta.tables import DeltaTable
 
     location = str(tmp_path / "t")
     write_deltalake(location, _rows("a", "b"))
     assert content_version(location) == 0
+    first = commit_stamp(location, 0)
+    assert first is not None and commit_stamp(location, 1) is None
 
     def merge(rows: pa.Table) -> None:
         (DeltaTable.forPath(spark, location).alias("t")
@@ -27,11 +30,19 @@ def test_a_merge_that_changes_no_row_leaves_the_content_version(spark, tmp_path)
 
     merge(_rows("a", "b"))                    # rewrites files, changes nothing
     assert (table_version(location), content_version(location)) == (1, 0)
+    assert unchanged_since(location, 0, first)                # what version 0 held is still the content
+    assert not unchanged_since(location, 0, first + 1)        # another table's version 0
     merge(pa.table({"user_id": ["a"], "n": [7]}))
     assert (table_version(location), content_version(location)) == (2, 2)
+    assert not unchanged_since(location, 0, first)
+    assert not unchanged_since(location, 1, commit_stamp(location, 1))
+    assert unchanged_since(location, 2, commit_stamp(location, 2))
     write_deltalake(location, _rows("c"), mode="append")
     assert content_version(location) == 3
+    assert not unchanged_since(location, 2, commit_stamp(location, 2))
+    assert not unchanged_since(location, 9, first)            # a version the table never had
     assert content_version(str(tmp_path / "none")) is None
+    assert not unchanged_since(str(tmp_path / "none"), 0, first)
 
 
 def test_a_stage_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, monkeypatch):

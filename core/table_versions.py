@@ -1,0 +1,73 @@
+"""What a Delta table's versions say about its rows, read with delta-rs (no Spark).
+
+Two consumers decide from these whether something computed on a table still holds: the demo's stage cache
+(``duet.stage_cache``: may a stage be skipped?) and the publish gate (``core.quality.reusable_pass``: does
+an earlier validation pass still describe the rows?). Both treat a MERGE that inserted, updated and
+deleted nothing (what a sequence re-run commits when no input changed) as no change, and every other
+commit as one, even a commit that changed nothing (an OPTIMIZE): when unsure, the work is done again.
+"""
+
+from __future__ import annotations
+
+# Spark's MERGE metrics that count changed rows; a MERGE whose every one is 0 changed nothing.
+MERGE_ROW_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+
+
+def _changed_no_rows(commit: dict) -> bool:
+    metrics = commit.get("operationMetrics") or {}
+    return commit.get("operation") == "MERGE" and all(str(metrics.get(m)) == "0" for m in MERGE_ROW_METRICS)
+
+
+def _history(location: str) -> list[dict] | None:
+    """The table's commits, newest first; None if there is no Delta table at ``location``."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(location).history()
+    except TableNotFoundError:
+        return None
+
+
+def table_version(location: str) -> int | None:
+    """The table's current Delta version; None if there is no Delta table at ``location``."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(location).version()
+    except TableNotFoundError:
+        return None
+
+
+def content_version(location: str) -> int | None:
+    """The latest version of the table at ``location`` that changed its rows (module docstring); None if
+    there is no Delta table there."""
+    history = _history(location)
+    if history is None:
+        return None
+    for commit in history:
+        if not _changed_no_rows(commit):
+            return int(commit["version"])
+    return 0
+
+
+def commit_stamp(location: str, version: int) -> int | None:
+    """When ``version`` of the table was committed (ms since the epoch); None if it has no such version.
+    With the version it names one commit: a table deleted and re-created reaches the same version
+    number again, not the same stamp."""
+    for commit in _history(location) or []:
+        if int(commit["version"]) == version:
+            return int(commit["timestamp"])
+    return None
+
+
+def unchanged_since(location: str, version: int, stamp: int) -> bool:
+    """Whether the table's rows are those of ``version`` (committed at ``stamp``): that commit is still
+    in its history and every later commit is a MERGE that changed no row."""
+    for commit in _history(location) or []:     # newest first
+        if int(commit["version"]) == version:
+            return int(commit["timestamp"]) == stamp
+        if int(commit["version"]) < version or not _changed_no_rows(commit):
+            return False
+    return False
