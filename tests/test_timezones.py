@@ -66,5 +66,11 @@ def test_validate_gives_the_same_results_on_a_host_outside_utc(spark, tmp_path):
                              "--conf", "spark.sql.shuffle.partitions=1"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     there = json.loads((lake / "_quality" / "latest.json").read_text())
-    assert there["tables"] == here.to_dict()["tables"], result.stdout + result.stderr[-1000:]
+
+    def verdicts(tables: list[dict]) -> list[dict]:
+        # The suite's fingerprint holds each run's own instant (the "not after now" bounds): not compared.
+        return [{k: v for k, v in t.items() if k != "suite"} for t in tables]
+
+    assert verdicts(there["tables"]) == verdicts(here.to_dict()["tables"]), \
+        result.stdout + result.stderr[-1000:]
     assert result.returncode == 0
