@@ -47,6 +47,8 @@ def test_usage_block_runs_as_written(tmp_path, taobao_sample):
     assert all(v.startswith("duet-") for v in embedded.column("model_version").to_pylist())
     # The curl example: the published snapshot's vector for a known user, nothing for an unknown one.
     assert "published duet-" in result.stdout
+    # `duet validate` ran the embedding suite just before: publish takes that pass (serving.publish).
+    assert re.search(r"gate: the pass in \S+/lake/_quality/\d{8}T\d{6}Z, same rows", result.stdout)
     online = json.loads((tmp_path / "online.json").read_text())
     assert online["metadata"]["feature_names"] == ["user_id", "click_embedding", "conversion_embedding"]
     click = online["results"][1]
