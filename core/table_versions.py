@@ -18,15 +18,20 @@ def _changed_no_rows(commit: dict) -> bool:
     return commit.get("operation") == "MERGE" and all(str(metrics.get(m)) == "0" for m in MERGE_ROW_METRICS)
 
 
-def _history(location: str) -> list[dict] | None:
-    """The table's commits, newest first; None if there is no Delta table at ``location``."""
+def _history(location: str, since: int | None = None) -> list[dict] | None:
+    """The table's commits, newest first (those after ``since`` and ``since`` itself, when given: the log
+    is not read further back); None if there is no Delta table at ``location``."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(location).history()
+        table = DeltaTable(location)
     except TableNotFoundError:
         return None
+    if since is None:
+        return table.history()
+    newer = table.version() - since
+    return table.history(limit=newer + 1) if newer >= 0 else []
 
 
 def table_version(location: str) -> int | None:
@@ -56,7 +61,7 @@ def commit_stamp(location: str, version: int) -> int | None:
     """When ``version`` of the table was committed (ms since the epoch); None if it has no such version.
     With the version it names one commit: a table deleted and re-created reaches the same version
     number again, not the same stamp."""
-    for commit in _history(location) or []:
+    for commit in _history(location, since=version) or []:
         if int(commit["version"]) == version:
             return int(commit["timestamp"])
     return None
@@ -65,7 +70,7 @@ def commit_stamp(location: str, version: int) -> int | None:
 def unchanged_since(location: str, version: int, stamp: int) -> bool:
     """Whether the table's rows are those of ``version`` (committed at ``stamp``): that commit is still
     in its history and every later commit is a MERGE that changed no row."""
-    for commit in _history(location) or []:     # newest first
+    for commit in _history(location, since=version) or []:     # newest first
         if int(commit["version"]) == version:
             return int(commit["timestamp"]) == stamp
         if int(commit["version"]) < version or not _changed_no_rows(commit):
