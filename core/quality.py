@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from core.contracts import TABLES, Table
 from core.errors import DuetError
 from core.files import write_atomic
-from core.table_versions import commit_stamp, table_version, unchanged_since
+from core.table_versions import pin, unchanged_since
 
 if TYPE_CHECKING:
     from great_expectations.expectations.expectation import Expectation
@@ -236,15 +236,14 @@ def suite_fingerprint(suite: Suite) -> str:
 
 
 def _pinned(spark: SparkSession, lake: str, table: Table) -> tuple[DataFrame, list[int] | None]:
-    """``table`` read at its current Delta version, and [that version, its commit stamp] (None if the
-    version could not be read without Spark)."""
+    """``table`` read at its current Delta version, and [that version, its commit stamp]
+    (``core.table_versions.pin``; None, and the latest version read, if delta-rs finds no table)."""
     location = table.location(lake)
-    version = table_version(location)
-    stamp = None if version is None else commit_stamp(location, version)
+    pinned = pin(location)
     reader = spark.read.format("delta")
-    if stamp is not None:
-        reader = reader.option("versionAsOf", version)
-    return reader.load(location), (None if stamp is None else [version, stamp])
+    if pinned is not None:
+        reader = reader.option("versionAsOf", pinned[0])
+    return reader.load(location), (None if pinned is None else list(pinned))
 
 
 def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[TableResult, dict]:

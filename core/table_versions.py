@@ -57,22 +57,26 @@ def content_version(location: str) -> int | None:
     return 0
 
 
-def commit_stamp(location: str, version: int) -> int | None:
-    """When ``version`` of the table was committed (ms since the epoch); None if it has no such version.
-    With the version it names one commit: a table deleted and re-created reaches the same version
-    number again, not the same stamp."""
-    for commit in _history(location, since=version) or []:
-        if int(commit["version"]) == version:
-            return int(commit["timestamp"])
-    return None
+def pin(location: str) -> tuple[int, int] | None:
+    """(current version, its commit stamp in ms since the epoch) of the table at ``location``, from one
+    read of the log's newest commit; None if there is no Delta table there. The stamp makes the pair name
+    one commit: a table deleted and re-created reaches the same version number again, not the same stamp."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        [newest] = DeltaTable(location).history(limit=1)
+    except TableNotFoundError:
+        return None
+    return int(newest["version"]), int(newest["timestamp"])
 
 
 def unchanged_since(location: str, version: int, stamp: int) -> bool:
-    """Whether the table's rows are those of ``version`` (committed at ``stamp``): that commit is still
-    in its history and every later commit is a MERGE that changed no row."""
-    for commit in _history(location, since=version) or []:     # newest first
+    """Whether the table's rows are those of ``pin``'s (``version``, ``stamp``): that commit is still in
+    its history and every later commit is a MERGE that changed no row."""
+    for commit in _history(location, since=version) or []:     # newest first, down to ``version``
         if int(commit["version"]) == version:
             return int(commit["timestamp"]) == stamp
-        if int(commit["version"]) < version or not _changed_no_rows(commit):
+        if not _changed_no_rows(commit):
             return False
     return False

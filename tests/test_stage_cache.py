@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from core.table_versions import commit_stamp, content_version, table_version, unchanged_since
+from core.table_versions import content_version, pin, table_version, unchanged_since
 from duet import stage_cache
 from duet.stage_cache import StageCache
 
@@ -20,8 +20,8 @@ def test_a_merge_that_changes_no_row_leaves_the_content_version_and_what_was_rea
     location = str(tmp_path / "t")
     write_deltalake(location, _rows("a", "b"))
     assert content_version(location) == 0
-    first = commit_stamp(location, 0)
-    assert first is not None and commit_stamp(location, 1) is None
+    first = pin(location)
+    assert first[0] == 0 and pin(str(tmp_path / "none")) is None
 
     def merge(rows: pa.Table) -> None:
         (DeltaTable.forPath(spark, location).alias("t")
@@ -30,19 +30,20 @@ def test_a_merge_that_changes_no_row_leaves_the_content_version_and_what_was_rea
 
     merge(_rows("a", "b"))                    # rewrites files, changes nothing
     assert (table_version(location), content_version(location)) == (1, 0)
-    assert unchanged_since(location, 0, first)                # what version 0 held is still the content
-    assert not unchanged_since(location, 0, first + 1)        # another table's version 0
+    no_op = pin(location)
+    assert no_op[0] == 1 and unchanged_since(location, *first)    # version 0's rows are still the content
+    assert not unchanged_since(location, 0, first[1] + 1)         # another table's version 0
     merge(pa.table({"user_id": ["a"], "n": [7]}))
     assert (table_version(location), content_version(location)) == (2, 2)
-    assert not unchanged_since(location, 0, first)
-    assert not unchanged_since(location, 1, commit_stamp(location, 1))
-    assert unchanged_since(location, 2, commit_stamp(location, 2))
+    assert not unchanged_since(location, *first) and not unchanged_since(location, *no_op)
+    updated = pin(location)
+    assert updated[0] == 2 and unchanged_since(location, *updated)
     write_deltalake(location, _rows("c"), mode="append")
     assert content_version(location) == 3
-    assert not unchanged_since(location, 2, commit_stamp(location, 2))
-    assert not unchanged_since(location, 9, first)            # a version the table never had
+    assert not unchanged_since(location, *updated)
+    assert not unchanged_since(location, 9, first[1])             # a version the table never had
     assert content_version(str(tmp_path / "none")) is None
-    assert not unchanged_since(str(tmp_path / "none"), 0, first)
+    assert not unchanged_since(str(tmp_path / "none"), *first)
 
 
 def test_a_stage_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, monkeypatch):
