@@ -23,6 +23,8 @@ the labels reported by then; ``matured``, ``naive`` and ``importance`` modes on 
 changes nothing in the four variants' figures (it runs after them). Per run: each mode's NE and the
 relative NE reductions of ``importance`` and ``naive`` against ``matured`` with their paired intervals;
 across the signal-1 data seeds, the mean reduction and its 95% t-interval. The claim:
+(On 2026-12-04 ``importance`` was renamed ``elapsed_weighted``, its own name, and ``fnw``, FNW as
+published, was added to the modes; claim 3 reads the renamed mode, ``fnw`` is reported, not judged.)
 
   3. With signal 1: ``importance``'s mean NE is below ``matured``'s and the t-interval of its relative
      reduction is above 0. (``naive`` is reported, not judged; signal 0's runs are reported too.)
@@ -102,9 +104,10 @@ def summarize(runs: list[dict]) -> dict:
                    for name in delayed[0]["relative_ne_reduction"]}}
             if signal > 0:
                 dfb = entry["delayed_feedback"]
-                entry["claim 3: importance NE < matured NE and the reduction's interval above 0"] = bool(
-                    dfb["mean_ne"]["importance"] < dfb["mean_ne"]["matured"]
-                    and dfb["importance vs matured"]["t_interval"][0] > 0)
+                claim = "claim 3: elapsed_weighted NE < matured NE and the reduction's interval above 0"
+                entry[claim] = bool(
+                    dfb["mean_ne"]["elapsed_weighted"] < dfb["mean_ne"]["matured"]
+                    and dfb["elapsed_weighted vs matured"]["t_interval"][0] > 0)
         out[f"signal {signal:g}"] = entry
     return out
 

@@ -47,7 +47,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     cfg = GeneratorConfig(users=args.users, days=args.days, start=args.start, seed=args.seed,
                           conversion_signal=args.conversion_signal,
                           unattributed_share=args.unattributed_share)
-    print(generate(cfg, args.out).to_json())
+    print(generate(cfg, args.out, args.truth).to_json())
     return 0
 
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write synthetic click and conversion files")
     p.add_argument("--out", required=True, help="folder for clicks.parquet and conversions.parquet")
+    p.add_argument("--truth", metavar="DIR", help="also write each user's latents and each advertiser's "
+                   "topic here, a folder apart from --out (duet.ceiling reads it)")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 5), help="first day, YYYY-MM-DD")
@@ -363,8 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoders: report grace of the conversion targets (default 1)")
     p.add_argument("--delayed-feedback", action="store_true",
                    help="also train rankers at the start of the test period on clicks whose labels are "
-                        "still arriving (matured only, naive, importance-weighted); compare them on the "
-                        "test set")
+                        "still arriving (matured only, naive, elapsed-time weighted, FNW); compare them on "
+                        "the test set")
     p.add_argument("--force", action="store_true",
                    help="re-run pre-training, validation and the ranker even when their inputs, settings "
                         "and code are unchanged since they last passed (otherwise their results are reused)")

@@ -19,6 +19,12 @@ The generator is a latent user model, so that evaluations have something true to
 * **Delays**: conversion delay ~ LogNormal with median 20 h (about half within a day), capped at 30 days;
   report delay ~ LogNormal with median 2 h, from 1 minute to 14 days.
 
+**Ground truth** (``duet generate --truth DIR``, a folder apart from the events, never read by the pipeline's
+stages): ``users.parquet`` (each user's ``activity``, ``theta``, ``eta``, ``propensity`` and the chunk's
+probability ``scale``: a click on topic ``t`` converts with ``min(scale * exp(log_rate_ut), 0.5)``),
+``advertisers.parquet`` (each advertiser's topic) and ``generator.json`` (the config). ``duet.ceiling``
+turns them into the oracle and Bayes NE a ranker can at best reach.
+
 Users are generated in chunks and each chunk is appended to the Parquet files as row groups, so memory is
 bounded by the chunk, not the data set (20M+ clicks is fine). The output is a pure function of the
 config: the same seed gives the same files. Timestamps are written as microseconds in UTC.
@@ -47,6 +53,9 @@ _DAY_S = 86_400
 _DIURNAL = np.array(
     [2, 1.5, 1, 1, 1, 1.5, 2.5, 4, 5, 5.5, 5.5, 6, 6, 5.5, 5.5, 5.5, 6, 6.5, 7.5, 8.5, 8.5, 7, 5, 3.5]
 )
+# (median s, sigma, lowest s, highest s) of the log-normal delays, shared with ``duet.ceiling``.
+CONVERSION_DELAY = (20 * 3600, 1.6, 1, 30 * _DAY_S)
+REPORT_DELAY = (7200, 2.0, 60, 14 * _DAY_S)
 _CONVERSION_TYPES = np.array(["purchase", "add_to_cart", "lead", "install"])
 _CONVERSION_TYPE_P = np.array([0.6, 0.25, 0.1, 0.05])
 
@@ -69,6 +78,12 @@ class GeneratorConfig:
     advertisers: int = 200
     ads_per_advertiser: int = 25
     chunk_users: int = 20_000
+
+    # The generator's fixed constants, named once so that ``duet.ceiling`` computes with the same ones.
+    VISIBLE_WEIGHT = 0.5       # v_ut = 0.5 log(K theta_ut + 0.1)
+    PROPENSITY_WEIGHT = 0.8    # h_ut = 0.8 s_u + 0.7 log(K eta_ut + 0.1)
+    HIDDEN_TOPIC_WEIGHT = 0.7
+    P_CAP = 0.5                # no click converts with a higher probability
 
     def __post_init__(self) -> None:
         checks = {
@@ -160,9 +175,7 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
     theta = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
     eta = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
     propensity = rng.standard_normal(n_users)
-    visible = 0.5 * np.log(k * theta + 0.1)
-    hidden = 0.8 * propensity[:, None] + 0.7 * np.log(k * eta + 0.1)
-    log_rate = visible + cfg.conversion_signal * hidden  # (users, topics), up to a constant
+    log_rate = log_rates(cfg, theta, eta, propensity)  # (users, topics), up to a constant
 
     # Clicks: Poisson per user-day, diurnal hours.
     n_clicks = rng.poisson(cfg.clicks_per_day * activity * cfg.days)
@@ -179,10 +192,11 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
 
     # Attributed conversions: scale exp(log_rate) so that cfg.cvr of this chunk's clicks convert.
     score = np.exp(log_rate[owner, topic])
-    p = np.minimum(score * (cfg.cvr / score.mean()), 0.5) if len(score) else score
+    scale = cfg.cvr / score.mean() if len(score) else 1.0
+    p = np.minimum(score * scale, cfg.P_CAP)
     converted = rng.random(len(owner)) < p
     conv_click = np.flatnonzero(converted)
-    delay_s = _lognormal_seconds(rng, len(conv_click), 20 * 3600, 1.6, 1, 30 * _DAY_S)
+    delay_s = _lognormal_seconds(rng, len(conv_click), *CONVERSION_DELAY)
     att_conv_us = click_us[conv_click] + (delay_s * 1e6).astype(np.int64)
 
     # Unattributed conversions: same per-user topic propensity, share-matched counts, random times.
@@ -204,7 +218,7 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
     c_click = np.concatenate([first_click + conv_click, np.full(len(un_owner), -1)])
     order = np.lexsort((c_ts, c_owner))
     c_owner, c_adv, c_ts, c_click = c_owner[order], c_adv[order], c_ts[order], c_click[order]
-    report_us = c_ts + (_lognormal_seconds(rng, len(c_ts), 7200, 2.0, 60, 14 * _DAY_S) * 1e6).astype(np.int64)
+    report_us = c_ts + (_lognormal_seconds(rng, len(c_ts), *REPORT_DELAY) * 1e6).astype(np.int64)
     ctype = rng.choice(len(_CONVERSION_TYPES), size=len(c_ts), p=_CONVERSION_TYPE_P)
     has_value = ctype <= 1  # purchases and carts carry a value; leads and installs do not
     value = np.round(rng.lognormal(np.log(40.0), 1.0, len(c_ts)), 2)
@@ -235,11 +249,62 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
         },
         schema=CONVERSIONS_ARROW,
     )
-    return clicks, conversions
+    truth = pa.table({
+        "user_id": _ids("u", users, 7),
+        "activity": pa.array(activity, pa.float64()),
+        "theta": pa.array(list(theta), pa.list_(pa.float64())),
+        "eta": pa.array(list(eta), pa.list_(pa.float64())),
+        "propensity": pa.array(propensity, pa.float64()),
+        "scale": pa.array(np.full(n_users, scale), pa.float64()),
+    }, schema=TRUTH_USERS_ARROW)
+    return clicks, conversions, truth
 
 
-def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike) -> GeneratorSummary:
-    """Write ``clicks.parquet`` and ``conversions.parquet`` under ``out_dir``; return their counts.
+def log_rates(cfg: GeneratorConfig, theta: np.ndarray, eta: np.ndarray, propensity: np.ndarray
+              ) -> np.ndarray:
+    """``log_rate_ut = v_ut + signal * h_ut`` for users' latents (theta, eta: (..., K); propensity: (...,)).
+
+    A click on topic ``t`` converts with ``min(scale * exp(log_rate_ut), P_CAP)``."""
+    k = theta.shape[-1]
+    visible = cfg.VISIBLE_WEIGHT * np.log(k * theta + 0.1)
+    hidden = cfg.PROPENSITY_WEIGHT * propensity[..., None] + cfg.HIDDEN_TOPIC_WEIGHT * np.log(k * eta + 0.1)
+    return visible + cfg.conversion_signal * hidden
+
+
+TRUTH_USERS_ARROW = pa.schema([
+    ("user_id", pa.string()), ("activity", pa.float64()), ("theta", pa.list_(pa.float64())),
+    ("eta", pa.list_(pa.float64())), ("propensity", pa.float64()), ("scale", pa.float64())])
+
+
+def _write_truth(cfg: GeneratorConfig, catalog: _Catalog, truth: list[pa.Table], truth_dir: Path) -> None:
+    """The latents beside (never among) the events: a folder of its own, each file renamed when whole."""
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    advertisers = pa.table({"advertiser_id": _ids("adv", np.arange(cfg.advertisers), 4),
+                            "topic": pa.array(catalog.topic_of_adv, pa.int64())})
+    for name, table in (("users.parquet", pa.concat_tables(truth)), ("advertisers.parquet", advertisers)):
+        pq.write_table(table, truth_dir / f"{name}.tmp")
+        os.replace(truth_dir / f"{name}.tmp", truth_dir / name)
+    config = {**asdict(cfg), "start": cfg.start.isoformat()}
+    (truth_dir / "generator.json.tmp").write_text(json.dumps(config, indent=1, sort_keys=True))
+    os.replace(truth_dir / "generator.json.tmp", truth_dir / "generator.json")
+
+
+def read_truth(truth_dir: str | os.PathLike) -> tuple[GeneratorConfig, pa.Table, np.ndarray]:
+    """``(config, users, topic of each advertiser number)`` from a ``--truth`` folder."""
+    folder = Path(truth_dir)
+    if not (folder / "generator.json").is_file():
+        raise DuetError(f"{folder} holds no generator truth (write it with `duet generate --truth DIR`)")
+    raw = json.loads((folder / "generator.json").read_text())
+    cfg = GeneratorConfig(**{**raw, "start": date.fromisoformat(raw["start"])})
+    users = pq.read_table(folder / "users.parquet")
+    advertisers = pq.read_table(folder / "advertisers.parquet")
+    return cfg, users, advertisers.column("topic").to_numpy()
+
+
+def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike,
+             truth_dir: str | os.PathLike | None = None) -> GeneratorSummary:
+    """Write ``clicks.parquet`` and ``conversions.parquet`` under ``out_dir``; return their counts. With
+    ``truth_dir``, also each user's latents and each advertiser's topic there (module docstring).
 
     Files are written under a temporary name and renamed when complete, so a killed run never leaves a
     truncated file behind under the final name.
@@ -253,14 +318,16 @@ def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike) -> GeneratorSumma
     paths = {"clicks": out / "clicks.parquet", "conversions": out / "conversions.parquet"}
     tmp = {k: p.with_suffix(".parquet.tmp") for k, p in paths.items()}
     n_clicks = n_conv = n_att = 0
+    truth: list[pa.Table] = []
     with pq.ParquetWriter(tmp["clicks"], CLICKS_ARROW) as wc, \
          pq.ParquetWriter(tmp["conversions"], CONVERSIONS_ARROW) as wv:
         for i, seed in enumerate(chunk_seeds):
             first_user = i * cfg.chunk_users
             n_users = min(cfg.chunk_users, cfg.users - first_user)
-            clicks, conversions = _chunk(
+            clicks, conversions, users = _chunk(
                 cfg, catalog, first_user, n_users, n_clicks, n_conv, np.random.default_rng(seed)
             )
+            truth.append(users)
             wc.write_table(clicks, row_group_size=1 << 20)
             wv.write_table(conversions, row_group_size=1 << 20)
             n_clicks += clicks.num_rows
@@ -268,5 +335,7 @@ def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike) -> GeneratorSumma
             n_att += conversions.num_rows - conversions["attributed_click_id"].null_count
     for key, path in paths.items():
         os.replace(tmp[key], path)
+    if truth_dir is not None:
+        _write_truth(cfg, catalog, truth, Path(truth_dir))
     return GeneratorSummary(n_clicks, n_conv, n_att, n_conv - n_att, str(paths["clicks"]),
                             str(paths["conversions"]))

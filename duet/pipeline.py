@@ -225,9 +225,12 @@ def ranker_snapshots(snapshots: list[datetime], splits: Splits, ttl: timedelta) 
 
 
 def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: dict[str, str],
-                    cfg: DemoConfig, clock: StageClock, history_from: datetime) -> dict:
+                    cfg: DemoConfig, clock: StageClock, history_from: datetime,
+                    truth: tuple[Path, Path] | None = None) -> dict:
     """Examples, the Feast training set, the ablation (and, with ``cfg.delayed_feedback``, the
-    delayed-feedback experiment on the clicks from ``history_from``); returns the ablation report."""
+    delayed-feedback experiment on the clicks from ``history_from``); returns the ablation report. With
+    ``truth`` (the generated events' folder and the generator's truth), also the ceiling on the test set
+    (``duet.ceiling``) and each variant's share of the gap to it closed."""
     from ranker.evaluate import AblationConfig, run_ablation
     from ranker.training_set import build_training_set
     from serving.store import StoreConfig, feature_store
@@ -253,10 +256,39 @@ def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: di
     with clock.stage("ranker"):
         ablation = run_ablation(AblationConfig(lake, models, seeds=cfg.ranker_seeds))
     out = {"examples": examples, "training_set": built, "training_validation": quality.to_dict(), **ablation}
+    if truth is not None:
+        with clock.stage("ceiling"):
+            out["ceiling"] = test_ceiling(lake, next(iter(models.values())), periods, cfg, truth, ablation)
+            print(f"ceiling on the test set: oracle NE {out['ceiling']['oracle_ne']:.4f}, Bayes NE "
+                  f"{out['ceiling']['bayes_ne']:.4f}")
     if cfg.delayed_feedback:
         with clock.stage("delayed feedback"):
             out["delayed_feedback"] = delayed_feedback(spark, store, lake, periods, models, cfg, history_from)
     return out
+
+
+def test_ceiling(lake: str, model_version: str, periods: Periods, cfg: DemoConfig, truth: tuple[Path, Path],
+                 ablation: dict, samples: int = 1000) -> dict:
+    """The oracle and Bayes NE on the ablation's test rows (``duet.ceiling``), and per variant the share of
+    the gap between ``none`` and the Bayes NE that it closes, ``(NE_none - NE_v) / (NE_none - NE_bayes)``
+    (and the same against the oracle)."""
+    import pyarrow.compute as pc
+
+    from duet.ceiling import ceiling
+    from ranker.data import read_training_set
+
+    table = read_training_set(lake, model_version)
+    test = table.filter(pc.equal(table.column("split"), "test")).select(
+        ["user_id", "advertiser_id", "click_ts", "label"])
+    bound = ceiling(truth[0], truth[1], test, periods.label_cutoff, cfg.attribution_window, samples=samples)
+    variants = ablation["variants"]
+    none = variants["none"]["ne"]
+
+    def closed(target: float) -> dict:
+        return {v: (none - r["ne"]) / (none - target) if none > target else None for v, r in variants.items()}
+
+    return {**bound.to_dict(), "gap_closed": closed(bound.bayes_ne),
+            "gap_closed_oracle": closed(bound.oracle_ne)}
 
 
 def delayed_feedback(spark: SparkSession, store, lake: str, periods: Periods, models: dict[str, str],
@@ -365,7 +397,8 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
     else:
         with clock.stage("generate"):
             summary = generate(GeneratorConfig(users=cfg.users, days=cfg.days, seed=cfg.seed,
-                                               conversion_signal=cfg.conversion_signal), work / "input")
+                                               conversion_signal=cfg.conversion_signal), work / "input",
+                               work / "truth")
         clicks, conversions = summary.clicks_path, summary.conversions_path
         report["generated"] = json.loads(summary.to_json())
     with clock.stage("ingest"):
@@ -437,7 +470,8 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
             versions = ", ".join(models.values())
             print(_reused(hit, f"the examples, the training set and the rankers of {versions}"))
     else:
-        ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0])
+        truth = None if cfg.clicks or cfg.taobao else (work / "input", work / "truth")
+        ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0], truth)
         cache.store("ranker", ablation, [TRAINING_EXAMPLES.location(lake), TRAINING_SET.location(lake)],
                     [f"{RANKERS}/{v}" for v in models.values() if (Path(lake) / RANKERS / v).is_dir()])
     report["ranker"] = ablation

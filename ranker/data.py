@@ -34,7 +34,9 @@ class Batch:
     """Rows of one split. Shapes: ``ad``, ``advertiser``: (n,) int64; ``summary``: (n, 8); ``user``:
     (n, w) float32 (w = 0 for ``none``); ``user_missing``, ``label``: (n,) float32; ``user_ids``: (n,).
     ``observed`` (n,) float32, only for delayed feedback: the probability that an eventual positive's label
-    had been reported when the labels were read (``ranker.delay_weights``); None = every label is final."""
+    had been reported when the labels were read (``ranker.delay_weights``); None = every label is final.
+    ``fake_negatives``: the rows are the fake-negative stream of delayed feedback (every click once as a 0,
+    each reported conversion once more as a 1) and train on the FNW loss (``ranker.delay_weights``)."""
 
     ad: torch.Tensor
     advertiser: torch.Tensor
@@ -44,6 +46,7 @@ class Batch:
     label: torch.Tensor
     user_ids: np.ndarray
     observed: torch.Tensor | None = None
+    fake_negatives: bool = False
 
     def __len__(self) -> int:
         return len(self.label)
@@ -51,7 +54,7 @@ class Batch:
     def rows(self, index: torch.Tensor) -> Batch:
         return Batch(self.ad[index], self.advertiser[index], self.summary[index], self.user[index],
                      self.user_missing[index], self.label[index], self.user_ids[index.numpy()],
-                     None if self.observed is None else self.observed[index])
+                     None if self.observed is None else self.observed[index], self.fake_negatives)
 
 
 def _float(column: pa.ChunkedArray | pa.Array, fill: float) -> np.ndarray:

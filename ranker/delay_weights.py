@@ -1,20 +1,56 @@
-"""Importance weights for delayed feedback: learning the eventual conversion rate while labels still arrive.
+"""Loss weights for delayed feedback: learning the eventual conversion rate while labels still arrive.
 
+Two weightings, one per delayed-feedback mode of ``ranker.delayed`` that weights its loss. In both, ``p`` is
+the prediction of the model being trained with its gradient stopped (a constant in each step's loss), and
+the weighted loss is binary cross-entropy on the rows' labels.
+
+**Elapsed-time weights** (mode ``elapsed_weighted``; this project's own estimator, not a published one).
 When a ranker is trained at an instant ``C``, a click ``e`` seconds old (``e = C - click_ts``) shows label
 1 only if a conversion it led to has been *reported* by ``C``. With ``p = P(converts | x)`` and
 ``F(e) = P(first report within e | converts)`` (the observation-delay distribution, taken to be the same
 for every click and estimated on the clicks that had matured by ``C``), the label seen at ``C`` is 1 with
-probability ``p F(e)``. Weighting an observed positive by ``w1 = 1 / F(e)`` and an observed negative by
-``w0 = (1 - p) / (1 - p F(e))`` makes the expected weighted loss the loss on the eventual labels::
+probability ``p F(e)``. Each click is one row with its seen label. Weighting a seen positive by
+``w1 = 1 / F(e)`` and a seen negative by ``w0 = (1 - p) / (1 - p F(e))`` makes the expected weighted loss
+the loss on the eventual labels::
 
     E[w(y_seen) l(y_seen)] = p F(e) w1 l(1) + (1 - p F(e)) w0 l(0) = p l(1) + (1 - p) l(0)
 
-``p`` is the prediction of the model being trained, with its gradient stopped (the device of FNW, Ktena
-et al. 2019); what may still arrive is read from the elapsed time, as in ES-DFM (Yang et al. 2021). A
-matured click has ``F = 1`` and both weights 1: its loss is the plain one. ``F`` is floored
-(``min_observed``) so that a very fresh positive cannot get an unbounded weight.
+These are the importance weights ``P(y) / P(y_seen)`` of the seen label against the eventual one, with
+the observation probability read from the elapsed time (as ES-DFM, Yang et al. 2021, reads what may still
+arrive from the elapsed time, though ES-DFM learns it per click and this uses one ``F``). A matured click
+has ``F = 1`` and both weights 1: its loss is the plain one. ``F`` is floored (``min_observed``) so that
+a very fresh positive cannot get an unbounded weight.
 
-Standard numpy and torch only; ``ranker.train`` applies the weights when a batch carries ``observed``.
+**FNW, the fake negative weighted loss** (mode ``fnw``; Ktena et al. 2019, "Addressing Delayed Feedback
+for Continuous Training with Neural Networks in CTR prediction", RecSys 2019, arXiv:1907.06558, the
+"fake negative weighted" loss). The data are a stream: every click enters at click time as a negative,
+and a click whose conversion is reported enters once more, as a positive (a duplicate row, label 1).
+With ``p(x) = p(y=1|x)`` the true rate and the paper's assumptions ``b(x|y=0) = p(x)`` (every click is a
+negative row) and ``b(x|y=1) = p(x|y=1)`` (the duplicates are the converting clicks), the rows' label
+distribution is ``b(y=1|x) = p/(1+p)``, ``b(y=0|x) = 1/(1+p)``, and the importance weights ``p(y|x)/b(y|x)``
+give the paper's loss::
+
+    L_IS(theta) = - sum_{x,y} [ y (1 + p(y=1|x)) log f_theta(x)
+                                + (1 - y) p(y=0|x) (1 + p(y=1|x)) log(1 - f_theta(x)) ]
+
+that is a positive row weighted ``1 + p``, a negative row ``(1 - p)(1 + p)``; ``p``, unknown, is the
+model's own prediction ``f_theta(x)`` with its gradient stopped (as in the FNW reference implementation
+of the ES-DFM authors, github.com/ThyrixYang/es_dfm ``src/loss.py`` ``fake_negative_weighted_loss``:
+``p = sigmoid(stop_gradient(logits))``, the mean over rows). The network is trained on the biased rows
+but, through the weights, its output ``f_theta(x)`` estimates the true ``p(y=1|x)``, not ``b(y=1|x)``:
+at test time it is used as it is (no calibration; FNC, the paper's other variant, trains unweighted on
+the same rows and maps ``b`` to ``p = b / (1 - b)`` afterwards). Per click the expected gradient on the
+logit is ``(1 + f)(1 - f)(f - p)``: its fixed point is ``f = p``.
+
+What FNW corrects is the duplication, not the wait: its derivation assumes every conversion's duplicate is
+in the data. Trained at an instant ``C``, a click whose conversion is not reported yet has its negative
+row and no positive one; with ``q(x) = P(converted and reported by C | x)`` the fixed point becomes
+``f = q`` (the expected gradient is ``(1 + f)(1 - f)(f - q)``), the rate the naive model also converges
+to. In the paper's continuous training the stream keeps arriving, so the deficit is that of the freshest
+clicks only; in a replay at one instant it is that of every click younger than the report delays.
+
+Standard numpy and torch only; ``ranker.train`` applies the elapsed-time weights when a batch carries
+``observed`` and the FNW weights when it has ``fake_negatives`` set.
 """
 
 from __future__ import annotations
@@ -63,10 +99,17 @@ class ObservationCDF:
         return {"median_hours": float(q50), "p90_hours": float(q90)}
 
 
-def importance_weights(p: torch.Tensor, label: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
-    """Per-row weights (n,): ``1 / F`` for a seen positive, ``(1 - p) / (1 - p F)`` for a seen negative.
-    ``p``: the model's probabilities (no gradient flows through them), ``observed``: ``F(e)`` per row."""
+def elapsed_weights(p: torch.Tensor, label: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """Per-row elapsed-time weights (n,): ``1 / F`` for a seen positive, ``(1 - p) / (1 - p F)`` for a seen
+    negative. ``p``: the model's probabilities (no gradient flows through them), ``observed``: ``F(e)``."""
     p = p.detach()
     positive = 1.0 / observed
     negative = (1.0 - p) / (1.0 - p * observed).clamp_min(1e-6)
     return torch.where(label > 0.5, positive, negative)
+
+
+def fnw_weights(p: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Per-row FNW weights (n,), Ktena et al. 2019: ``1 + p`` for a positive (duplicate) row,
+    ``(1 - p)(1 + p)`` for a negative row. ``p``: the model's probabilities, no gradient through them."""
+    p = p.detach()
+    return torch.where(label > 0.5, 1.0 + p, (1.0 - p) * (1.0 + p))

@@ -1,31 +1,45 @@
-"""The delayed-feedback experiment: a ranker trained at an instant when recent labels are still arriving.
+"""The delayed-feedback experiment: rankers trained at an instant when recent labels are still arriving.
 
 A ranker deployed at ``trained_at`` can only learn from what was reported by then. Clicks older than the
 attribution window plus the report grace have final labels (*matured*); younger ones show a 0 that may
-still become a 1. Three ways to train at ``trained_at``, one test set:
+still become a 1. Four ways to train at ``trained_at`` (``MODES``), replayed from one pool, one test set:
 
 * ``matured``: the default, matured clicks only (final labels, but the freshest days are left out);
-* ``naive``: every click with the label seen at ``trained_at`` (fresh, but a late positive counts as a
-  negative: biased down);
-* ``importance``: every click with its seen label, importance-weighted (``ranker.delay_weights``): the
-  expected loss is the loss on the eventual labels.
+* ``naive``: every click once with the label seen at ``trained_at`` (fresh, but a late positive counts as a
+  negative: biased down, to the rate of the conversions reported by then);
+* ``elapsed_weighted``: every click once with its seen label, weighted by the elapsed-time weights of
+  ``ranker.delay_weights`` (a seen positive ``1 / F(e)``, a seen negative ``(1 - p) / (1 - p F(e))``): the
+  expected loss is the loss on the eventual labels. This project's estimator (named ``importance`` before
+  issue 22), not a published one;
+* ``fnw``: FNW as published (Ktena et al. 2019; the loss and its derivation in ``ranker.delay_weights``):
+  every click once as a negative (as it entered the stream at click time), and each click whose conversion
+  was reported by ``trained_at`` once more as a positive (``fake_negative_rows``), trained on the fake
+  negative weighted loss (a positive row ``1 + p``, a negative row ``(1 - p)(1 + p)``, ``p`` the model's own
+  prediction, gradient stopped). The model's output estimates the eventual rate (not the rows' positive
+  share ``p / (1 + p)``) and is used as it is on the test set. Its derivation assumes every conversion's
+  duplicate is in the data; at ``trained_at`` a conversion not reported yet has none, and for those clicks
+  FNW converges, like ``naive``, to the rate reported by then: it corrects the duplication, not the wait.
 
-Protocol (fixed before any result of it was looked at):
+Protocol (fixed before any result of it was looked at; ``fnw`` was added, and ``importance`` renamed
+``elapsed_weighted``, after the first results, with the protocol unchanged):
 
 * The pool: the clicks of ``[history_from, trained_at)`` labelled at ``trained_at``
-  (``ranker.training_set.delayed_feedback_pool``); users whose id hashes into ``valid_share`` of the
-  buckets are held out for early stopping (the same users in every mode), so each mode stops on data it
-  could have had at ``trained_at``, with its own training loss (matured: the held-out users' matured
-  clicks, plain; naive: all of theirs, plain; importance: all of theirs, weighted).
-* ``F(e)`` from the first-report delays of the pool's matured positives (known at ``trained_at``).
+  (``ranker.training_set.delayed_feedback_pool``), the same for every mode; users whose id hashes into
+  ``valid_share`` of the buckets are held out for early stopping (the same users in every mode), so each
+  mode stops on data it could have had at ``trained_at``, with its own training loss (matured: the held-out
+  users' matured clicks, plain; naive: all of their clicks, plain; elapsed_weighted: all of their clicks,
+  weighted; fnw: their clicks as negatives and the duplicates of their reported conversions, FNW's loss).
+* ``F(e)`` (``elapsed_weighted`` only) from the first-report delays of the pool's matured positives
+  (known at ``trained_at``).
 * The test set: the ablation's (``split = test`` of ``training/training_set``, final labels), which
   starts at or after ``trained_at`` (checked), so no mode sees a test click or its label.
 * Features: the ``none`` variant's (ids and the sequence summary, no user embedding) with the ablation's
   ``RankerConfig``: the pool reaches back before the encoders' pre-training ended, where their embeddings
   are in-sample, so the experiment measures the labels, not the embeddings.
 * Each mode trains once per training seed; NE, AUC, log loss, calibration are the seed means; intervals
-  from the same user bootstrap as the ablation (paired across modes); the claim is ``importance``'s
-  relative NE reduction against ``matured``.
+  from the same user bootstrap as the ablation (paired across modes); every other mode's relative NE
+  reduction against ``matured`` is reported. The pre-registered claim (``benchmarks/ranker_ablation.py``)
+  is ``elapsed_weighted``'s; ``fnw``'s came after the first results and is no claim.
 """
 
 from __future__ import annotations
@@ -47,7 +61,7 @@ from ranker.data import Batch, read_training_set, to_batch
 from ranker.delay_weights import ObservationCDF
 from ranker.train import predict, train_ranker
 
-MODES = ("matured", "naive", "importance")
+MODES = ("matured", "naive", "elapsed_weighted", "fnw")
 
 
 @dataclass(frozen=True)
@@ -97,26 +111,52 @@ def observation_cdf(pool: pa.Table, cfg: DelayedFeedbackConfig) -> ObservationCD
                                       cfg.min_observed)
 
 
+def fake_negative_rows(pool: pa.Table, trained_at: datetime) -> pa.Table:
+    """FNW's rows at ``trained_at``: every click of ``pool`` once with label 0 (as it entered the stream at
+    click time), then each click whose conversion was reported by ``trained_at`` once more with label 1
+    (both parts in pool order). The pool's label 1 is that report; a label 1 whose report
+    (``click_ts + report_delay_s``) is missing or after ``trained_at`` is refused: such a pool was not
+    labelled at ``trained_at``, and its other modes would see a label from the future."""
+    label = pool.column("label").to_numpy(zero_copy_only=False)
+    positives = np.flatnonzero(label == 1)
+    delay_s = pc.fill_null(pool.column("report_delay_s"), np.nan).to_numpy(zero_copy_only=False)[positives]
+    reported_us = _micros(pool.column("click_ts"))[positives] + np.rint(delay_s.astype(np.float64) * 1e6)
+    late = ~(reported_us <= int(trained_at.timestamp() * 1_000_000))     # NaN (no report) counts as late
+    if late.any():
+        raise DuetError(f"delayed feedback: {int(late.sum())} positive(s) of the pool have no report by "
+                        f"the training instant {trained_at.isoformat()}: the pool is not labelled at it")
+    label_field = pool.schema.field("label")
+    negatives = pool.set_column(pool.schema.get_field_index("label"), label_field,
+                                pa.array(np.zeros(pool.num_rows, label.dtype), label_field.type))
+    return pa.concat_tables([negatives, pool.take(pa.array(positives, pa.int64()))])
+
+
 def mode_batches(pool: pa.Table, cfg: DelayedFeedbackConfig, cdf: ObservationCDF
                  ) -> dict[str, tuple[Batch, Batch]]:
-    """(train, valid) per mode; ``importance``'s batches carry ``observed = F(trained_at - click_ts)``."""
+    """(train, valid) per mode (module docstring), the held-out users' rows validating:
+    ``elapsed_weighted``'s batches carry ``observed = F(trained_at - click_ts)``, ``fnw``'s are the rows of
+    ``fake_negative_rows`` with ``fake_negatives`` set."""
     buckets = (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets)
     matured = pool.column("matured").to_numpy(zero_copy_only=False)
     valid = held_out(pool.column("user_id"), cfg.valid_share)
     elapsed = (int(cfg.trained_at.timestamp() * 1_000_000) - _micros(pool.column("click_ts"))) / 1e6
     observed = torch.from_numpy(cdf(elapsed))
+    stream = fake_negative_rows(pool, cfg.trained_at)
+    stream_valid = held_out(stream.column("user_id"), cfg.valid_share)
 
-    def part(mask: np.ndarray, weighted: bool) -> Batch:
-        rows = pa.array(np.flatnonzero(mask))
-        batch = to_batch(pool.take(rows), buckets, with_user=False)
-        if weighted:
-            batch.observed = observed[torch.from_numpy(np.flatnonzero(mask))]
+    def part(table: pa.Table, mask: np.ndarray, weights: torch.Tensor | None = None,
+             fake_negatives: bool = False) -> Batch:
+        rows = np.flatnonzero(mask)
+        batch = to_batch(table.take(pa.array(rows, pa.int64())), buckets, with_user=False)
+        batch.observed = None if weights is None else weights[torch.from_numpy(rows)]
+        batch.fake_negatives = fake_negatives
         return batch
 
-    everyone = np.ones(len(matured), bool)
-    return {"matured": (part(matured & ~valid, False), part(matured & valid, False)),
-            "naive": (part(everyone & ~valid, False), part(everyone & valid, False)),
-            "importance": (part(everyone & ~valid, True), part(everyone & valid, True))}
+    return {"matured": (part(pool, matured & ~valid), part(pool, matured & valid)),
+            "naive": (part(pool, ~valid), part(pool, valid)),
+            "elapsed_weighted": (part(pool, ~valid, observed), part(pool, valid, observed)),
+            "fnw": (part(stream, ~stream_valid, fake_negatives=True),
+                    part(stream, stream_valid, fake_negatives=True))}
 
 
 def evaluation_batch(cfg: DelayedFeedbackConfig) -> Batch:
@@ -166,14 +206,14 @@ def run_delayed_feedback(cfg: DelayedFeedbackConfig, pool: pa.Table, log=print) 
             **{k: float(np.mean([s[k] for s in seeds])) for k in ("ne", "auc", "logloss", "calibration")},
             "seeds": seeds}
         log(f"delayed feedback {mode}: NE {modes[mode]['ne']:.4f}, AUC {modes[mode]['auc']:.4f}, "
-            f"calibration {modes[mode]['calibration']:.3f} ({len(train):,} training clicks, "
+            f"calibration {modes[mode]['calibration']:.3f} ({len(train):,} training rows, "
             f"{time.perf_counter() - started:.1f} s)")
     weights = metrics.user_bootstrap_weights(test.user_ids, cfg.bootstrap, seed=0)
     replicates = metrics.bootstrap_ne(predictions, y, weights)
     for mode in MODES:
         modes[mode]["ne_interval"] = metrics.interval(replicates[mode])
     reductions = {}
-    for mode in ("importance", "naive"):
+    for mode in (m for m in MODES if m != "matured"):
         point = (modes["matured"]["ne"] - modes[mode]["ne"]) / modes["matured"]["ne"]
         paired = (replicates["matured"] - replicates[mode]) / replicates["matured"]
         reductions[f"{mode} vs matured"] = {"mean": float(point), "interval": metrics.interval(paired)}

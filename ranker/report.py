@@ -292,8 +292,13 @@ def _section(section_id: str, title: str, body: str) -> str:
     return f'<section id="{section_id}"><h2>{_e(title)}</h2>{body}</section>'
 
 
-def metrics_table(variants: Mapping[str, Mapping[str, Any]], reduction: Mapping[str, Any] | None) -> str:
-    """One row per variant (the lowest NE in bold), then the relative NE reduction line."""
+def metrics_table(variants: Mapping[str, Mapping[str, Any]], reduction: Mapping[str, Any] | None,
+                  ceiling: Mapping[str, Any] | None = None) -> str:
+    """One row per variant (the lowest NE in bold), then the relative NE reduction line. With ``ceiling``
+    (``duet.ceiling`` on generated data), a column of each variant's share of the gap between ``none`` and
+    the Bayes NE that it closes, and the ceiling's line."""
+    closed = ceiling.get("gap_closed") if isinstance(ceiling, Mapping) else None
+    closed = closed if isinstance(closed, Mapping) else None
     names = _ordered(variants)
     colors = _colors(names)
     finite_ne = [variants[n].get("ne") for n in names if _finite(variants[n].get("ne"))]
@@ -309,11 +314,25 @@ def metrics_table(variants: Mapping[str, Mapping[str, Any]], reduction: Mapping[
         rows.append([f'<span class="swatch" style="background:{colors[name]}"></span>{_e(name)}', ne,
                      _with_interval(v.get("auc"), v.get("auc_interval")), _num(v.get("logloss")),
                      _num(v.get("calibration"), 3), f'<span class="seeds">{per_seed}</span>'])
+        if closed is not None:
+            rows[-1].append(_pct(closed.get(name)) if _finite(closed.get(name)) else "n/a")
     if not rows:
         rows.append(['<span class="na">no variants in the report</span>', "", "", "", "", ""])
     header = ["variant", "NE [95% interval]", "AUC [95% interval]", "log loss",
               "calibration (predicted / observed)", "NE per seed"]
-    return _table(header, rows, "metrics") + _reduction_line(reduction)
+    if closed is not None:
+        header.append("share of the gap to the Bayes NE closed")
+    return _table(header, rows, "metrics") + _reduction_line(reduction) + _ceiling_line(ceiling)
+
+
+def _ceiling_line(ceiling: Mapping[str, Any] | None) -> str:
+    if not isinstance(ceiling, Mapping) or not _finite(ceiling.get("bayes_ne")):
+        return ""
+    return ('<p class="ceiling">The generator&#x27;s ceiling on this test set: Bayes NE '
+            f'<strong>{_num(ceiling.get("bayes_ne"))}</strong> (the best any ranker can do from the history '
+            f'reported before each click), oracle NE {_num(ceiling.get("oracle_ne"))} (with the true '
+            "conversion probabilities). Share of the gap closed: (NE of none &minus; NE of the variant) / "
+            "(NE of none &minus; Bayes NE).</p>")
 
 
 def _reduction_line(reduction: Mapping[str, Any] | None) -> str:
@@ -329,14 +348,18 @@ def _reduction_line(reduction: Mapping[str, Any] | None) -> str:
     return f'<p class="reduction">{text}.</p>'
 
 
-def _ne_plot(variants: Mapping[str, Mapping[str, Any]]) -> str:
+def _ne_plot(variants: Mapping[str, Mapping[str, Any]], ceiling: Mapping[str, Any] | None = None) -> str:
     names = _ordered(variants)
     if not any(_finite(variants[n].get("ne")) for n in names):
         return _not_available("NE per variant")
     colors = _colors(names)
     bars = [Bar(n, variants[n].get("ne"), _pair(variants[n].get("ne_interval")), colors[n]) for n in names]
-    chart = bar_chart(bars, "normalized entropy (lower is better)", "NE per variant")
     note = "Bars: NE on the test set; whiskers: 95% interval."
+    if isinstance(ceiling, Mapping) and _finite(ceiling.get("bayes_ne")):
+        bars += [Bar("Bayes ceiling", ceiling["bayes_ne"], None, "#9e9e9e"),
+                 Bar("oracle", ceiling.get("oracle_ne"), None, "#cfcfcf")]
+        note += " Grey: the generator's ceiling (Bayes NE from the reported history; oracle NE)."
+    chart = bar_chart(bars, "normalized entropy (lower is better)", "NE per variant")
     if bar_axis(bars)[0] > 0:
         note += " The axis does not start at 0: compare the bars by their tops, not their lengths."
     return f'<p class="note">{note}</p>{chart}'
@@ -525,8 +548,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     variants = _variants(report, "report")
     sections = [
         _section("metrics-table", "Metrics on the test set",
-                 metrics_table(variants, report.get("relative_ne_reduction"))),
-        _section("plot-ne", "NE per variant", _ne_plot(variants)),
+                 metrics_table(variants, report.get("relative_ne_reduction"), report.get("ceiling"))),
+        _section("plot-ne", "NE per variant", _ne_plot(variants, report.get("ceiling"))),
         _section("plot-calibration", "Calibration", _calibration_plot(variants)),
         _section("plot-label-delay", "Label delay", _label_delay_plot(report.get("label_delay_hours"))),
         _section("plot-training", "Training", _training_plot(variants)),

@@ -1,8 +1,15 @@
-"""Training one ranker: BCE, AdamW, early stopping on the validation log loss, best weights restored.
+"""Training one ranker: the wide part fitted exactly, then the deep part by AdamW with early stopping.
 
-A batch that carries ``observed`` (delayed feedback: labels read before every conversion was reported)
-trains and validates on the importance-weighted loss of ``ranker.delay_weights``, whose expectation is
-the loss on the eventual labels; otherwise both are the plain mean.
+1. ``Ranker.fit_inputs``: the standardisation and the candidate tables from the training split.
+2. With plain labels, the wide part (a logistic regression over the fixed inputs) is fitted exactly with
+   a ridge penalty chosen on the validation log loss (``ranker.linear``) and frozen; the deep part's output
+   starts at zero, so the model at "epoch 0" is that regression, and early stopping keeps it unless an
+   epoch of the deep part does better on validation. So on validation no ranker is worse than the ridge
+   regression on the same rows and inputs (issue 22's floor; ``benchmarks/ranker_ceiling.py`` measures it
+   on test).
+3. A batch that carries ``observed`` (delayed feedback, labels read before every conversion was
+   reported) or ``fake_negatives`` (FNW's duplicated rows) trains and validates on its weighted loss
+   (``ranker.delay_weights``); the wide part then trains with the rest, from the base rate.
 
 Deterministic for a seed on CPU (one thread order: the data are shuffled by a seeded generator and the
 model has no scatter-add in its backward pass). Runs on the GPU when one is present.
@@ -18,7 +25,8 @@ from torch.nn import functional as F
 
 from ranker.config import RankerConfig
 from ranker.data import Batch
-from ranker.delay_weights import importance_weights
+from ranker.delay_weights import elapsed_weights, fnw_weights
+from ranker.linear import fit_ridge
 from ranker.metrics import logloss
 from ranker.model import Ranker
 
@@ -26,24 +34,32 @@ from ranker.model import Ranker
 def _to(batch: Batch, device: torch.device) -> Batch:
     return Batch(batch.ad.to(device), batch.advertiser.to(device), batch.summary.to(device),
                  batch.user.to(device), batch.user_missing.to(device), batch.label.to(device), batch.user_ids,
-                 None if batch.observed is None else batch.observed.to(device))
+                 None if batch.observed is None else batch.observed.to(device), batch.fake_negatives)
 
 
 def batch_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean BCE, importance-weighted when ``batch.observed`` is set."""
+    """Mean BCE over the rows, weighted (``ranker.delay_weights``, the model's own prediction with its
+    gradient stopped) with FNW's weights when ``batch.fake_negatives``, with the elapsed-time weights when
+    ``batch.observed`` is set."""
     losses = F.binary_cross_entropy_with_logits(logits, batch.label, reduction="none")
-    if batch.observed is None:
-        return losses.mean()
-    return (importance_weights(torch.sigmoid(logits), batch.label, batch.observed) * losses).mean()
+    if batch.fake_negatives:
+        return (fnw_weights(torch.sigmoid(logits), batch.label) * losses).mean()
+    if batch.observed is not None:
+        return (elapsed_weights(torch.sigmoid(logits), batch.label, batch.observed) * losses).mean()
+    return losses.mean()
 
 
 def validation_loss(p: torch.Tensor, batch: Batch) -> float:
-    """The log loss early stopping minimises: plain, or importance-weighted (mean of weight x loss, the
-    estimate of the eventual labels' log loss) when ``batch.observed`` is set."""
+    """The loss early stopping minimises, the training loss on ``batch``'s rows: the plain log loss, or the
+    mean of weight x log loss with the weights of ``batch_loss`` (FNW's or the elapsed-time ones; the
+    elapsed-time mean estimates the eventual labels' log loss)."""
     y = batch.label.double().numpy()
-    if batch.observed is None:
+    if batch.fake_negatives:
+        w = fnw_weights(p, batch.label.double()).numpy()
+    elif batch.observed is not None:
+        w = elapsed_weights(p, batch.label.double(), batch.observed.double()).numpy()
+    else:
         return logloss(p.numpy(), y)
-    w = importance_weights(p, batch.label.double(), batch.observed.double()).numpy()
     return logloss(p.numpy(), y, w) * float(w.mean())
 
 
@@ -66,25 +82,52 @@ def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.de
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     model = Ranker(cfg, train.user.shape[1])
-    # Start at the training base rate, as CTR/CVR models do: from a logit of 0 (p = 0.5) the first epoch
-    # is spent learning the rate, and a model stopped early stays miscalibrated.
-    # With delayed feedback the seen labels understate the rate; mean(y / F) estimates the eventual one.
-    seen = train.label.double()
-    rate = seen / train.observed.double() if train.observed is not None else seen
-    rate = float(rate.mean().clamp(1e-6, 1 - 1e-6))
-    with torch.no_grad():
-        model.mlp[-1].bias.fill_(math.log(rate / (1 - rate)))
+    out_of_fold = model.fit_inputs(train)
+    ridge = None
+    if train.observed is None and not train.fake_negatives:
+        # The wide part: a ridge logistic regression fitted exactly, its penalty chosen on validation, then
+        # frozen; the deep part starts at zero, so "epoch 0" is the regression itself.
+        with torch.no_grad():
+            x_train, x_valid = model.inputs(train, out_of_fold), model.inputs(valid)
+        ridge = fit_ridge(x_train.to(device), train.label.to(device), x_valid.to(device),
+                          valid.label.to(device), cfg.ridge)
+        with torch.no_grad():
+            model.wide.weight.copy_(ridge.weight.float().unsqueeze(0))
+            model.wide.bias.fill_(ridge.bias)
+        model.wide.requires_grad_(False)
+    else:
+        # Delayed-feedback losses are not the plain log loss: the wide part trains with the rest, from the
+        # base rate (as CTR/CVR models start: from p = 0.5 the first epoch is spent learning the rate).
+        # With delayed feedback the seen labels understate the rate; mean(y / F) estimates the eventual one.
+        # FNW's rows hold every click once as a 0 and each reported conversion once more as a 1: the rate
+        # per click is positives / (rows - positives).
+        seen = train.label.double()
+        if train.fake_negatives:
+            rate = float(seen.sum() / max(len(seen) - float(seen.sum()), 1.0))
+        else:
+            rate = float((seen / train.observed.double() if train.observed is not None else seen).mean())
+        rate = min(max(rate, 1e-6), 1 - 1e-6)
+        with torch.no_grad():
+            model.wide.weight.zero_()
+            model.wide.bias.fill_(math.log(rate / (1 - rate)))
     model = model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     history, best, best_state, since = [], float("inf"), None, 0
+    if ridge is not None:
+        best = validation_loss(predict(model, valid), valid)
+        best_state = copy.deepcopy(model.state_dict())
+        history.append({"epoch": 0, "train_loss": math.nan, "valid_loss": best})
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total, seen = 0.0, 0
         for start in range(0, len(order), cfg.batch_size):
-            rows = _to(train.rows(order[start:start + cfg.batch_size]), device)
-            loss = batch_loss(model(rows), rows)
+            index = order[start:start + cfg.batch_size]
+            rows = _to(train.rows(index), device)
+            converters = None if out_of_fold is None else out_of_fold[index].to(device)
+            loss = batch_loss(model(rows, converters), rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -101,4 +144,8 @@ def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.de
     if best_state is not None:
         model.load_state_dict(best_state)
     best_epoch = min(history, key=lambda h: h["valid_loss"])["epoch"]
-    return model, {"best_epoch": best_epoch, "history": history}
+    info = {"best_epoch": best_epoch, "history": history}
+    if ridge is not None:
+        info["ridge"] = {"lambda": ridge.lam, "valid_loss": ridge.valid_loss,
+                         "path": {str(k): v for k, v in ridge.path.items()}}
+    return model, info

@@ -198,19 +198,20 @@ def test_delayed_feedback_learns_only_what_was_reported_at_its_training_instant(
     batches = mode_batches(pool, cfg, observation_cdf(pool, cfg))
     matured = pool.column("matured").to_numpy(zero_copy_only=False)
     outside = ~held_out(pool.column("user_id"), cfg.valid_share)
-    assert len(batches["matured"][0]) == int((matured & outside).sum()) < len(batches["importance"][0])
-    assert batches["matured"][0].observed is None and batches["importance"][0].observed is not None
-    assert float(batches["importance"][0].observed.min()) >= cfg.min_observed
+    assert len(batches["matured"][0]) == int((matured & outside).sum()) < len(batches["elapsed_weighted"][0])
+    assert batches["matured"][0].observed is None and batches["elapsed_weighted"][0].observed is not None
+    assert float(batches["elapsed_weighted"][0].observed.min()) >= cfg.min_observed
     with pytest.raises(DuetError, match="starts before the training instant"):
         evaluation_batch(DelayedFeedbackConfig(lake, versions["duet"], periods.splits.test_until))
 
     result = delayed_feedback(spark, store, lake, periods, versions,
                               DemoConfig(workdir=str(work), ranker_seeds=(1,)), history_from)
-    assert set(result["modes"]) == {"matured", "naive", "importance"}
+    assert set(result["modes"]) == {"matured", "naive", "elapsed_weighted", "fnw"}
     assert result["test_rows"] == report["ranker"]["test_rows"]
     for mode in result["modes"].values():
         assert 0 < mode["ne"] < 2 and mode["ne_interval"][0] <= mode["ne"] <= mode["ne_interval"][1]
-    assert set(result["relative_ne_reduction"]) == {"importance vs matured", "naive vs matured"}
+    assert set(result["relative_ne_reduction"]) == {"elapsed_weighted vs matured", "naive vs matured",
+                                                    "fnw vs matured"}
 
 
 @pytest.mark.integration

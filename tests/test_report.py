@@ -196,6 +196,26 @@ def test_metrics_table_has_a_row_per_variant_in_order_with_formatted_numbers(tmp
     assert "(includes 0)" in page.by_id("control").all_text()
 
 
+def test_the_ceiling_is_drawn_on_the_ne_chart_and_each_variant_shows_its_share_of_the_gap(tmp_path):
+    report = full_report()
+    bayes, oracle = 0.9000, 0.8500
+    closed = {n: (NE["none"] - NE[n]) / (NE["none"] - bayes) for n in VARIANTS}
+    report["ceiling"] = {"bayes_ne": bayes, "oracle_ne": oracle, "gap_closed": closed}
+    page = parse(write_report(report, tmp_path))
+    bars = {n.attrs["data-series"]: float(n.attrs["height"])
+            for n in page.by_id("plot-ne").find_all("rect") if "data-series" in n.attrs}
+    assert set(bars) == {*VARIANTS, "Bayes ceiling", "oracle"}
+    assert bars["oracle"] < bars["Bayes ceiling"] < min(bars[n] for n in VARIANTS)   # the axis is NE
+    rows = metric_rows(page.by_id("metrics-table"))
+    assert rows[VARIANTS.index("none")][-1] == "+0.00%"
+    assert rows[VARIANTS.index("duet")][-1] == f"{closed['duet']:+.2%}"
+    ceiling_line = next(n for n in page.by_id("metrics-table").walk() if n.attrs.get("class") == "ceiling")
+    assert "Bayes NE" in ceiling_line.all_text() and "0.9000" in ceiling_line.all_text()
+    # Without a ceiling (events from outside), the column is not there.
+    plain = parse(write_report(full_report(), tmp_path / "plain")).by_id("metrics-table")
+    assert len(metric_rows(plain)[0]) == len(rows[0]) - 1
+
+
 def test_the_delayed_feedback_section_has_a_row_per_mode_and_both_reductions(tmp_path):
     page = parse(write_report(full_report(), tmp_path))
     section = page.by_id("delayed-feedback")
