@@ -11,6 +11,9 @@ never tuned on it):
 * Reported per variant: NE, AUC, log loss and calibration, the mean over seeds; 95% intervals from a
   bootstrap over test users (the same replicates for every variant) of the seed-mean; the per-seed
   figures and training curves; a calibration curve of the seed-mean predictions.
+* Beside each variant's NE, what its user vector knows: a linear probe on the same rows
+  (``ranker.probe``: the summary alone against the summary and the vector, no candidate), so a vector that
+  knows something the ranker does not use shows as a probe gain without a ranker gain.
 * The claim: ``duet``'s relative NE reduction against the best baseline by mean NE (``(NE_b - NE_duet) /
   NE_b``, positive = duet better), with its paired bootstrap interval.
 """
@@ -29,6 +32,7 @@ from ranker import metrics
 from ranker.checkpoint import save_ranker
 from ranker.config import VARIANTS, RankerConfig
 from ranker.data import load_splits
+from ranker.probe import probe
 from ranker.train import predict, train_ranker
 
 DELAY_EDGES_H = (0, 1, 2, 4, 8, 16, 24, 48, 96, 168)
@@ -103,6 +107,7 @@ def run_ablation(cfg: AblationConfig, log=print) -> dict:
         mean_p = np.mean(predictions[variant], axis=0)
         report_variants[variant] = {
             "model_version": cfg.model_versions.get(variant),
+            "probe": probe(splits, with_user=variant != "none"),
             **{k: float(np.mean([s[k] for s in seeds])) for k in ("ne", "auc", "logloss", "calibration")},
             "ne_seed_sd": float(np.std([s["ne"] for s in seeds], ddof=1)) if len(seeds) > 1 else 0.0,
             "seeds": seeds, "calibration_curve": metrics.calibration_curve(mean_p, y)}

@@ -316,13 +316,25 @@ def metrics_table(variants: Mapping[str, Mapping[str, Any]], reduction: Mapping[
                      _num(v.get("calibration"), 3), f'<span class="seeds">{per_seed}</span>'])
         if closed is not None:
             rows[-1].append(_pct(closed.get(name)) if _finite(closed.get(name)) else "n/a")
+        rows[-1] += _gains(variants, name)
     if not rows:
         rows.append(['<span class="na">no variants in the report</span>', "", "", "", "", ""])
     header = ["variant", "NE [95% interval]", "AUC [95% interval]", "log loss",
               "calibration (predicted / observed)", "NE per seed"]
     if closed is not None:
         header.append("share of the gap to the Bayes NE closed")
+    header += ["ranker's gain over none", "probe's gain (what the vector knows)"]
     return _table(header, rows, "metrics") + _reduction_line(reduction) + _ceiling_line(ceiling)
+
+
+def _gains(variants: Mapping[str, Mapping[str, Any]], name: str) -> list[str]:
+    """The ranker's relative NE gain over ``none`` and the linear probe's gain (``ranker.probe``)."""
+    none = variants.get("none", {}).get("ne")
+    ne = variants[name].get("ne")
+    ranker = _pct((none - ne) / none) if name != "none" and _finite(none) and _finite(ne) else "n/a"
+    found = variants[name].get("probe")
+    gain = found.get("gain") if isinstance(found, Mapping) else None
+    return [ranker, _pct(gain) if _finite(gain) else "n/a"]
 
 
 def _ceiling_line(ceiling: Mapping[str, Any] | None) -> str:

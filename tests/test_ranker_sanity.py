@@ -92,3 +92,20 @@ def test_the_bayes_prediction_of_a_user_without_history_is_the_prior_mean(genera
     prior = np.minimum(scale * np.exp(log_rates(cfg, theta, eta, s)[:, 0]), cfg.P_CAP).mean()
     labelled = DelayLaws(7 * 86_400e6).labelled(np.array([cutoff.timestamp() * 1e6]))[0]
     assert probs["bayes"][0] == pytest.approx(prior * labelled, rel=0.05)
+
+
+def test_the_probe_finds_the_propensity_in_the_latents_and_nothing_in_noise(generated):
+    from duet.ranker_sanity import generated_rows, latent_vectors, to_batch
+    from ranker.config import RankerConfig
+    from ranker.probe import probe
+
+    events, truth = generated
+    rows = generated_rows(events, truth)
+    rng = np.random.default_rng(0)
+    latents = {k: to_batch(t, RankerConfig(), latent_vectors(truth, t.column("user_id").to_pylist()))
+               for k, t in rows.splits.items()}
+    noise = {k: to_batch(t, RankerConfig(), rng.standard_normal((t.num_rows, 8)).astype(np.float32))
+             for k, t in rows.splits.items()}
+    found, nothing = probe(latents, with_user=True), probe(noise, with_user=True)
+    assert found["gain"] > 0.01                 # the hidden propensity s says who converts, candidate-blind
+    assert abs(nothing["gain"]) < 0.005 and found["ne_summary"] == pytest.approx(nothing["ne_summary"])

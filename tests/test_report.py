@@ -141,6 +141,10 @@ def series_of(section: Node, *tags: str) -> list[str]:
     return [n.attrs["data-series"] for n in section.find_all(*tags) if "data-series" in n.attrs]
 
 
+def headers(section: Node) -> list[str]:
+    return [th.all_text().strip() for th in section.find_all("table")[0].find_all("th")]
+
+
 def metric_rows(section: Node) -> list[list[str]]:
     table = section.find_all("table")[0]
     body = table.find_all("tbody")[0]
@@ -207,13 +211,31 @@ def test_the_ceiling_is_drawn_on_the_ne_chart_and_each_variant_shows_its_share_o
     assert set(bars) == {*VARIANTS, "Bayes ceiling", "oracle"}
     assert bars["oracle"] < bars["Bayes ceiling"] < min(bars[n] for n in VARIANTS)   # the axis is NE
     rows = metric_rows(page.by_id("metrics-table"))
-    assert rows[VARIANTS.index("none")][-1] == "+0.00%"
-    assert rows[VARIANTS.index("duet")][-1] == f"{closed['duet']:+.2%}"
+    column = headers(page.by_id("metrics-table")).index("share of the gap to the Bayes NE closed")
+    assert rows[VARIANTS.index("none")][column] == "+0.00%"
+    assert rows[VARIANTS.index("duet")][column] == f"{closed['duet']:+.2%}"
     ceiling_line = next(n for n in page.by_id("metrics-table").walk() if n.attrs.get("class") == "ceiling")
     assert "Bayes NE" in ceiling_line.all_text() and "0.9000" in ceiling_line.all_text()
     # Without a ceiling (events from outside), the column is not there.
     plain = parse(write_report(full_report(), tmp_path / "plain")).by_id("metrics-table")
     assert len(metric_rows(plain)[0]) == len(rows[0]) - 1
+
+
+def test_each_variant_shows_the_rankers_gain_beside_what_its_probe_finds(tmp_path):
+    report = full_report()
+    for name in VARIANTS[1:]:
+        report["variants"][name]["probe"] = {"ne_summary": 0.99, "ne_with_vector": 0.96,
+                                             "gain": 0.0303 if name == "duet" else 0.01}
+    report["variants"]["none"]["probe"] = {"ne_summary": 0.99}
+    page = parse(write_report(report, tmp_path))
+    section = page.by_id("metrics-table")
+    names = headers(section)
+    rows = dict(zip(VARIANTS, metric_rows(section), strict=True))
+    ranker = names.index("ranker's gain over none")
+    probe = names.index("probe's gain (what the vector knows)")
+    assert rows["duet"][ranker] == f"{(NE['none'] - NE['duet']) / NE['none']:+.2%}"
+    assert rows["duet"][probe] == "+3.03%" and rows["shared"][probe] == "+1.00%"
+    assert rows["none"][ranker] == "n/a" and rows["none"][probe] == "n/a"
 
 
 def test_the_delayed_feedback_section_has_a_row_per_mode_and_both_reductions(tmp_path):
