@@ -146,8 +146,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from encoders.config import EmbedConfig
+    from encoders.model_store import require_weights
 
     snapshots = _snapshots(args)
+    if args.model_version:
+        require_weights(args.lake, args.model_version)   # an imported embedding has no model to run
     cfg = EmbedConfig(batch_size=args.batch_size, device=args.device, threads=args.threads or 0)
     if args.engine == "spark":
         from encoders.spark_embed import embed_snapshots_spark
@@ -185,6 +188,59 @@ def _cmd_examples(args: argparse.Namespace) -> int:
                          attribution_window=days_delta(days=args.attribution_window_days),
                          report_grace=days_delta(days=args.report_grace_days))
     print(json.dumps(build_examples(_spark(args, "examples"), cfg)))
+    return 0
+
+
+def _cmd_embeddings_import(args: argparse.Namespace) -> int:
+    from encoders.model_store import check_external_name
+
+    check_external_name(args.model_version)   # a bad name fails before anything is read
+    from duet.pipeline import import_embeddings
+
+    landed = import_embeddings(args.lake, args.model_version, args.path, lambda: _spark(args, "import"))
+    print(json.dumps({k: v for k, v in landed.items() if k != "validation"}))
+    return 0
+
+
+def _splits(values: list[str] | None):
+    if not values:
+        return None
+    from core.snapshots import parse_snapshot
+    from ranker.splits import Splits
+
+    return Splits(*(parse_snapshot(v) for v in values))
+
+
+def _cmd_training_set(args: argparse.Namespace) -> int:
+    from datetime import timedelta as days_delta
+
+    from ranker.config import check_variants
+
+    if args.model_version:
+        check_variants(args.model_version)
+        bad = [v for v in args.model_version if v == "none" or "-" not in v]
+        if bad:
+            raise DuetError(f"--model-version takes model versions (e.g. duet-3f2a9c1, ext-NAME), "
+                            f"not {bad[0]}")
+    splits = _splits(args.splits)       # a bad instant fails before Spark starts
+    if splits is not None:
+        splits.check()
+    from duet.pipeline import build_lake_training_set, examples_cutoff, lake_periods
+
+    spark = _spark(args, "training-set")
+    window, grace = days_delta(days=args.attribution_window_days), days_delta(days=args.report_grace_days)
+    periods = lake_periods(spark, args.lake, examples_cutoff(spark, args.lake), window, grace, splits)
+    build_lake_training_set(spark, args.lake, args.model_version, periods)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ranker.config import check_variants
+
+    check_variants(args.variants)
+    from duet.pipeline import evaluate_variants
+
+    evaluate_variants(args.lake, args.variants, args.out, tuple(args.seeds), args.seed)
     return 0
 
 
@@ -329,6 +385,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-grace-days", type=float, default=1.0)
     _spark_options(p)
     p.set_defaults(handler=_cmd_examples)
+
+    p = sub.add_parser("embeddings", help="embeddings made outside duet: `duet embeddings import`")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("import", help="land a Parquet file of user vectors as model version ext-NAME "
+                                          "(then run the embedding suite on it)",
+                           description="Land FILE in embeddings/user_embeddings under ext-NAME, replacing "
+                                       "an earlier import of that name, with a record of its widths under "
+                                       "_models/ext-NAME/; then run the embedding suite on those rows. "
+                                       "FILE's columns: user_id (string), event_timestamp (timestamp, UTC: "
+                                       "a snapshot of the lake), click_embedding (list of numbers) and "
+                                       "optionally conversion_embedding (without it, a single-embedding "
+                                       "version: conversion_embedding is null, as for shared and "
+                                       "click_only).")
+    p.add_argument("--lake", required=True, help="lake root (local)")
+    p.add_argument("--model-version", required=True, metavar="ext-NAME",
+                   help="the version to land under: ext- then lower-case letters, digits, '_' and '-'")
+    p.add_argument("--path", required=True, metavar="FILE.parquet", help="the vectors (Parquet)")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_embeddings_import)
+
+    p = sub.add_parser("training-set", help="build training/training_set through Feast for the lake's model "
+                                            "versions (needs training/examples: `duet examples`)")
+    p.add_argument("--lake", required=True)
+    p.add_argument("--model-version", action="append", metavar="VERSION",
+                   help="a model version to include, repeatable (default: every version with embeddings, "
+                        "the encoders' and the imported ones)")
+    p.add_argument("--splits", nargs=5, metavar=("PRETRAIN_UNTIL", "TRAIN_FROM", "VALID_FROM", "TEST_FROM",
+                                                  "TEST_UNTIL"),
+                   help="the ranker's periods (instants or dates; default: the demo's plan over the daily "
+                        "snapshots of raw/clicks up to the examples' label cutoff, as `duet demo` chooses)")
+    p.add_argument("--attribution-window-days", type=float, default=7.0,
+                   help="the examples' attribution window, for the default periods (default 7)")
+    p.add_argument("--report-grace-days", type=float, default=1.0,
+                   help="the examples' report grace, for the default periods (default 1)")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_training_set)
+
+    p = sub.add_parser("evaluate", help="the ranker's NE ablation on named variants; writes metrics.json and "
+                                        "index.html")
+    p.add_argument("--lake", required=True, help="lake root (reads training/training_set, training/examples)")
+    p.add_argument("--variants", nargs="+", required=True, metavar="VARIANT",
+                   help="none, shared, click_only, duet (each its newest model version) or a model version "
+                        "(duet-3f2a9c1, ext-NAME); none always runs")
+    p.add_argument("--out", required=True, help="folder for metrics.json, ablation.json and index.html")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], metavar="S",
+                   help="ranker training seeds (default 1 2 3)")
+    p.add_argument("--seed", type=int, help="the data's seed, written as metrics.json's seed (default null)")
+    p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("score", help="rank candidate ads for a user with embeddings read online (Feast)")
     p.add_argument("--lake", required=True,

@@ -120,6 +120,7 @@ def embed_snapshots(lake: str, snapshots: list[datetime], model_version: str | N
     reports (also logged). ``model_version`` defaults to the newest model under the lake."""
     cfg = cfg or EmbedConfig()
     version = model_version or model_store.latest_version(lake)
+    model_store.require_weights(lake, version)   # an imported embedding (ext-...) has no model to run
     plans = [plan_run(lake, s, version, changed_only) for s in snapshots]  # every snapshot checked first
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -41,6 +41,7 @@ from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDING
 from core.errors import DuetError
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS
 from encoders.hashing import fnv1a64
+from encoders.model_store import VERSION_PATTERN
 
 SEQUENCE_TABLES = (CLICK_SEQUENCES, CONVERSION_SEQUENCES)
 RUN_KEY = "duet.embed"  # key of the embedding run record in a commit's userMetadata
@@ -342,3 +343,24 @@ def _pad_like(table: pa.Table, schema: pa.Schema) -> pa.Table:
     columns = [table.column(f.name) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
                for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+IMPORT_KEY = "duet.import"  # key of an imported embedding's record in its commit's userMetadata
+
+
+def replace_version(lake: str, model_version: str, rows: pa.Table, record: dict) -> int:
+    """Replace every row of ``model_version`` in ``embeddings/user_embeddings`` with ``rows`` (all of that
+    version), in one commit that records ``record`` under ``IMPORT_KEY``; return the table's new version.
+    What ``duet embeddings import`` lands: re-running it with the same file replaces the rows with
+    themselves."""
+    if not VERSION_PATTERN.match(model_version):   # it goes into the predicate below
+        raise DuetError(f"not a model version: {model_version!r}")
+    location = USER_EMBEDDINGS.location(lake)
+    exists = DeltaTable.is_deltatable(location)
+    metadata = json.dumps({IMPORT_KEY: record}, sort_keys=True, default=str)
+    write_deltalake(location, rows.cast(USER_EMBEDDINGS.arrow_schema()),
+                    mode="overwrite" if exists else "error",
+                    predicate=f"model_version = '{model_version}'" if exists else None,
+                    partition_by=None if exists else ["model_version"],
+                    commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}))
+    return DeltaTable(location).version()

@@ -2,17 +2,19 @@
 ``embeddings/user_embeddings``, as plain data for the generic runner ``core.quality.validate_lake``.
 
 * contract columns, non-null keys and vectors, one row per (user_id, event_timestamp, model_version),
-  and a model version named ``<variant>-<7 hex digits>``;
-* dimensions: every row of a model version has the widths its checkpoint's config gives (a version with
-  no checkpoint under ``_models`` fails), and ``conversion_embedding`` is null exactly for the
-  single-embedding variants;
+  and a model version named ``<variant>-<7 hex digits>`` or, for an imported embedding, ``ext-<name>``;
+* dimensions: every row of a model version has the widths its ``_models/<version>/config.json`` gives
+  (a checkpoint's config, or an imported embedding's record; a version with neither fails), and
+  ``conversion_embedding`` is null exactly for the single-embedding versions;
 * finite values (no NaN or infinity) and L2 norms within ``[min_norm, max_norm]`` (a collapsed or
   exploded model);
 * coverage: for every (snapshot, model version) present, the share of users with a click or conversion
   sequence at that snapshot who have an embedding is at least ``min_coverage``, and no embedding exists
   for a user without a sequence at its snapshot (a stale row).
 
-Dimensions come from each checkpoint's ``config.json``, read as JSON: validation does not load torch.
+Dimensions come from ``encoders.model_store.version_dims`` (each version's ``config.json`` read as JSON):
+validation does not load torch. Imported embeddings (``duet embeddings import``) are held to every check
+here, exactly as the encoders' own rows are.
 
 Every check is hereditary to a (snapshot, model version) group: if it holds on the whole table it holds
 on the rows of any one group (row-wise checks, uniqueness, and coverage computed per group). The publish
@@ -23,16 +25,13 @@ without changing the gate (``tests/test_embed.py`` guards it).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import great_expectations.expectations as gxe
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 from core.quality import Suite, has_columns, no_rows, not_null, view_name
-from encoders.config import VARIANTS, ModelConfig, embedding_dims, from_dict
-from encoders.model_store import CONFIG, models_root
+from encoders.model_store import CHECKPOINT_NAME, EXTERNAL_NAME, version_dims
 
 
 @dataclass(frozen=True)
@@ -43,16 +42,9 @@ class EmbeddingQualityConfig:
 
 
 def checkpoint_dims(lake: str) -> dict[str, tuple[int, int | None]]:
-    """Model version -> (click width, conversion width or None), from each checkpoint's config.json."""
-    root = models_root(lake)
-    dims = {}
-    if root.is_dir():
-        for config in sorted(root.glob(f"*/{CONFIG}")):
-            if config.parent.name.startswith("."):
-                continue
-            document = json.loads(Path(config).read_text())
-            dims[config.parent.name] = embedding_dims(from_dict(ModelConfig, document["config"]["model"]))
-    return dims
+    """Model version -> (click width, conversion width or None), from each version's config.json
+    (checkpoints and imported embeddings' records)."""
+    return version_dims(lake)
 
 
 def _norm(column: str) -> str:
@@ -75,7 +67,6 @@ def embedding_suite(dims: dict[str, tuple[int, int | None]], cfg: EmbeddingQuali
                     with_sequences: tuple = (CLICK_SEQUENCES, CONVERSION_SEQUENCES)) -> Suite:
     """The suite of ``embeddings/user_embeddings`` given each model version's widths."""
     t = USER_EMBEDDINGS
-    variants = "|".join(VARIANTS)
     vectors = "concat(click_embedding, coalesce(conversion_embedding, array()))"
     checks = [
         has_columns(t),
@@ -83,13 +74,14 @@ def embedding_suite(dims: dict[str, tuple[int, int | None]], cfg: EmbeddingQuali
         gxe.ExpectCompoundColumnsToBeUnique(column_list=list(t.key),
                                             description=f"{t.path}: one row per {', '.join(t.key)}"),
         gxe.ExpectColumnValuesToMatchRegex(
-            column="model_version", regex=f"^({variants})-[0-9a-f]{{7}}$",
-            description=f"{t.path}: model_version is <variant>-<7 hex digits> with a variant of {variants}"),
+            column="model_version", regex=f"^({CHECKPOINT_NAME}|{EXTERNAL_NAME})$",
+            description=f"{t.path}: model_version is <variant>-<7 hex digits> or ext-<name> "
+                        f"(^({CHECKPOINT_NAME}|{EXTERNAL_NAME})$)"),
         no_rows(
             query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
                    f"WHERE NOT {_widths(dims)}"),
-            description=f"{t.path}: vector widths match the model version's checkpoint (conversion_embedding "
-                        "null exactly for single-embedding variants)"),
+            description=f"{t.path}: vector widths match the model version's config.json "
+                        "(conversion_embedding null exactly for single-embedding versions)"),
         no_rows(
             query=(f"SELECT user_id, event_timestamp, model_version FROM {{batch}} "
                    f"WHERE exists({vectors}, x -> isnan(x) OR abs(x) = double('infinity'))"),

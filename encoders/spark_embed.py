@@ -120,6 +120,7 @@ def embed_snapshots_spark(spark: SparkSession, lake: str, snapshots: list[dateti
     require_utc(spark)
     cfg = cfg or EmbedConfig()
     version = model_version or model_store.latest_version(lake)
+    model_store.require_weights(lake, version)   # an imported embedding (ext-...) has no model to run
     plans = [plan_run(lake, s, version, changed_only) for s in snapshots]
     document, weights = model_store.read(lake, version)
     checkpoint.model_from_bytes(document["config"], weights)  # refuse a bad checkpoint before executors do

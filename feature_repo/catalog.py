@@ -1,6 +1,7 @@
 """What the repository is built for: the lake, its model versions and the one served online.
 
-``spec_from_lake`` reads the checkpoints' ``config.json`` under ``_models/`` (widths; no torch) and
+``spec_from_lake`` reads each model version's ``config.json`` under ``_models/`` (widths; no torch: a
+checkpoint's config or an imported embedding's record, ``encoders.model_store.version_dims``) and
 ``_feast/serving.json`` (the model version ``duet publish`` chose); ``repo_objects`` builds every Feast
 object from that spec. ``repo.py`` calls both for ``feast apply``; ``serving.publish`` calls them too, so
 the command line and the publisher register the same objects.
@@ -9,7 +10,9 @@ Model versions: each gets its own source (the table filtered to that version), v
 ``user_click_embeddings_<variant>_<hash>`` (and ``user_conversion_embeddings_<...>`` for two-embedding
 variants) and a FeatureService ``<variant>_<hash>``: training sets of several versions side by side.
 The served version also backs the contract's ``user_click_embeddings`` and ``user_conversion_embeddings``,
-the only embedding views ever materialized, and the ``serving`` FeatureService.
+the only embedding views ever materialized, and the ``serving`` FeatureService. An imported embedding
+(``ext-<name>``: views ``user_click_embeddings_ext_<name>``, service ``ext_<name>``) is served only when
+``duet publish --model-version`` names it; the default is the newest duet checkpoint.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import DuetError
-from encoders.config import ModelConfig, embedding_dims, from_dict
-from encoders.model_store import CONFIG, list_versions, models_root
+from encoders.model_store import is_external, version_dims
 
 FEAST_DIR = "_feast"
 SERVING_FILE = "serving.json"
@@ -49,12 +51,9 @@ def serving_file(lake: str) -> Path:
 
 
 def model_dims(lake: str) -> dict[str, tuple[int, int | None]]:
-    """Model version -> (click width, conversion width or None), oldest first, from ``config.json``."""
-    dims = {}
-    for version in list_versions(lake):
-        document = json.loads((models_root(lake) / version / CONFIG).read_text())
-        dims[version] = embedding_dims(from_dict(ModelConfig, document["config"]["model"]))
-    return dims
+    """Model version -> (click width, conversion width or None), oldest first, from ``config.json``
+    (checkpoints and imported embeddings)."""
+    return version_dims(lake)
 
 
 def read_serving(lake: str) -> dict | None:
@@ -69,7 +68,7 @@ def spec_from_lake(lake: str) -> RepoSpec:
     recorded = read_serving(root)
     serving = recorded["model_version"] if recorded and recorded.get("model_version") in dims else None
     if serving is None:
-        duet = [v for v, (_, conversion) in dims.items() if conversion]
+        duet = [v for v, (_, conversion) in dims.items() if conversion and not is_external(v)]
         serving = duet[-1] if duet else None
     return RepoSpec(root, tuple((v, c, k) for v, (c, k) in dims.items()), serving)
 

@@ -17,22 +17,23 @@ and of materialization; its session needs the Delta settings (``feature_store.ya
 
 from __future__ import annotations
 
-import re
-
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from encoders.model_store import VERSION_PATTERN
 
 # The snapshot of the row a training example was joined with, as a feature: Feast returns feature values
 # only, and the training set must say which snapshot each embedding came from (leakage checks).
 EMBEDDING_TS = "embedding_ts"
-VERSION_PATTERN = re.compile(r"^(duet|shared|click_only)-[0-9a-f]{7}$")
 
 
 def slug(model_version: str) -> str:
-    """``duet-3f2a9c1`` -> ``duet_3f2a9c1``: a model version as part of a Feast name."""
+    """``duet-3f2a9c1`` -> ``duet_3f2a9c1``, ``ext-serving-v3`` -> ``ext_serving_v3``: a model version as
+    part of a Feast name (``encoders.model_store.write_external`` refuses two imported names that would
+    give the same slug)."""
     if not VERSION_PATTERN.match(model_version):
-        raise ValueError(f"not a model version: {model_version!r} (expected <variant>-<7 hex digits>)")
+        raise ValueError(f"not a model version: {model_version!r} (expected <variant>-<7 hex digits> or "
+                         "ext-<name>)")
     return model_version.replace("-", "_")
 
 

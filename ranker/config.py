@@ -1,4 +1,11 @@
-"""The ranker's configuration: one typed, frozen config (unknown keys are refused by ``from_dict``)."""
+"""The ranker's configuration: one typed, frozen config (unknown keys are refused by ``from_dict``), and
+the variants an ablation compares.
+
+A variant is a name for a set of user features: ``none`` (no user vector), an encoder variant
+(``shared``, ``click_only``, ``duet``: the lake's newest model version of that variant) or a model version
+by its own name (``duet-3f2a9c1``, or an imported embedding ``ext-<name>``): ``variant_versions`` maps
+names to model versions. ``VARIANTS`` is the demo's ablation.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,48 @@ from dataclasses import asdict, dataclass, fields
 from core.errors import DuetError
 
 VARIANTS = ("none", "shared", "click_only", "duet")
+ENCODER_VARIANTS = VARIANTS[1:]
+
+
+def is_variant(name: str) -> bool:
+    """``none``, an encoder variant, or a model version's name (``<variant>-<7 hex>``, ``ext-<name>``)."""
+    from encoders.model_store import VERSION_PATTERN
+
+    return name in VARIANTS or bool(VERSION_PATTERN.match(name))
+
+
+def check_variants(names: list[str] | tuple[str, ...]) -> None:
+    """Refuse a name that cannot be a variant, or one given twice (before anything is read)."""
+    bad = [n for n in names if not is_variant(n)]
+    if bad:
+        raise DuetError(f"not a variant: {', '.join(bad)} (a variant is none, {', '.join(ENCODER_VARIANTS)} "
+                        "or a model version such as duet-3f2a9c1 or ext-NAME)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DuetError(f"variant(s) given twice: {', '.join(twice)}")
+
+
+def variant_versions(lake: str, names: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Variant name -> model version for every name but ``none``, in the order given: an encoder variant
+    is its newest model version under the lake; a model version (``duet-3f2a9c1``, ``ext-<name>``) is
+    itself, and must be in the lake."""
+    from encoders.model_store import latest_version, list_versions, models_root
+
+    check_variants(names)
+    known = list_versions(lake)
+    out = {}
+    for name in names:
+        if name == "none":
+            continue
+        if name in ENCODER_VARIANTS:
+            out[name] = latest_version(lake, name)
+        elif name in known:
+            out[name] = name
+        else:
+            raise DuetError(f"no model version {name!r} under {models_root(lake)} (known: "
+                            f"{', '.join(known) or 'none'}); `duet pretrain` or `duet embeddings import` "
+                            "makes one")
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ Features (the same for every variant but the user vector):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 
 from core.contracts import TRAINING_SET
 from encoders.hashing import bucketize
+from ranker.splits import RECORD_KEY
 
 SUMMARY_WIDTH = 8
 
@@ -117,6 +119,33 @@ def read_training_set(lake: str, model_version: str) -> pa.Table:
     table = DeltaTable(TRAINING_SET.location(lake)).to_pyarrow_table(
         filters=[("model_version", "=", model_version)])
     return table.sort_by("click_id")
+
+
+def training_set_versions(lake: str) -> list[str]:
+    """The model versions ``training/training_set`` holds rows of (empty if there is no table)."""
+    from deltalake import DeltaTable
+
+    location = TRAINING_SET.location(lake)
+    if not DeltaTable.is_deltatable(location):
+        return []
+    column = DeltaTable(location).to_pyarrow_table(columns=["model_version"]).column("model_version")
+    return sorted(pc.unique(column).to_pylist())
+
+
+def training_set_record(lake: str) -> dict | None:
+    """What the build of the current ``training/training_set`` recorded (its periods and model versions),
+    or None (no table, or a table written otherwise)."""
+    from deltalake import DeltaTable
+
+    location = TRAINING_SET.location(lake)
+    if not DeltaTable.is_deltatable(location):
+        return None
+    for commit in DeltaTable(location).history(limit=1):
+        try:
+            return json.loads(commit.get("userMetadata") or "{}").get(RECORD_KEY)
+        except (ValueError, AttributeError):
+            return None
+    return None
 
 
 def load_splits(lake: str, model_version: str, buckets: tuple[int, int], with_user: bool) -> dict[str, Batch]:

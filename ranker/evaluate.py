@@ -1,11 +1,13 @@
-"""The NE ablation: one ranker, four sets of user features, several training seeds, one test set.
+"""The NE ablation: one ranker, several sets of user features, several training seeds, one test set.
 
 Protocol (fixed before any test figure is looked at; the encoders, the generator and the baselines are
 never tuned on it):
 
 * The training set (``ranker.training_set``) gives every variant the same matured clicks and splits;
   variants differ only in the user vector: ``none`` (no embedding), ``shared``, ``click_only`` and
-  ``duet`` (each its model version's embeddings, the same width for the three).
+  ``duet`` (each its model version's embeddings, the same width for the three) in the demo; any model
+  version can be a variant (``ranker.config.variant_versions``), an imported embedding ``ext-<name>``
+  included, whatever its widths.
 * Each variant trains with the same ``RankerConfig`` once per training seed, stops early on the
   validation log loss, and predicts the test split once.
 * Reported per variant: NE, AUC, log loss and calibration, the mean over seeds; 95% intervals from a
@@ -15,7 +17,8 @@ never tuned on it):
   (``ranker.probe``: the summary alone against the summary and the vector, no candidate), so a vector that
   knows something the ranker does not use shows as a probe gain without a ranker gain.
 * The claim: ``duet``'s relative NE reduction against the best baseline by mean NE (``(NE_b - NE_duet) /
-  NE_b``, positive = duet better), with its paired bootstrap interval.
+  NE_b``, positive = duet better), with its paired bootstrap interval. Every other variant evaluated is a
+  baseline, an imported embedding included.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from core.contracts import TRAINING_EXAMPLES
 from core.errors import DuetError
 from ranker import metrics
 from ranker.checkpoint import save_ranker
-from ranker.config import VARIANTS, RankerConfig
+from ranker.config import VARIANTS, RankerConfig, is_variant
 from ranker.data import load_splits
 from ranker.probe import probe
 from ranker.train import predict, train_ranker
@@ -40,9 +43,10 @@ DELAY_EDGES_H = (0, 1, 2, 4, 8, 16, 24, 48, 96, 168)
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """``model_versions``: variant -> model version for ``shared``, ``click_only`` and ``duet`` (any
-    subset; ``none`` always runs). ``save_as``: the variant whose first-seed ranker is saved for online
-    scoring (under ``_rankers/<its model version>``)."""
+    """``model_versions``: variant -> model version, e.g. ``shared``, ``click_only`` and ``duet`` (any
+    subset), or a model version under its own name (``ext-<name>``; ``ranker.config.variant_versions``);
+    ``none`` always runs. ``save_as``: the variant whose first-seed ranker is saved for online scoring
+    (under ``_rankers/<its model version>``; None saves nothing)."""
 
     lake: str
     model_versions: dict[str, str]
@@ -52,10 +56,10 @@ class AblationConfig:
     save_as: str | None = "duet"
 
     def __post_init__(self) -> None:
-        unknown = set(self.model_versions) - set(VARIANTS[1:])
+        unknown = [v for v in self.model_versions if v == "none" or not is_variant(v)]
         if unknown:
-            raise DuetError(f"unknown variant(s) {', '.join(sorted(unknown))}; "
-                            f"expected {', '.join(VARIANTS[1:])}")
+            raise DuetError(f"unknown variant(s) {', '.join(sorted(unknown))}; expected "
+                            f"{', '.join(VARIANTS[1:])} or a model version (duet-3f2a9c1, ext-NAME)")
         if not self.model_versions:
             raise DuetError("the ablation needs at least one model version (the training set's)")
         if not self.seeds:
@@ -73,9 +77,15 @@ def delay_histogram(lake: str) -> dict:
             "median_hours": float(np.median(delays)) if len(delays) else None}
 
 
+def ordered_variants(model_versions: dict[str, str]) -> list[str]:
+    """``none``, the demo's variants in ``VARIANTS`` order, then any other variant in the order given."""
+    return ["none", *(v for v in VARIANTS[1:] if v in model_versions),
+            *(v for v in model_versions if v not in VARIANTS)]
+
+
 def run_ablation(cfg: AblationConfig, log=print) -> dict:
     """Train and evaluate every variant; return the report (see the module docstring)."""
-    variants = [v for v in VARIANTS if v == "none" or v in cfg.model_versions]
+    variants = ordered_variants(cfg.model_versions)
     any_version = next(iter(cfg.model_versions.values()))
     buckets = (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets)
     predictions: dict[str, list[np.ndarray]] = {}

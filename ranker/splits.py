@@ -16,6 +16,9 @@ from datetime import datetime, timedelta
 from core.errors import DuetError
 
 SPLIT_NAMES = ("train", "valid", "test")
+# The key under which ``ranker.training_set.build_training_set`` records the splits (and the model versions)
+# in its commit's userMetadata; ``ranker.data.training_set_record`` reads it.
+RECORD_KEY = "duet.training_set"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ Time splits: ``ranker.splits.Splits``. Examples outside the ranker's period are 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
@@ -25,7 +26,7 @@ from core.spark import create_table, spark_schema
 from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, spec_from_lake
 from feature_repo.sources import EMBEDDING_TS, slug
 from feature_repo.views import SUMMARY_FEATURES
-from ranker.splits import SPLIT_NAMES, Splits
+from ranker.splits import RECORD_KEY, SPLIT_NAMES, Splits
 
 
 def _micros(t: datetime):
@@ -68,16 +69,18 @@ def joined(store, entities: DataFrame, model_version: str, conversion: bool) -> 
 
 
 def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
-                       model_versions: list[str]) -> dict:
+                       model_versions: list[str], record: dict | None = None) -> dict:
     """Write ``training/training_set`` for ``model_versions`` (registered in ``store``); return counts
-    per split and version."""
+    per split and version. The commit's userMetadata records the splits, the versions and ``record``
+    (``ranker.data.training_set_record`` reads it back: ``duet evaluate`` reports the periods)."""
     splits.check()
     if not model_versions:
         raise DuetError("no model version to build a training set for")
     known = {v: conversion_dim for v, _, conversion_dim in spec_from_lake(lake).versions}
     missing = [v for v in model_versions if v not in known]
     if missing:
-        raise DuetError(f"unknown model version(s) {', '.join(missing)}: pre-train them first")
+        raise DuetError(f"unknown model version(s) {', '.join(missing)}: pre-train (`duet pretrain`) or "
+                        "import (`duet embeddings import`) them first")
     entities = entity_rows(spark, lake, splits).persist()
     if entities.isEmpty():
         entities.unpersist()
@@ -90,8 +93,11 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
     schema = spark_schema(TRAINING_SET)
     # Created from the contract first (NOT NULL columns as constraints); the overwrite keeps that schema.
     create_table(spark, TRAINING_SET, TRAINING_SET.location(lake))
+    metadata = json.dumps({RECORD_KEY: {"splits": splits.to_dict(), "model_versions": list(model_versions),
+                                        **(record or {})}}, sort_keys=True, default=str)
     out.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]) \
-        .write.format("delta").mode("overwrite").save(TRAINING_SET.location(lake))
+        .write.format("delta").mode("overwrite").option("userMetadata", metadata) \
+        .save(TRAINING_SET.location(lake))
     entities.unpersist()
     counts = spark.read.format("delta").load(TRAINING_SET.location(lake)) \
         .groupBy("model_version", "split").agg(F.count("*").alias("rows"), F.sum("label").alias("positives"),

@@ -52,7 +52,8 @@ def taobao_sample() -> Path:
 # `make demo`, the ranker's leakage and ASOF checks, the report, online scoring, delayed feedback, the
 # idempotent re-run): the demo is the most expensive thing the suite runs, so it runs once; its tests
 # share one module so that pytest-xdist's --dist loadfile keeps them on one worker. The README's command
-# with smaller data (DEMO_ARGS).
+# with smaller data (DEMO_ARGS). tests/test_byo_embedding.py also starts from it, on a copy of its lake
+# (in one process the demo still runs once; a second xdist worker taking that file would run its own).
 SMALL_DEMO_ARGS = "--users 300 --days 20 --seed 5"
 
 
