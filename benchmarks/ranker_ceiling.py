@@ -70,9 +70,10 @@ def evaluate(events: Path, truth: Path, cfg: RankerConfig | None = None, samples
         batches = {split: to_batch(t, cfg, None if name == "none" else
                                    latent_vectors(truth, t.column("user_id").to_pylist()))
                    for split, t in rows.splits.items()}
-        ne, ridge = [], []
+        ne, ridge, wide = [], [], None
         for seed in RANKER_SEEDS:
-            model, info = train_ranker(replace(cfg, seed=seed), batches["train"], batches["valid"])
+            model, info = train_ranker(replace(cfg, seed=seed), batches["train"], batches["valid"], wide=wide)
+            wide = model.wide_fit
             ne.append(normalized_entropy(predict(model, batches["test"]).numpy(), y))
             ridge.append(normalized_entropy(_ridge_predictions(model, batches["test"]), y))
         out[name], out[f"ridge_{name}"] = float(np.mean(ne)), float(np.mean(ridge))

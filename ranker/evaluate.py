@@ -106,8 +106,11 @@ def run_ablation(cfg: AblationConfig, log=print) -> dict:
             raise DuetError(f"variant {variant} has other test rows than the first: rebuild the training set")
         seeds = []
         predictions[variant] = []
+        wide = None   # the wide part's fit, the same for every seed (ranker.train)
         for seed in cfg.seeds:
-            model, training = train_ranker(replace(cfg.ranker, seed=seed), splits["train"], splits["valid"])
+            model, training = train_ranker(replace(cfg.ranker, seed=seed), splits["train"], splits["valid"],
+                                           wide=wide)
+            wide = model.wide_fit
             p = predict(model, splits["test"]).numpy()
             predictions[variant].append(p)
             seeds.append({"seed": seed, **metrics.summary(p, y), **training})

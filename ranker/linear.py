@@ -3,7 +3,9 @@
 ``fit_ridge`` minimises ``mean BCE(x w + b, y) + lam / (2 n) |w|^2`` (the bias is not penalised) by
 L-BFGS in float64 for each ``lam`` of a grid, from the strongest penalty down (each fit starts from the
 previous one), and keeps the ``lam`` with the lowest validation log loss. Inputs are expected to be
-standardised (``ranker.model.Ranker.inputs``), so one penalty suits every column.
+standardised (``ranker.model.Ranker.inputs``). A penalty may apply to some columns only, the others' fixed:
+the ranker chooses one for the columns every variant has, then one for the user vector's (``ranker.train``),
+so a vector that says nothing costs the regression nothing on validation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+
+EXCLUDED = 1e9   # a penalty that holds a column's weight at 0 (to float precision)
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,17 @@ class RidgeFit:
 
 
 def fit_ridge(x: torch.Tensor, y: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor,
-              lams: tuple[float, ...], max_iter: int = 500) -> RidgeFit:
+              lams: tuple[float, ...], max_iter: int = 500, penalised: torch.Tensor | None = None,
+              fixed: torch.Tensor | None = None) -> RidgeFit:
+    """``penalised`` (bool per column, default all): the columns ``lam`` applies to; ``fixed`` (per column,
+    default 0): a penalty added for every ``lam``, the one already chosen for the other columns. A very
+    large fixed penalty (``EXCLUDED``) keeps a column's weight at 0."""
     x, y = x.double(), y.double()
+    d = x.shape[1]
+    penalised = torch.ones(d, dtype=torch.bool) if penalised is None else penalised
+    penalised = penalised.to(device=x.device, dtype=torch.float64)
+    fixed = torch.zeros(d, dtype=torch.float64) if fixed is None else fixed.double()
+    fixed = fixed.to(x.device)
     x_valid, y_valid = x_valid.double(), y_valid.double()
     n = len(y)
     rate = float(y.mean().clamp(1e-6, 1 - 1e-6))
@@ -40,7 +53,8 @@ def fit_ridge(x: torch.Tensor, y: torch.Tensor, x_valid: torch.Tensor, y_valid: 
 
         def closure(lam=lam, optimizer=optimizer):
             optimizer.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(x @ w + b, y) + lam / (2 * n) * (w * w).sum()
+            penalty = fixed + lam * penalised
+            loss = F.binary_cross_entropy_with_logits(x @ w + b, y) + (penalty * w * w).sum() / (2 * n)
             loss.backward()
             return loss
 

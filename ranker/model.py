@@ -186,6 +186,12 @@ class Ranker(nn.Module):
         x = (torch.cat(parts, dim=1) - self.input_mean) / self.input_sd
         return torch.minimum(torch.maximum(x, self.input_low), self.input_high)
 
+    def user_columns(self) -> torch.Tensor:
+        """Which of ``inputs``' columns come from the user vector (bool, (input_width,))."""
+        mask = torch.zeros(self.input_width, dtype=torch.bool)
+        mask[SUMMARY_WIDTH + self.cfg.candidate_dim:] = True
+        return mask
+
     def forward(self, batch: Batch, converters: torch.Tensor | None = None) -> torch.Tensor:
         """Logits, (n,)."""
         x = self.inputs(batch, converters)
