@@ -38,22 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from duet.ceiling import ceiling, normalized_entropy
+from duet.ceiling import ceiling
 from duet.generate import GeneratorConfig, generate
 from duet.ranker_sanity import generated_rows, latent_vectors, to_batch
 from ranker.config import RankerConfig
+from ranker.metrics import normalized_entropy
 from ranker.train import predict, train_ranker
 
 RANKER_SEEDS = (1, 2)
-
-
-def _ridge_predictions(model, batch) -> np.ndarray:
-    with torch.no_grad():
-        device = next(model.parameters()).device
-        from ranker.train import _to
-
-        x = model.inputs(_to(batch, device))
-        return torch.sigmoid(model.wide(x).squeeze(1).double()).cpu().numpy()
 
 
 def evaluate(events: Path, truth: Path, cfg: RankerConfig | None = None, samples: int = 2000) -> dict:
@@ -75,7 +67,7 @@ def evaluate(events: Path, truth: Path, cfg: RankerConfig | None = None, samples
             model, info = train_ranker(replace(cfg, seed=seed), batches["train"], batches["valid"], wide=wide)
             wide = model.wide_fit
             ne.append(normalized_entropy(predict(model, batches["test"]).numpy(), y))
-            ridge.append(normalized_entropy(_ridge_predictions(model, batches["test"]), y))
+            ridge.append(normalized_entropy(predict(model, batches["test"], wide_only=True).numpy(), y))
         out[name], out[f"ridge_{name}"] = float(np.mean(ne)), float(np.mean(ridge))
         out[f"{name}_best_epochs"] = info["best_epoch"]
     out["gap_closed"] = (out["none"] - out["latents"]) / (out["none"] - out["oracle"])

@@ -24,12 +24,11 @@ cutoff), a click by user ``u`` on an advertiser of topic ``t`` at time ``c`` has
 ``contract_labels`` labels a generator's files in numpy exactly as ``spark_jobs/examples.py`` does (the
 label, maturity), so the ceiling and the ranker's sanity benchmark need no Spark; a test compares the two.
 
-numpy and pyarrow only.
+numpy and pyarrow (the NE and AUC are ``ranker.metrics``').
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from duet.generate import CONVERSION_DELAY, REPORT_DELAY, GeneratorConfig, log_rates, read_truth
+from ranker import metrics
 
 _US = 1_000_000
 _DAY_US = 86_400 * _US
@@ -124,25 +124,6 @@ def contract_labels(events_dir: str | Path, label_cutoff: datetime, window: time
     label[index[inside]] = 1
     matured = click_ts + int((window + grace).total_seconds() * _US) <= cutoff
     return clicks.append_column("label", pa.array(label)).append_column("matured", pa.array(matured))
-
-
-def _auc(p: np.ndarray, y: np.ndarray) -> float:
-    order = np.argsort(p, kind="stable")
-    ranks = np.empty(len(p))
-    ranks[order] = np.arange(1, len(p) + 1)
-    _, inverse, counts = np.unique(p, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]            # ties get their mean rank
-    pos = y.astype(bool)
-    n1, n0 = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)) if n1 and n0 else math.nan
-
-
-def normalized_entropy(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    rate = float(y.mean())
-    loss = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return float(loss / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate)))
 
 
 class _History:
@@ -296,9 +277,8 @@ def ceiling(events_dir: str | Path, truth_dir: str | Path, rows: pa.Table, label
     probs = click_probabilities(events_dir, truth_dir, rows, label_cutoff, window, samples, seed)
     y = rows.column("label").to_numpy().astype(float)
     cfg, _, _ = read_truth(truth_dir)
-    return CeilingReport(rows=len(y), positives=int(y.sum()),
-                         oracle_ne=normalized_entropy(probs["oracle"], y),
-                         bayes_ne=normalized_entropy(probs["bayes"], y),
-                         oracle_auc=_auc(probs["oracle"], y), bayes_auc=_auc(probs["bayes"], y),
+    oracle, bayes = metrics.summary(probs["oracle"], y), metrics.summary(probs["bayes"], y)
+    return CeilingReport(rows=len(y), positives=int(y.sum()), oracle_ne=oracle["ne"], bayes_ne=bayes["ne"],
+                         oracle_auc=oracle["auc"], bayes_auc=bayes["auc"],
                          samples=samples, median_ess=float(np.median(probs["ess"])),
                          conversion_signal=cfg.conversion_signal)

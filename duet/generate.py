@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from core.arrow_schemas import CLICKS_ARROW, CONVERSIONS_ARROW
 from core.errors import DuetError
+from core.files import write_atomic
 
 _DAY_S = 86_400
 # Share of a day's clicks in each UTC hour: quiet nights, evening peak.
@@ -285,8 +286,7 @@ def _write_truth(cfg: GeneratorConfig, catalog: _Catalog, truth: list[pa.Table],
         pq.write_table(table, truth_dir / f"{name}.tmp")
         os.replace(truth_dir / f"{name}.tmp", truth_dir / name)
     config = {**asdict(cfg), "start": cfg.start.isoformat()}
-    (truth_dir / "generator.json.tmp").write_text(json.dumps(config, indent=1, sort_keys=True))
-    os.replace(truth_dir / "generator.json.tmp", truth_dir / "generator.json")
+    write_atomic(truth_dir / "generator.json", json.dumps(config, indent=1, sort_keys=True))
 
 
 def read_truth(truth_dir: str | os.PathLike) -> tuple[GeneratorConfig, pa.Table, np.ndarray]:

@@ -45,10 +45,9 @@ from core.errors import DuetError, ValidationFailed
 from core.files import write_atomic
 from core.quality import LakeReport, validate_lake
 from encoders.config import VARIANTS, PretrainConfig, TrainConfig
-from ranker.splits import Splits
+from ranker.splits import ATTRIBUTION_WINDOW, REPORT_GRACE, Periods, Splits, demo_periods
 
-PERIOD_SHARES = (0.42, 0.74, 0.84)   # cumulative ends of pre-training, ranker training, validation
-ATTRIBUTION_WINDOW, REPORT_GRACE = timedelta(days=7), timedelta(days=1)
+__all__ = ["Periods", "demo_periods"]   # the demo's period plan lives in ranker.splits (no Spark there)
 
 
 def demo_pretrain_config(seed: int, horizon_days: float = 2.0, report_grace_days: float = 1.0
@@ -80,38 +79,6 @@ class DemoConfig:
     pretrain_grace_days: float = 1.0
     delayed_feedback: bool = False   # also the delayed-feedback experiment (ranker.delayed)
     force: bool = False              # re-run every stage, even those whose inputs are unchanged
-
-
-@dataclass(frozen=True)
-class Periods:
-    """The demo's time plan: ``label_cutoff`` and the ranker's ``splits`` (``splits.pretrain_until`` is
-    where the encoders stop)."""
-
-    label_cutoff: datetime
-    splits: Splits
-
-    def to_dict(self) -> dict:
-        return {"label_cutoff": self.label_cutoff.isoformat(), **self.splits.to_dict()}
-
-
-def demo_periods(snapshots: list[datetime], attribution_window: timedelta = ATTRIBUTION_WINDOW,
-                 report_grace: timedelta = REPORT_GRACE) -> Periods:
-    """Cut the snapshots' range into pre-training, ranker training, validation and test (whole days,
-    ``PERIOD_SHARES``), all before the clicks stop being mature at the last snapshot."""
-    cutoff = snapshots[-1]
-    mature_until = cutoff - attribution_window - report_grace
-    span = (mature_until - snapshots[0]).days
-    if span < 8:
-        first, last = snapshots[0].date(), (cutoff - timedelta(days=1)).date()
-        raise DuetError(
-            f"the data covers {first} to {last}, too short for the ranker: labels mature "
-            f"{(attribution_window + report_grace).days} days after a click, which leaves {max(span, 0)} "
-            "day(s) of mature clicks after the first snapshot; at least 8 are needed for pre-training, "
-            "training, validation and test periods. Give events over a longer time range.")
-    ends = [snapshots[0] + timedelta(days=round(share * span)) for share in PERIOD_SHARES]
-    splits = Splits(ends[0], ends[0], ends[1], ends[2], snapshots[0] + timedelta(days=span))
-    splits.check(cutoff, attribution_window + report_grace)
-    return Periods(cutoff, splits)
 
 
 def demo_snapshots(spark: SparkSession, lake: str) -> list[datetime]:
@@ -261,7 +228,8 @@ def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: di
     out = {"examples": examples, "training_set": built, "training_validation": quality.to_dict(), **ablation}
     if truth is not None:
         with clock.stage("ceiling"):
-            out["ceiling"] = test_ceiling(lake, next(iter(models.values())), periods, cfg, truth, ablation)
+            any_version = next(iter(models.values()))
+            out["ceiling"] = test_set_ceiling(lake, any_version, periods, cfg, truth, ablation)
             print(f"ceiling on the test set: oracle NE {out['ceiling']['oracle_ne']:.4f}, Bayes NE "
                   f"{out['ceiling']['bayes_ne']:.4f}")
     if cfg.delayed_feedback:
@@ -276,8 +244,8 @@ def _print_training_set(built: dict) -> None:
               f"{figures['without_embedding']:,} without an embedding")
 
 
-def test_ceiling(lake: str, model_version: str, periods: Periods, cfg: DemoConfig, truth: tuple[Path, Path],
-                 ablation: dict, samples: int = 1000) -> dict:
+def test_set_ceiling(lake: str, model_version: str, periods: Periods, cfg: DemoConfig,
+                     truth: tuple[Path, Path], ablation: dict, samples: int = 1000) -> dict:
     """The oracle and Bayes NE on the ablation's test rows (``duet.ceiling``), and per variant the share of
     the gap between ``none`` and the Bayes NE that it closes, ``(NE_none - NE_v) / (NE_none - NE_bayes)``
     (and the same against the oracle)."""

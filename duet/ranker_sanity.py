@@ -9,7 +9,7 @@ figures as ``ranker.data.summary_features``, computed here in numpy), and hands 
 * ``none``: no user vector (the summary and the candidate only);
 * ``latents``: the generator's latents of the user (``theta``, ``eta``, the propensity ``s``: 2K + 1
   numbers), the best embedding an encoder could ever produce;
-* ``ridge``: a ridge logistic regression on the same rows and inputs (``ranker.linear``), the floor every
+* ``ridge``: a ridge logistic regression on the same rows and inputs (``core.linear``), the floor every
   ranker must beat.
 
 ``benchmarks/ranker_ceiling.py`` runs it at the demo's scale; ``tests/test_ranker_sanity.py`` a smaller
@@ -24,20 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from duet.ceiling import _times, contract_labels
 from duet.generate import read_truth
-from encoders.hashing import bucketize
+from ranker import data
 from ranker.config import RankerConfig
 from ranker.data import Batch
-from ranker.splits import Splits
+from ranker.splits import Splits, demo_periods
 
 _US = 1_000_000
 _DAY_US = 86_400 * _US
-PERIOD_SHARES = (0.42, 0.74, 0.84)   # the demo's (duet.pipeline), repeated: that module loads Spark
 
 
 @dataclass(frozen=True)
@@ -48,16 +46,6 @@ class GeneratedRows:
     splits: dict[str, pa.Table]
     label_cutoff: datetime
     periods: Splits
-
-
-def periods_for(start: datetime, days: int, window: timedelta, grace: timedelta) -> tuple[datetime, Splits]:
-    """The demo's periods for daily snapshots from ``start + 1 day`` to ``start + days``."""
-    first, cutoff = start + timedelta(days=1), start + timedelta(days=days)
-    span = (cutoff - window - grace - first).days
-    ends = [first + timedelta(days=round(share * span)) for share in PERIOD_SHARES]
-    splits = Splits(ends[0], ends[0], ends[1], ends[2], first + timedelta(days=span))
-    splits.check(cutoff, window + grace)
-    return cutoff, splits
 
 
 def _summary(rows_user: np.ndarray, rows_snapshot: np.ndarray, clicks: pa.Table, conversions: pa.Table,
@@ -101,7 +89,8 @@ def generated_rows(events_dir: str | Path, truth_dir: str | Path, window: timede
     """The matured clicks of the ranker's three periods with labels and the summary at their snapshot."""
     cfg, users, _ = read_truth(truth_dir)
     start = datetime(cfg.start.year, cfg.start.month, cfg.start.day, tzinfo=UTC)
-    cutoff, periods = periods_for(start, cfg.days, window, grace)
+    plan = demo_periods([start + timedelta(days=d) for d in range(1, cfg.days + 1)], window, grace)
+    cutoff, periods = plan.label_cutoff, plan.splits
     labelled = contract_labels(events_dir, cutoff, window, grace)
     events = Path(events_dir)
     clicks = pq.read_table(events / "clicks.parquet")
@@ -135,15 +124,8 @@ def latent_vectors(truth_dir: str | Path, user_ids: list[str]) -> np.ndarray:
 
 
 def to_batch(table: pa.Table, cfg: RankerConfig, user: np.ndarray | None) -> Batch:
-    """The rows as the ranker's tensors (``ranker.data.to_batch``'s layout)."""
-    from ranker.data import summary_features
-
-    n = table.num_rows
-    user = np.zeros((n, 0), np.float32) if user is None else user.astype(np.float32)
-    return Batch(ad=torch.from_numpy(bucketize(table.column("ad_id"), cfg.ad_buckets)),
-                 advertiser=torch.from_numpy(bucketize(table.column("advertiser_id"),
-                                                       cfg.advertiser_buckets)),
-                 summary=torch.from_numpy(summary_features(table)), user=torch.from_numpy(user),
-                 user_missing=torch.zeros(n), label=torch.from_numpy(
-                     pc.cast(table.column("label"), pa.float32()).to_numpy().copy()),
-                 user_ids=np.asarray(table.column("user_id").to_pylist(), dtype=object))
+    """The rows as the ranker's tensors (``ranker.data.to_batch``), ``user`` (n, w) as the user vector."""
+    batch = data.to_batch(table, (cfg.ad_buckets, cfg.advertiser_buckets), with_user=False)
+    if user is not None:
+        batch.user = torch.from_numpy(np.ascontiguousarray(user, np.float32))
+    return batch

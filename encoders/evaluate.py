@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from core.linear import fit_ridge
 from encoders.shards import ShardSet
 from encoders.variants import UserModel
 
@@ -129,20 +130,10 @@ def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     """
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     x, xt = ((train_x - mean) / std).double(), ((test_x - mean) / std).double()
-    y = train_y.double()
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    rate = float(y.mean().clamp(1e-6, 1 - 1e-6))
-    b = torch.tensor(math.log(rate / (1 - rate)), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
+    # core.linear's penalty is lam / (2 n) |w|^2: lam = 2 n l2 is this probe's l2 |w|^2; one lam, so
+    # the validation set only reports.
+    fit = fit_ridge(x, train_y, x, train_y, (2 * len(x) * l2,), max_iter=steps)
     with torch.no_grad():
-        p = torch.sigmoid(xt @ w + b)
+        p = torch.sigmoid(xt @ fit.weight + fit.bias)
     logloss, ne = normalized_entropy(p, test_y)
     return {"auc": auc(p, test_y), "logloss": logloss, "ne": ne}

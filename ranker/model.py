@@ -3,12 +3,14 @@ user vector can meet -> logit.
 
 ::
 
-    summary (n, 8)       -> standardised (mean and sd of the training split)         s
-    user (n, w)          -> standardised per column (training split), 0 when missing -> u (n, w)
-    advertiser (n,)      -> C[advertiser] (n, k), a frozen table fitted on the training clicks    c
-    interaction          (A u) * (B c)  (n, user_dim)   "converts with advertisers like this one"
-    ids (optional)       E_ad[ad], E_adv[advertiser]  (n, id_dim) each
-    concat [s, c, u, (A u) * (B c), user_missing, ids] -> MLP(hidden) -> logit (n,)
+    summary s (n, 8); advertiser -> c = C[advertiser] (n, k), a frozen table fitted on the training clicks
+    user (n, w)  -> standardised per column (training split), 0 when missing             -> u (n, w)
+    clickers     u * centroid[advertiser]   (how alike the user is to the advertiser's clickers)
+    converters   u * converters[advertiser] (... to its converters; out of fold for training rows)
+    x = [s, c, u, clickers, their mean, converters, their mean, user_missing], each column standardised
+        on the training rows and clipped to their range                                  (n, input_width)
+    logit = wide(x)                                   a ridge logistic regression, fitted exactly
+          + MLP([x, (A u) * (B c), ids (optional)])   the deep part, starting at 0
 
 Why each part (issue 22's audit, measured on generated data against the generator's own ceiling,
 ``benchmarks/ranker_ceiling.py``):
@@ -76,8 +78,6 @@ class Ranker(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.user_width = user_width
-        self.register_buffer("summary_mean", torch.zeros(SUMMARY_WIDTH))
-        self.register_buffer("summary_sd", torch.ones(SUMMARY_WIDTH))
         self.register_buffer("user_mean", torch.zeros(user_width))
         self.register_buffer("user_sd", torch.ones(user_width))
         self.register_buffer("candidates", torch.zeros(cfg.advertiser_buckets, cfg.candidate_dim))
@@ -121,8 +121,6 @@ class Ranker(nn.Module):
         self.input_sd.fill_(1.0)
         self.input_low.fill_(-math.inf)
         self.input_high.fill_(math.inf)
-        self.summary_mean.copy_(train.summary.mean(0))
-        self.summary_sd.copy_(_scale(train.summary))
         table = advertiser_factors(train.user_ids, train.advertiser.numpy(), self.cfg.advertiser_buckets,
                                    self.cfg.candidate_dim)
         self.candidates.copy_(torch.from_numpy(table))
@@ -175,7 +173,7 @@ class Ranker(nn.Module):
         the missing flag. ``converters``: the rows' converter vectors when they must not come from the
         table (the training rows, ``fit_inputs``)."""
         c = self.candidates[batch.advertiser]
-        parts = [(batch.summary - self.summary_mean) / self.summary_sd, c]
+        parts = [batch.summary, c]   # every column is standardised below, on the training rows
         if self.user_width:
             present = (1 - batch.user_missing).unsqueeze(1)
             u = (batch.user - self.user_mean) / self.user_sd * present

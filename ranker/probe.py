@@ -3,7 +3,7 @@
 The ranker's NE says what a user vector is worth to *this* ranker; a probe says what the vector holds about
 a user's conversions, with no candidate at all. On the ranker's own rows (each click with the sequence
 summary and the user vector its point-in-time join found), a ridge logistic regression
-(``ranker.linear``, penalty chosen on the validation split) is fitted on the training split twice, on the
+(``core.linear``, penalty chosen on the validation split) is fitted on the training split twice, on the
 summary alone and on the summary and the user vector, and both are measured on the test split. The
 probe's gain is ``(NE_summary - NE_with_vector) / NE_summary``: positive when the vector tells which users
 convert beyond what the summary says. A ranker that gains less than its probe leaves knowledge unused
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from core.linear import fit_ridge
 from ranker.data import Batch
-from ranker.linear import fit_ridge
 from ranker.metrics import normalized_entropy
 
 PENALTIES = (1.0, 10.0, 100.0, 1000.0, 10000.0)

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from core.errors import DuetError
 
 SPLIT_NAMES = ("train", "valid", "test")
+PERIOD_SHARES = (0.42, 0.74, 0.84)   # cumulative ends of pre-training, ranker training, validation
+ATTRIBUTION_WINDOW, REPORT_GRACE = timedelta(days=7), timedelta(days=1)
 # The key under which ``ranker.training_set.build_training_set`` records the splits (and the model versions)
 # in its commit's userMetadata; ``ranker.data.training_set_record`` reads it.
 RECORD_KEY = "duet.training_set"
@@ -48,3 +50,35 @@ class Splits:
                 "train": [self.train_from.isoformat(), self.valid_from.isoformat()],
                 "valid": [self.valid_from.isoformat(), self.test_from.isoformat()],
                 "test": [self.test_from.isoformat(), self.test_until.isoformat()]}
+
+
+@dataclass(frozen=True)
+class Periods:
+    """The demo's time plan: ``label_cutoff`` and the ranker's ``splits`` (``splits.pretrain_until`` is
+    where the encoders stop)."""
+
+    label_cutoff: datetime
+    splits: Splits
+
+    def to_dict(self) -> dict:
+        return {"label_cutoff": self.label_cutoff.isoformat(), **self.splits.to_dict()}
+
+
+def demo_periods(snapshots: list[datetime], attribution_window: timedelta = ATTRIBUTION_WINDOW,
+                 report_grace: timedelta = REPORT_GRACE) -> Periods:
+    """Cut the snapshots' range into pre-training, ranker training, validation and test (whole days,
+    ``PERIOD_SHARES``), all before the clicks stop being mature at the last snapshot."""
+    cutoff = snapshots[-1]
+    mature_until = cutoff - attribution_window - report_grace
+    span = (mature_until - snapshots[0]).days
+    if span < 8:
+        first, last = snapshots[0].date(), (cutoff - timedelta(days=1)).date()
+        raise DuetError(
+            f"the data covers {first} to {last}, too short for the ranker: labels mature "
+            f"{(attribution_window + report_grace).days} days after a click, which leaves {max(span, 0)} "
+            "day(s) of mature clicks after the first snapshot; at least 8 are needed for pre-training, "
+            "training, validation and test periods. Give events over a longer time range.")
+    ends = [snapshots[0] + timedelta(days=round(share * span)) for share in PERIOD_SHARES]
+    splits = Splits(ends[0], ends[0], ends[1], ends[2], snapshots[0] + timedelta(days=span))
+    splits.check(cutoff, attribution_window + report_grace)
+    return Periods(cutoff, splits)

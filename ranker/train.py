@@ -2,7 +2,8 @@
 
 1. ``Ranker.fit_inputs``: the standardisation and the candidate tables from the training split.
 2. With plain labels, the wide part (a logistic regression over the fixed inputs) is fitted exactly with
-   a ridge penalty chosen on the validation log loss (``ranker.linear``) and frozen; the deep part's output
+   two ridge penalties chosen on the validation log loss (``fit_wide``, ``core.linear``) and frozen, the
+   same fit for every seed (``wide``); the deep part's output
    starts at zero, so the model at "epoch 0" is that regression, and early stopping keeps it unless an
    epoch of the deep part does better on validation. So on validation no ranker is worse than the ridge
    regression on the same rows and inputs (issue 22's floor; ``benchmarks/ranker_ceiling.py`` measures it
@@ -12,7 +13,8 @@
    (``ranker.delay_weights``); the wide part then trains with the rest, from the base rate.
 
 Deterministic for a seed on CPU (one thread order: the data are shuffled by a seeded generator and the
-model has no scatter-add in its backward pass). Runs on the GPU when one is present.
+model's backward pass has no scatter-add unless the optional id tables are on). Runs on the GPU when one
+is present.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ import math
 import torch
 from torch.nn import functional as F
 
+from core.linear import EXCLUDED, RidgeFit, fit_ridge
 from ranker.config import RankerConfig
 from ranker.data import Batch
 from ranker.delay_weights import elapsed_weights, fnw_weights
-from ranker.linear import EXCLUDED, RidgeFit, fit_ridge
 from ranker.metrics import logloss
 from ranker.model import Ranker
 
@@ -64,14 +66,16 @@ def validation_loss(p: torch.Tensor, batch: Batch) -> float:
 
 
 @torch.no_grad()
-def predict(model: Ranker, batch: Batch, chunk: int = 65_536) -> torch.Tensor:
-    """Probabilities for every row of ``batch``, (n,) float64 on the CPU."""
+def predict(model: Ranker, batch: Batch, chunk: int = 65_536, wide_only: bool = False) -> torch.Tensor:
+    """Probabilities for every row of ``batch``, (n,) float64 on the CPU; ``wide_only``: the wide part's
+    alone (the ridge regression the ranker starts from, its floor)."""
     model.eval()
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(batch), chunk):
         rows = _to(batch.rows(torch.arange(start, min(start + chunk, len(batch)))), device)
-        out.append(torch.sigmoid(model(rows).double()).cpu())
+        logits = model.wide(model.inputs(rows)).squeeze(1) if wide_only else model(rows)
+        out.append(torch.sigmoid(logits.double()).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
 
 

@@ -62,6 +62,25 @@ def test_no_training_row_sees_an_embedding_or_a_label_from_its_future(demo):
 
 
 @pytest.mark.integration
+def test_the_ceilings_numpy_labels_are_the_examples_spark_wrote(demo):
+    """``duet.ceiling.contract_labels`` (numpy, for the ceiling and the ranker's sanity benchmark) labels the
+    demo's generated files exactly as ``spark_jobs/examples.py`` labelled them, click by click; and the
+    demo reported the ceiling of its test set, below ``none``'s NE."""
+    from duet.ceiling import contract_labels
+
+    work, lake, report = demo
+    cutoff = datetime.fromisoformat(report["periods"]["label_cutoff"])
+    ours = contract_labels(work / "input", cutoff).select(["click_id", "label", "matured"]).to_pylist()
+    spark = _arrow(TRAINING_EXAMPLES.location(lake), columns=["click_id", "label", "matured"]).to_pylist()
+    key = lambda r: r["click_id"]  # noqa: E731
+    assert sorted(ours, key=key) == sorted(spark, key=key) and sum(r["label"] for r in ours) > 0
+    ceiling = report["ranker"]["ceiling"]
+    assert ceiling["oracle_ne"] < ceiling["bayes_ne"]
+    assert ceiling["positives"] == report["ranker"]["test_positives"]
+    assert ceiling["gap_closed"]["none"] == 0
+
+
+@pytest.mark.integration
 def test_the_feast_training_set_equals_a_duckdb_asof_join_row_by_row(demo):
     _, lake, report = demo
     con = duckdb.connect()

@@ -117,11 +117,10 @@ def test_a_vector_that_says_nothing_costs_the_wide_part_nothing(generated):
     The deep part still loses to it (0.45% NE on this data set: it memorises the ids before it learns
     what ``none``'s deep part learns, and stops early; BENCHMARKS.md), which this test does not hide: it
     checks the wide part, the floor the ranker guarantees."""
-    from benchmarks.ranker_ceiling import _ridge_predictions
-    from duet.ceiling import normalized_entropy
     from duet.ranker_sanity import generated_rows, to_batch
     from ranker.config import RankerConfig
-    from ranker.train import train_ranker
+    from ranker.metrics import normalized_entropy
+    from ranker.train import predict, train_ranker
 
     events, truth = generated
     rows = generated_rows(events, truth)
@@ -135,5 +134,5 @@ def test_a_vector_that_says_nothing_costs_the_wide_part_nothing(generated):
                                np.stack([vectors[u] for u in t.column("user_id").to_pylist()]))
                    for k, t in rows.splits.items()}
         model, _ = train_ranker(RankerConfig(seed=1), batches["train"], batches["valid"])
-        ne[name] = normalized_entropy(_ridge_predictions(model, batches["test"]), y)
+        ne[name] = normalized_entropy(predict(model, batches["test"], wide_only=True).numpy(), y)
     assert ne["noise"] <= ne["none"] + 0.003, ne

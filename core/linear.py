@@ -1,4 +1,5 @@
-"""Ridge logistic regression, fitted exactly: the ranker's wide part and the floor every ranker must beat.
+"""Ridge logistic regression, fitted exactly (torch only): the encoders' embedding probe
+(``encoders.evaluate.logistic_probe``), the ranker's wide part and probe, the floor every ranker must beat.
 
 ``fit_ridge`` minimises ``mean BCE(x w + b, y) + lam / (2 n) |w|^2`` (the bias is not penalised) by
 L-BFGS in float64 for each ``lam`` of a grid, from the strongest penalty down (each fit starts from the
