@@ -29,6 +29,10 @@ published, was added to the modes; claim 3 reads the renamed mode, ``fnw`` is re
   3. With signal 1: ``importance``'s mean NE is below ``matured``'s and the t-interval of its relative
      reduction is above 0. (``naive`` is reported, not judged; signal 0's runs are reported too.)
 
+(On 2026-12-06 the ablation's headline reduction became the one against ``shared``, named in advance,
+instead of the best baseline picked after the fact; claim 1 reads it from then on. The powered protocol
+that supersedes this benchmark is ``benchmarks/duet_ablation.py``.)
+
 Prints each run as one JSON line when it ends, then one JSON document with every run and the summary.
 """
 

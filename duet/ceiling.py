@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from core.errors import DuetError
 from duet.generate import CONVERSION_DELAY, REPORT_DELAY, GeneratorConfig, log_rates, read_truth
 from ranker import metrics
 
@@ -231,6 +232,20 @@ def _uniform_reported(delays: DelayLaws, start_us: int, span_us: int, snapshot_u
     return float(np.mean(np.where(grid < snapshot_us, delays.reported(snapshot_us - grid), 0.0)))
 
 
+def modelled(cfg: GeneratorConfig) -> bool:
+    """Whether the ceiling models ``cfg``'s dynamics: not drifting click interests (the truth keeps the first
+    week's) nor lost attributions (a click's label then also needs its conversion to keep its id)."""
+    return cfg.interest_drift == 0 and cfg.unattributed == "independent"
+
+
+def check_modelled(cfg: GeneratorConfig) -> None:
+    """Refuse a generator setting the ceiling does not model (``modelled``)."""
+    if not modelled(cfg):
+        raise DuetError("the ceiling models the generator's default dynamics only: static click interests "
+                        "and independent unattributed conversions (this data has interest_drift "
+                        f"{cfg.interest_drift:g}, unattributed {cfg.unattributed!r})")
+
+
 def click_probabilities(events_dir: str | Path, truth_dir: str | Path, rows: pa.Table,
                         label_cutoff: datetime, window: timedelta = timedelta(days=7),
                         samples: int = 4000, seed: int = 0) -> dict[str, np.ndarray]:
@@ -238,6 +253,7 @@ def click_probabilities(events_dir: str | Path, truth_dir: str | Path, rows: pa.
 
     Returns ``{"oracle": (n,), "bayes": (n,), "ess": (n,)}``."""
     cfg, users, topic_of_adv = read_truth(truth_dir)
+    check_modelled(cfg)
     delays = DelayLaws(window.total_seconds() * _US)
     cutoff = int(label_cutoff.timestamp() * _US)
     user_index = {u: i for i, u in enumerate(users.column("user_id").to_pylist())}

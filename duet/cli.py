@@ -18,6 +18,7 @@ import traceback
 from datetime import date, timedelta
 
 from core.errors import DuetError, ValidationFailed
+from core.variants import VARIANTS
 
 
 def _spark_options(p: argparse.ArgumentParser) -> None:
@@ -42,11 +43,12 @@ def _spark(args: argparse.Namespace, app: str):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from duet.generate import GeneratorConfig, generate
+    from duet.generate import generate, setting
 
-    cfg = GeneratorConfig(users=args.users, days=args.days, start=args.start, seed=args.seed,
-                          conversion_signal=args.conversion_signal,
-                          unattributed_share=args.unattributed_share)
+    given = {name: getattr(args, name) for name in (
+        "users", "days", "start", "seed", "conversion_signal", "unattributed_share", "unattributed",
+        "interest_drift", "clicks_per_day", "cvr")}
+    cfg = setting(args.setting, **{k: v for k, v in given.items() if v is not None})
     print(generate(cfg, args.out, args.truth).to_json())
     return 0
 
@@ -266,6 +268,19 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_grace(value: str) -> timedelta | None:
+    """``--report-grace-days``: a number of days, or ``measured`` (None: the lake's own report delays)."""
+    if value == "measured":
+        return None
+    try:
+        days = float(value)
+    except ValueError:
+        raise DuetError(f"--report-grace-days {value!r}: give a number of days or measured") from None
+    if not days >= 0:
+        raise DuetError(f"--report-grace-days {value}: must not be negative")
+    return timedelta(days=days)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from datetime import timedelta as days_delta
 
@@ -275,7 +290,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      taobao=args.taobao, users=args.users, days=args.days,
                      conversion_signal=args.conversion_signal,
                      attribution_window=days_delta(days=args.attribution_window_days),
-                     report_grace=days_delta(days=args.report_grace_days),
+                     report_grace=_report_grace(args.report_grace_days),
+                     setting=args.setting,
                      pretrain_horizon_days=args.pretrain_horizon_days,
                      pretrain_grace_days=args.pretrain_grace_days,
                      delayed_feedback=args.delayed_feedback, force=args.force)
@@ -293,14 +309,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for clicks.parquet and conversions.parquet")
     p.add_argument("--truth", metavar="DIR", help="also write each user's latents and each advertiser's "
                    "topic here, a folder apart from --out (duet.ceiling reads it)")
-    p.add_argument("--users", type=int, default=2000)
-    p.add_argument("--days", type=int, default=14)
-    p.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 5), help="first day, YYYY-MM-DD")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--conversion-signal", type=float, default=1.0,
-                   help="how much past conversions tell about future ones beyond clicks (0 = nothing)")
-    p.add_argument("--unattributed-share", type=float, default=0.3,
+    # Every knob defaults to None: the setting's value (duet.generate.SETTINGS over GeneratorConfig) fills it.
+    p.add_argument("--setting", default="default",
+                   help="named generator setting, default or duet-targeted (duet.generate.SETTINGS); the "
+                        "flags below override it")
+    p.add_argument("--users", type=int, help="default 2000")
+    p.add_argument("--days", type=int, help="default 14")
+    p.add_argument("--start", type=date.fromisoformat, help="first day, YYYY-MM-DD (default 2026-01-05)")
+    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--conversion-signal", type=float,
+                   help="how much past conversions tell about future ones beyond clicks (0 = nothing; "
+                        "default 1)")
+    p.add_argument("--unattributed-share", type=float,
                    help="share of conversions with no attributed click (default 0.3)")
+    p.add_argument("--unattributed", choices=["independent", "lost"],
+                   help="unattributed conversions drawn apart from clicks, or lost attributions of "
+                        "converted clicks (default independent; duet-targeted: lost)")
+    p.add_argument("--interest-drift", type=float,
+                   help="weekly share of click interests replaced by a fresh draw (default 0; "
+                        "duet-targeted: 0.5)")
+    p.add_argument("--clicks-per-day", type=float,
+                   help="mean clicks per user-day (default 4; duet-targeted 10)")
+    p.add_argument("--cvr", type=float,
+                   help="share of clicks that convert (default 0.02; duet-targeted 0.01)")
     p.set_defaults(handler=_cmd_generate)
 
     p = sub.add_parser("ingest", help="ingest event files into raw/* Delta tables (rejects to quarantine/*)")
@@ -328,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pre-train a user encoder (duet) or a baseline on the sequences")
     p.add_argument("--lake", required=True, help="lake root (reads features/*, writes _models/<version>/)")
-    p.add_argument("--variant", choices=["duet", "shared", "click_only"], default="duet")
+    p.add_argument("--variant", choices=VARIANTS, default="duet")
     p.add_argument("--train-until", metavar="TS",
                    help="read nothing at or after this instant (default: the latest snapshot)")
     p.add_argument("--config", metavar="FILE", help="a JSON PretrainConfig (model, objective, train)")
@@ -426,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "index.html")
     p.add_argument("--lake", required=True, help="lake root (reads training/training_set, training/examples)")
     p.add_argument("--variants", nargs="+", required=True, metavar="VARIANT",
-                   help="none, shared, click_only, duet (each its newest model version) or a model version "
+                   help=f"none, {', '.join(VARIANTS)} (each its newest model version) or a model version "
                         "(duet-3f2a9c1, ext-NAME); none always runs")
     p.add_argument("--out", required=True, help="folder for metrics.json, ablation.json and index.html")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], metavar="S",
@@ -455,14 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversions", help="use this conversions file instead of generating events")
     p.add_argument("--users", type=int, default=2000, help="synthetic users when generating")
     p.add_argument("--days", type=int, default=28, help="synthetic days when generating")
+    p.add_argument("--setting", default="default",
+                   help="the generator's named setting when generating, default or duet-targeted (see "
+                        "`duet generate --help`)")
     p.add_argument("--conversion-signal", type=float, default=1.0,
                    help="the generator's conversion signal (0: the control, see `duet generate --help`)")
     p.add_argument("--taobao", metavar="FILE",
                    help="a Taobao UserBehavior CSV instead of --clicks/--conversions")
     p.add_argument("--attribution-window-days", type=float, default=7.0,
                    help="labels: a conversion counts within this many days of its click (default 7)")
-    p.add_argument("--report-grace-days", type=float, default=1.0,
-                   help="labels: a click is mature this long after its attribution window (default 1)")
+    p.add_argument("--report-grace-days", default="1", metavar="DAYS|measured",
+                   help="labels: a click is mature this long after its attribution window (default 1); "
+                        "measured: the 99th percentile of the lake's report delays, in whole days")
     p.add_argument("--pretrain-horizon-days", type=float, default=2.0,
                    help="encoders: how far ahead pre-training targets look (default 2)")
     p.add_argument("--pretrain-grace-days", type=float, default=1.0,

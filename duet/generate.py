@@ -16,6 +16,13 @@ The generator is a latent user model, so that evaluations have something true to
 * **Unattributed conversions** (default 30% of all conversions) come from the same per-user, per-topic
   conversion propensity, at random times, with no click id: like attributed ones they reveal ``s_u``
   and ``eta_u`` when ``signal > 0``.
+* **Settings for what DUET targets** (``SETTINGS["duet-targeted"]``, ``duet generate --setting``): long
+  click histories against few conversions (``clicks_per_day`` up, ``cvr`` down); ``unattributed="lost"``:
+  an unattributed conversion is an attributed one whose click id was lost (same advertiser, after its
+  click; the click's label stays 0), instead of an independent draw; ``interest_drift``: each week a user's
+  click interests move by that share towards a fresh draw, ``theta_w = (1 - d) theta_{w-1} + d Dir(alpha)``,
+  while the conversion intent (``s_u``, ``eta_u``) persists, so weeks-old conversions say what recent
+  clicks no longer show. The defaults leave all three off and the files byte for byte as before.
 * **Delays**: conversion delay ~ LogNormal with median 20 h (about half within a day), capped at 30 days;
   report delay ~ LogNormal with median 2 h, from 1 minute to 14 days.
 
@@ -79,6 +86,8 @@ class GeneratorConfig:
     advertisers: int = 200
     ads_per_advertiser: int = 25
     chunk_users: int = 20_000
+    unattributed: str = "independent"   # or "lost": attributed conversions whose click id was lost
+    interest_drift: float = 0.0         # weekly share of click interests replaced by a fresh draw
 
     # The generator's fixed constants, named once so that ``duet.ceiling`` computes with the same ones.
     VISIBLE_WEIGHT = 0.5       # v_ut = 0.5 log(K theta_ut + 0.1)
@@ -98,10 +107,28 @@ class GeneratorConfig:
             "advertisers": self.advertisers >= self.topics,
             "ads_per_advertiser": self.ads_per_advertiser >= 1,
             "chunk_users": self.chunk_users >= 1,
+            "unattributed": self.unattributed in ("independent", "lost"),
+            "interest_drift": 0 <= self.interest_drift <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise DuetError(f"invalid generator setting(s): {', '.join(bad)} (see `duet generate --help`)")
+
+
+# Named settings: overrides of ``GeneratorConfig``'s defaults (``duet generate --setting``, the ablation's
+# benchmark). "duet-targeted" is what the DUET paper's design is for (module docstring).
+SETTINGS: dict[str, dict] = {
+    "default": {},
+    "duet-targeted": {"clicks_per_day": 10.0, "cvr": 0.01, "unattributed": "lost", "unattributed_share": 0.3,
+                      "interest_drift": 0.5},
+}
+
+
+def setting(name: str, **overrides) -> GeneratorConfig:
+    """A named setting's ``GeneratorConfig`` with ``overrides`` (users, days, seed, ...) on top."""
+    if name not in SETTINGS:
+        raise DuetError(f"unknown generator setting {name!r}: use one of {', '.join(SETTINGS)}")
+    return GeneratorConfig(**{**SETTINGS[name], **overrides})
 
 
 @dataclass(frozen=True)
@@ -176,6 +203,13 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
     theta = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
     eta = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
     propensity = rng.standard_normal(n_users)
+    weeks = (cfg.days + 6) // 7
+    if cfg.interest_drift > 0:   # click interests per (user, week); the conversion intent stays
+        thetas = [theta]
+        for _ in range(weeks - 1):
+            fresh = rng.dirichlet(np.full(k, cfg.topic_alpha), n_users)
+            thetas.append((1 - cfg.interest_drift) * thetas[-1] + cfg.interest_drift * fresh)
+        theta_uw = np.stack(thetas, axis=1).reshape(n_users * weeks, k)   # row u * weeks + w
     log_rate = log_rates(cfg, theta, eta, propensity)  # (users, topics), up to a constant
 
     # Clicks: Poisson per user-day, diurnal hours.
@@ -187,12 +221,20 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
     click_us = click_s * 1_000_000 + rng.integers(0, 1_000_000, len(owner))
     order = np.lexsort((click_us, owner))
     owner, click_us = owner[order], click_us[order]
-    topic = _sample_topics(theta, owner, rng)
+    if cfg.interest_drift > 0:
+        week = (click_us // 1_000_000 - start_s) // (7 * _DAY_S)
+        row = owner * weeks + week
+        topic = _sample_topics(theta_uw, row, rng)
+        eta_uw, s_uw = np.repeat(eta, weeks, axis=0), np.repeat(propensity, weeks)
+        click_log_rate = log_rates(cfg, theta_uw, eta_uw, s_uw)[row, topic]
+    else:
+        topic = _sample_topics(theta, owner, rng)
+        click_log_rate = log_rate[owner, topic]
     adv = catalog.advertisers_for(topic, rng)
     ad = catalog.ads_for(adv, rng)
 
     # Attributed conversions: scale exp(log_rate) so that cfg.cvr of this chunk's clicks convert.
-    score = np.exp(log_rate[owner, topic])
+    score = np.exp(click_log_rate)
     scale = cfg.cvr / score.mean() if len(score) else 1.0
     p = np.minimum(score * scale, cfg.P_CAP)
     converted = rng.random(len(owner)) < p
@@ -200,10 +242,11 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
     delay_s = _lognormal_seconds(rng, len(conv_click), *CONVERSION_DELAY)
     att_conv_us = click_us[conv_click] + (delay_s * 1e6).astype(np.int64)
 
-    # Unattributed conversions: same per-user topic propensity, share-matched counts, random times.
+    # Unattributed conversions: same per-user topic propensity, share-matched counts, random times; or
+    # ("lost") converted clicks whose click id is dropped: same advertiser, after the click.
     expected_att = np.bincount(owner, weights=p, minlength=n_users)
     ratio = cfg.unattributed_share / (1 - cfg.unattributed_share)
-    n_un = rng.poisson(expected_att * ratio)
+    n_un = rng.poisson(expected_att * ratio) if cfg.unattributed == "independent" else np.zeros(n_users, int)
     un_owner = np.repeat(np.arange(n_users), n_un)
     topic_w = theta * np.exp(log_rate)
     topic_w /= topic_w.sum(axis=1, keepdims=True)
@@ -217,6 +260,9 @@ def _chunk(cfg: GeneratorConfig, catalog: _Catalog, first_user: int, n_users: in
     c_adv = np.concatenate([adv[conv_click], un_adv])
     c_ts = np.concatenate([att_conv_us, un_conv_us])
     c_click = np.concatenate([first_click + conv_click, np.full(len(un_owner), -1)])
+    if cfg.unattributed == "lost":
+        lost = rng.random(len(conv_click)) < cfg.unattributed_share
+        c_click[:len(conv_click)][lost] = -1
     order = np.lexsort((c_ts, c_owner))
     c_owner, c_adv, c_ts, c_click = c_owner[order], c_adv[order], c_ts[order], c_click[order]
     report_us = c_ts + (_lognormal_seconds(rng, len(c_ts), *REPORT_DELAY) * 1e6).astype(np.int64)

@@ -44,7 +44,8 @@ from pyspark.sql import SparkSession
 from core.errors import DuetError, ValidationFailed
 from core.files import write_atomic
 from core.quality import LakeReport, validate_lake
-from encoders.config import VARIANTS, PretrainConfig, TrainConfig
+from core.variants import VARIANTS
+from encoders.config import PretrainConfig, TrainConfig
 from ranker.splits import ATTRIBUTION_WINDOW, REPORT_GRACE, Periods, Splits, demo_periods
 
 __all__ = ["Periods", "demo_periods"]   # the demo's period plan lives in ranker.splits (no Spark there)
@@ -71,10 +72,11 @@ class DemoConfig:
     users: int = 2000
     days: int = 28
     conversion_signal: float = 1.0   # the generator's (0 = the control: conversions add nothing hidden)
+    setting: str = "default"         # the generator's named setting (duet.generate.SETTINGS)
     variants: tuple[str, ...] = VARIANTS
     ranker_seeds: tuple[int, ...] = (1, 2, 3)
     attribution_window: timedelta = ATTRIBUTION_WINDOW
-    report_grace: timedelta = REPORT_GRACE
+    report_grace: timedelta | None = REPORT_GRACE   # None: measured, the lake's 99th percentile report delay
     pretrain_horizon_days: float = 2.0
     pretrain_grace_days: float = 1.0
     delayed_feedback: bool = False   # also the delayed-feedback experiment (ranker.delayed)
@@ -224,7 +226,8 @@ def rank_and_report(spark: SparkSession, lake: str, periods: Periods, models: di
         if not quality.success:
             raise ValidationFailed(f"the ranker's tables failed data quality; see {quality.results_dir}")
     with clock.stage("ranker"):
-        ablation = run_ablation(AblationConfig(lake, models, seeds=cfg.ranker_seeds))
+        ablation = run_ablation(AblationConfig(lake, models, seeds=cfg.ranker_seeds, predictions_path=str(
+            Path(cfg.workdir) / "report" / "test_predictions.parquet")))
     out = {"examples": examples, "training_set": built, "training_validation": quality.to_dict(), **ablation}
     if truth is not None:
         with clock.stage("ceiling"):
@@ -305,8 +308,10 @@ def ne_table(ablation: dict) -> str:
         lo, hi = v["ne_interval"]
         lines.append(f"{name:<{width}} {v['ne']:7.4f}  [{lo:.4f}, {hi:.4f}] {v['auc']:6.4f} "
                      f"{v['calibration']:6.3f}")
-    if "relative_ne_reduction" in ablation:
-        r = ablation["relative_ne_reduction"]
+    reductions = ablation.get("reductions") or (
+        {ablation["relative_ne_reduction"]["baseline"]: ablation["relative_ne_reduction"]}
+        if "relative_ne_reduction" in ablation else {})
+    for r in reductions.values():
         lines.append(f"duet vs {r['baseline']}: relative NE reduction {100 * r['mean']:+.2f}% "
                      f"(95% interval {100 * r['interval'][0]:+.2f}% to {100 * r['interval'][1]:+.2f}%)")
     return "\n".join(lines)
@@ -556,12 +561,15 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         TRAINING_SET,
         USER_EMBEDDINGS,
     )
-    from duet.generate import GeneratorConfig, generate
+    from duet.ceiling import modelled as ceiling_models
+    from duet.generate import generate
+    from duet.generate import setting as generator_setting
     from duet.stage_cache import StageCache, checkpoint_configs, sequence_records
     from encoders.model_store import MODELS_DIR
     from feature_repo.views import EMBEDDING_TTL
     from ranker.checkpoint import RANKERS
     from ranker.report import write_report
+    from spark_jobs.examples import measured_report_grace
     from spark_jobs.ingest import IngestConfig, ingest
     from spark_jobs.sequences import build_sequences
     from spark_jobs.taobao import ingest_taobao
@@ -579,9 +587,9 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         clicks, conversions = cfg.clicks, cfg.conversions
     else:
         with clock.stage("generate"):
-            summary = generate(GeneratorConfig(users=cfg.users, days=cfg.days, seed=cfg.seed,
-                                               conversion_signal=cfg.conversion_signal), work / "input",
-                               work / "truth")
+            generator = generator_setting(cfg.setting, users=cfg.users, days=cfg.days, seed=cfg.seed,
+                                          conversion_signal=cfg.conversion_signal)
+            summary = generate(generator, work / "input", work / "truth")
         clicks, conversions = summary.clicks_path, summary.conversions_path
         report["generated"] = json.loads(summary.to_json())
     with clock.stage("ingest"):
@@ -591,6 +599,13 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
         for c in counts:
             print(c.line())
     report["ingest"] = [c.to_dict() for c in counts]
+    if cfg.report_grace is None:
+        measured = measured_report_grace(spark, lake)
+        cfg = replace(cfg, report_grace=timedelta(days=measured["grace_days"]))
+        report["report_grace"] = measured
+        print(f"report grace: {measured['grace_days']} day(s), the {measured['quantile']:.0%} quantile of "
+              f"{measured['conversions']:,} attributed conversions' report delays being "
+              f"{measured['hours']:.1f} h")
     snapshots = demo_snapshots(spark, lake)
     periods = demo_periods(snapshots, cfg.attribution_window, cfg.report_grace)   # refuses short data early
     report["snapshots"] = [s.isoformat() for s in snapshots]
@@ -654,6 +669,9 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
             print(_reused(hit, f"the examples, the training set and the rankers of {versions}"))
     else:
         truth = None if cfg.clicks or cfg.taobao else (work / "input", work / "truth")
+        if truth is not None and not ceiling_models(generator_setting(cfg.setting)):
+            print(f"ceiling: not computed, duet.ceiling does not model the {cfg.setting} generator setting")
+            truth = None
         ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0], truth)
         cache.store("ranker", ablation, [TRAINING_EXAMPLES.location(lake), TRAINING_SET.location(lake)],
                     [f"{RANKERS}/{v}" for v in models.values() if (Path(lake) / RANKERS / v).is_dir()])

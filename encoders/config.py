@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from core.errors import DuetError
-
-VARIANTS = ("duet", "shared", "click_only")
+from core.variants import variant
 
 C = TypeVar("C")
 
@@ -71,18 +70,20 @@ class ModelConfig:
     conversion_blocks: int = 2      # duet: cross- then self-attention blocks over conversions
     shared_layers: int = 5          # shared baseline: one transformer over the merged stream
     click_only_layers: int = 5      # click_only baseline
+    merged_layers: int = 3          # merged baseline: one transformer (FLOPs per user near duet's) over
+    merged_tokens: int = 64         # the most recent merged_tokens events of the merged stream
     pooling: str = "summary"        # "summary": summary token + attention pooling; "mean": masked mean
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise DuetError(f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}")
+        variant(self.variant)
         if self.dim % self.heads:
             raise DuetError(f"dim {self.dim} must be a multiple of heads {self.heads}")
         if self.pooling not in ("summary", "mean"):
             raise DuetError(f"unknown pooling {self.pooling!r}: use summary or mean")
         for name in ("dim", "heads", "ffn_mult", "ad_buckets", "advertiser_buckets",
                      "conversion_type_buckets", "max_clicks", "max_conversions", "click_layers",
-                     "conversion_blocks", "shared_layers", "click_only_layers"):
+                     "conversion_blocks", "shared_layers", "click_only_layers", "merged_layers",
+                     "merged_tokens"):
             if getattr(self, name) < 1:
                 raise DuetError(f"{name} must be at least 1")
         if not 0 <= self.dropout < 1:
@@ -91,7 +92,7 @@ class ModelConfig:
 
 def embedding_dims(cfg: ModelConfig) -> tuple[int, int | None]:
     """(click embedding width, conversion embedding width or None) of a variant."""
-    return (cfg.dim, cfg.dim) if cfg.variant == "duet" else (2 * cfg.dim, None)
+    return (cfg.dim, cfg.dim) if variant(cfg.variant).two_embeddings else (2 * cfg.dim, None)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from typing import Any
 
 from core.errors import DuetError
 from core.files import write_atomic
-from encoders.config import VARIANTS, ModelConfig, embedding_dims, from_dict
+from core.variants import VARIANTS
+from encoders.config import ModelConfig, embedding_dims, from_dict
 
 MODELS_DIR = "_models"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"

@@ -124,7 +124,8 @@ def pretrain(lake: str, cfg: PretrainConfig, train_until: datetime | None = None
         f"{split.train[0]:%Y-%m-%d}..{split.train[-1]:%Y-%m-%d}, validation {split.valid[0]:%Y-%m-%d}"
         f"..{split.valid[-1]:%Y-%m-%d}, data up to {until.isoformat()}")
     log("  encoder parameters: " + ", ".join(f"{v} {p['encoder']:,}" for v, p in params.items())
-        + f" (baselines within {_spread(params):.1%} of duet)")
+        + f" (within {_spread(params, 'encoder'):.1%} of duet); MFLOPs per user: "
+        + ", ".join(f"{v} {p['flops_per_user'] / 1e6:.1f}" for v, p in params.items()))
     root = model_store.models_root(lake)
     root.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".examples-", dir=root))
@@ -156,6 +157,6 @@ def pretrain(lake: str, cfg: PretrainConfig, train_until: datetime | None = None
                           result.to_dict(), retrieval, seconds)
 
 
-def _spread(params: dict[str, dict[str, int]]) -> float:
-    duet = params["duet"]["encoder"]
-    return max(abs(p["encoder"] - duet) / duet for p in params.values())
+def _spread(params: dict[str, dict[str, int]], key: str) -> float:
+    duet = params["duet"][key]
+    return max(abs(p[key] - duet) / duet for p in params.values())

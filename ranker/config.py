@@ -2,7 +2,8 @@
 the variants an ablation compares.
 
 A variant is a name for a set of user features: ``none`` (no user vector), an encoder variant
-(``shared``, ``click_only``, ``duet``: the lake's newest model version of that variant) or a model version
+(``shared``, ``merged``, ``click_only``, ``duet``: ``core.variants.REGISTRY``; the lake's newest model
+version of that variant) or a model version
 by its own name (``duet-3f2a9c1``, or an imported embedding ``ext-<name>``): ``variant_versions`` maps
 names to model versions. ``VARIANTS`` is the demo's ablation.
 """
@@ -12,9 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from core.errors import DuetError
+from core.variants import VARIANTS as ENCODER_VARIANTS
 
-VARIANTS = ("none", "shared", "click_only", "duet")
-ENCODER_VARIANTS = VARIANTS[1:]
+VARIANTS = ("none", *ENCODER_VARIANTS)   # the order of the report: none, then the registry's
 
 
 def is_variant(name: str) -> bool:

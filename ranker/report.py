@@ -7,7 +7,8 @@ says "not available"; the metrics table is always drawn.
 
 The page opens from disk (file://), so it must never reference anything outside itself: no scripts,
 stylesheets, fonts or images by address, and no plotting library. Standard library only. Every string
-that comes from the report is escaped before it reaches the page.
+that comes from the report is escaped before it reaches the page. (The variants' order and colours come from
+``core.variants.REGISTRY``, itself standard library only.)
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-VARIANT_ORDER = ("none", "shared", "click_only", "duet")  # variants outside this list follow, as given
-_COLORS = {"none": "#7f7f7f", "shared": "#1f77b4", "click_only": "#ff7f0e", "duet": "#2ca02c"}
-_EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728")
+from core.variants import REGISTRY
+
+VARIANT_ORDER = ("none", *(v.name for v in REGISTRY))  # variants outside this list follow, as given
+_COLORS = {"none": "#7f7f7f", **{v.name: v.color for v in REGISTRY}}
+_EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79")
 
 # Every plot is WIDTH x HEIGHT; the plot area sits inside these margins (the right one holds a legend).
 WIDTH, HEIGHT = 640, 320

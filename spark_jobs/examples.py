@@ -49,6 +49,35 @@ class ExamplesConfig:
             raise DuetError("the attribution window must be positive and the report grace not negative")
 
 
+def measured_report_grace(spark: SparkSession, lake: str, quantile: float = 0.99) -> dict:
+    """The report grace a lake's own report delays call for: the ``quantile`` of ``report_ts -
+    conversion_ts`` over its attributed conversions, rounded up to whole days (the ranker's periods are
+    whole days). Only conversions from the first half of the lake's conversion time span count, so that a
+    report delay up to half the span had the time to arrive (the latest conversions' long delays are not
+    in the lake yet, and would pull the quantile down). Returns ``{"grace_days", "quantile", "hours",
+    "conversions"}``."""
+    return report_grace_of(spark.read.format("delta").load(RAW_CONVERSIONS.location(lake)), quantile)
+
+
+def report_grace_of(conversions: DataFrame, quantile: float = 0.99) -> dict:
+    """``measured_report_grace`` on a DataFrame in the raw conversions layout."""
+    import math
+
+    if not 0 < quantile < 1:
+        raise DuetError(f"quantile {quantile} must be in (0, 1)")
+    conversions = conversions.where(F.col("attributed_click_id").isNotNull())
+    at, reported = F.unix_micros("conversion_ts"), F.unix_micros("report_ts")
+    span = conversions.agg(F.min(at).alias("lo"), F.max(at).alias("hi")).first()
+    if span["lo"] is None:
+        raise DuetError("raw/conversions holds no attributed conversion: no report delay to measure")
+    early = conversions.where(at <= F.lit((span["lo"] + span["hi"]) // 2))
+    row = early.agg(F.percentile_approx((reported - at) / 3.6e9, quantile, 10_000).alias("hours"),
+                    F.count(F.lit(1)).alias("n")).first()
+    hours = max(float(row["hours"]), 0.0)
+    return {"grace_days": max(math.ceil(hours / 24), 1), "quantile": quantile, "hours": hours,
+            "conversions": int(row["n"])}
+
+
 def _micros(value: datetime):
     # A literal as epoch microseconds, compared with unix_micros(column): no session time zone involved.
     return F.lit(int(value.timestamp() * 1_000_000))

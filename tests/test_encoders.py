@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from benchmarks.synthetic_sequences import synthetic_rows, synthetic_targets
 from core.errors import DuetError
+from core.variants import VARIANTS  # every test parametrised by variant covers each registered one
 from encoders import attention, checkpoint
 from encoders.batch import INPUT_SCHEMA, UserBatch, tensorize, tensorize_targets
 from encoders.config import (
@@ -32,16 +33,17 @@ from encoders.config import (
 from encoders.evaluate import auc, logistic_probe, normalized_entropy
 from encoders.examples import add_targets, join_sequences
 from encoders.hashing import bucketize, fnv1a64
+from encoders.merged_encoder import most_recent
 from encoders.objectives import AdvertiserRetrieval
 from encoders.shards import ShardWriter
 from encoders.train import fit
-from encoders.variants import UserModel, parameter_report
+from encoders.variants import UserModel, full_batch, parameter_report
 from tests.conftest import REPO
 
-VARIANTS = ("duet", "shared", "click_only")
 T = datetime(2026, 1, 10, tzinfo=UTC)
 SMALL = ModelConfig(dim=16, heads=2, ad_buckets=257, advertiser_buckets=64, conversion_type_buckets=8,
-                    click_layers=1, conversion_blocks=1, shared_layers=2, click_only_layers=2)
+                    click_layers=1, conversion_blocks=1, shared_layers=2, click_only_layers=2,
+                    merged_layers=2)
 
 
 def _model(variant: str, cfg: ModelConfig = SMALL, seed: int = 0) -> UserModel:
@@ -250,11 +252,37 @@ def test_configs_round_trip_and_reject_unknown_keys():
         ModelConfig(dim=30, heads=4)
 
 
-def test_baselines_match_duets_parameter_count_within_ten_percent():
+def test_baselines_match_duets_parameter_count_and_merged_its_flops_within_ten_percent():
     counts = parameter_report(ModelConfig())
-    duet = counts["duet"]["encoder"]
+    duet = counts["duet"]
     for variant in ("shared", "click_only"):
-        assert abs(counts[variant]["encoder"] - duet) / duet < 0.10, counts
+        assert abs(counts[variant]["encoder"] - duet["encoder"]) / duet["encoder"] < 0.10, counts
+    assert abs(counts["merged"]["flops_per_user"] - duet["flops_per_user"]) / duet["flops_per_user"] < 0.10
+    # the counter sees the attention: twice the layers over the same tokens, about twice the FLOPs
+    deeper = parameter_report(ModelConfig(merged_layers=6))["merged"]["flops_per_user"]
+    assert 1.8 < deeper / counts["merged"]["flops_per_user"] < 2.1
+
+
+def test_the_merged_baseline_reads_only_the_most_recent_events_of_either_kind():
+    hours = torch.tensor([[5.0, 1.0, 9.0, 0.0, 3.0, 2.0]])   # 4 click slots (last is padding), 2 conversions
+    mask = torch.tensor([[True, True, True, False, True, True]])
+    assert sorted(most_recent(hours, mask, 3)[0].tolist()) == [1, 4, 5]
+    assert most_recent(hours, mask, 10).shape == (1, 6)       # never more slots than there are
+    # A conversion older than the budget's clicks changes nothing (not even the summary's counts, the same
+    # here); within the budget, it does.
+    cfg = replace(SMALL, variant="merged", merged_tokens=3)
+    torch.manual_seed(0)
+    model = UserModel(cfg, ObjectiveConfig()).eval()
+    batch = full_batch(cfg, users=1)
+    batch.click_time[0, :, 0] = torch.linspace(0.1, 1.0, cfg.max_clicks)    # clicks 0.1 .. 1 (log1p hours)
+    batch.conversion_time[0, :, 0] = 5.0                                     # conversions all older
+    other = UserBatch(**{**batch.as_tensors(),
+                         "conversion_advertiser": batch.conversion_advertiser % 7 + 1})
+    with torch.no_grad():
+        assert torch.equal(model(batch).click, model(other).click)
+        batch.conversion_time[0, 0, 0] = 0.0                                 # one conversion now the newest
+        other.conversion_time[0, 0, 0] = 0.0
+        assert not torch.equal(model(batch).click, model(other).click)
 
 
 # --- hashing --------------------------------------------------------------------------------------------

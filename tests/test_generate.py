@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.errors import DuetError
-from duet.generate import GeneratorConfig, generate
+from duet.generate import GeneratorConfig, generate, read_truth, setting
 
 USERS, DAYS = 2000, 14
 
@@ -102,8 +102,62 @@ def test_conversion_signal_makes_past_conversions_predictive(tmp_path):
     assert lifts[0.0] < 2.0, lifts
 
 
+def test_lost_attributions_follow_a_click_on_the_same_advertiser(tmp_path):
+    generate(GeneratorConfig(users=500, days=14, seed=5, unattributed="lost"), tmp_path)
+    clicks, conversions = _load(tmp_path)
+    lost = conversions[conversions.attributed_click_id.isna()]
+    assert 0.25 < len(lost) / len(conversions) < 0.35
+    first_click = clicks.groupby(["user_id", "advertiser_id"]).click_ts.min()
+    before = first_click.reindex(pd.MultiIndex.from_frame(lost[["user_id", "advertiser_id"]])).to_numpy()
+    assert (before < lost.conversion_ts.to_numpy()).all()      # each after a click of the same pair
+    # the independent default draws them anywhere: many have no earlier click on the advertiser
+    generate(GeneratorConfig(users=500, days=14, seed=5), tmp_path / "independent")
+    clicks, conversions = _load(tmp_path / "independent")
+    free = conversions[conversions.attributed_click_id.isna()]
+    first_click = clicks.groupby(["user_id", "advertiser_id"]).click_ts.min()
+    before = first_click.reindex(pd.MultiIndex.from_frame(free[["user_id", "advertiser_id"]])).to_numpy()
+    assert (pd.isna(before) | (before >= free.conversion_ts.to_numpy())).mean() > 0.3
+
+
+def _weekly_topic_shift(out) -> float:
+    """Mean total variation between each user's click topics in the first and the third week."""
+    clicks, _ = _load(out)
+    _, _, topic_of_adv = read_truth(out / "truth")
+    clicks["topic"] = topic_of_adv[clicks.advertiser_id.str[3:].astype(int)]
+    week = (clicks.click_ts - clicks.click_ts.min()).dt.days // 7
+    shares = [clicks[week == w].groupby("user_id").topic.value_counts(normalize=True).unstack(fill_value=0)
+              for w in (0, 2)]
+    a, b = shares[0].align(shares[1], join="inner", fill_value=0)
+    return float((a - b).abs().sum(axis=1).mean() / 2)
+
+
+def test_interest_drift_moves_click_topics_between_weeks_and_the_ceiling_refuses_it(tmp_path):
+    from duet.ceiling import click_probabilities
+
+    shift = {}
+    for drift in (0.0, 0.5):
+        out = tmp_path / f"d{drift}"
+        generate(GeneratorConfig(users=400, days=21, seed=2, clicks_per_day=10, interest_drift=drift), out,
+                 out / "truth")
+        shift[drift] = _weekly_topic_shift(out)
+    assert shift[0.5] > shift[0.0] + 0.1, shift
+    with pytest.raises(DuetError, match="ceiling models the generator's default dynamics"):
+        click_probabilities(tmp_path / "d0.5", tmp_path / "d0.5" / "truth", None, None)
+
+
+def test_named_settings_and_overrides():
+    targeted = setting("duet-targeted", users=10, seed=4)
+    assert (targeted.unattributed, targeted.interest_drift, targeted.users) == ("lost", 0.5, 10)
+    default = GeneratorConfig()
+    assert targeted.clicks_per_day / targeted.cvr > 4 * default.clicks_per_day / default.cvr
+    assert setting("default") == GeneratorConfig()
+    with pytest.raises(DuetError, match="unknown generator setting 'paper'.*default, duet-targeted"):
+        setting("paper")
+
+
 @pytest.mark.parametrize("bad", [dict(users=0), dict(unattributed_share=1.0), dict(cvr=0.0),
-                                 dict(conversion_signal=-1.0)])
+                                 dict(conversion_signal=-1.0), dict(unattributed="random"),
+                                 dict(interest_drift=1.5)])
 def test_invalid_settings_are_rejected_by_name(bad):
     with pytest.raises(DuetError, match=next(iter(bad))):
         GeneratorConfig(**bad)

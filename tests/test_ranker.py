@@ -22,6 +22,24 @@ H, D = timedelta(hours=1), timedelta(days=1)
 
 # -- labels ---------------------------------------------------------------------------------------------
 
+def test_the_measured_report_grace_is_the_early_conversions_quantile_in_whole_days(spark):
+    from spark_jobs.examples import report_grace_of
+
+    # 100 attributed conversions over 20 days, report delays 1 .. 100 hours; the late half's delays
+    # are 500 h (their reports would not have arrived yet in a real lake: they must not count); one
+    # unattributed conversion with a 1,000-hour delay never counts.
+    rows = [(T0 + i * 0.1 * D, T0 + i * 0.1 * D + (i + 1) * H, "c") for i in range(100)]
+    rows += [(T0 + (10 + i * 0.1) * D, T0 + (10 + i * 0.1) * D + 500 * H, "c") for i in range(100)]
+    rows += [(T0, T0 + 1000 * H, None)]
+    df = spark.createDataFrame(rows, "conversion_ts timestamp, report_ts timestamp, "
+                                     "attributed_click_id string")
+    measured = report_grace_of(df, 0.9)
+    assert measured["conversions"] == 100       # the first half of the attributed conversions' span
+    assert 88 <= measured["hours"] <= 92 and measured["grace_days"] == 4
+    assert report_grace_of(df, 0.5)["grace_days"] == 3     # about 50 h: rounded up to whole days
+    with pytest.raises(DuetError, match="quantile"):
+        report_grace_of(df, 1.0)
+
 def test_examples_follow_the_contract(spark):
     from spark_jobs.examples import ExamplesConfig, label_clicks
 
@@ -111,3 +129,34 @@ def test_the_examples_suite_fails_on_a_label_without_a_delay(spark, tmp_path):
     report = validate_training(spark, lake)
     assert not report.success
     assert "a delay exactly for positive examples" in json.dumps(report.to_dict())
+
+
+# -- the powered ablation's statistics (benchmarks/duet_ablation.py) -------------------------------------
+
+def test_the_pooled_paired_reduction_and_its_minimum_detectable_effect():
+    from benchmarks.duet_ablation import TARGET_MDE, paired_reduction, pool, row_losses
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(400).astype(str), 10)
+    label = (rng.random(4000) < 0.05).astype(float)
+    p = np.clip(0.05 + 0.02 * rng.standard_normal(4000), 0.001, 0.5)
+    better = np.where(label == 1, p * 1.05, p * 0.99)          # duet a little sharper on every row
+    losses = row_losses({"shared/1": p, "shared/2": p, "duet/1": better, "duet/2": better}, label)
+    same = paired_reduction({"shared": losses["shared"], "duet": losses["shared"]}, users, "shared")
+    assert same["r"] == 0 and same["se"] == 0                  # paired: no difference, no noise
+    r = paired_reduction(losses, users, "shared")
+    expected = (losses["shared"].sum() - losses["duet"].sum()) / losses["shared"].sum()
+    assert r["r"] == pytest.approx(expected) and r["r"] > 0 and r["mde"] == pytest.approx(2.8016 * r["se"])
+
+    def run(seed: int, r_value: float, se: float) -> dict:
+        return {"setting": "default", "seed": seed, "variants": {"duet": {"ne": 0.9, "auc": 0.6,
+                "calibration": 1.0}}, "reductions": {"shared": {"r": r_value, "se": se}}}
+
+    powered = pool([run(s, 0.004 + 0.0005 * s, 0.0006) for s in range(5)])["default"]["duet vs shared"]
+    assert powered["verdict"] == "duet better" and powered["powered"]
+    assert powered["se_users"] == pytest.approx(0.0006 / np.sqrt(5))
+    weak = pool([run(s, 0.001 * (-1) ** s, 0.003) for s in range(5)])["default"]["duet vs shared"]
+    assert weak["verdict"] == "no difference detected" and not weak["powered"]
+    assert weak["mde"] > TARGET_MDE and "underpowered" in weak
+    worse = pool([run(s, -0.004 - 0.0005 * s, 0.0006) for s in range(5)])["default"]["duet vs shared"]
+    assert worse["verdict"] == "duet worse"

@@ -311,9 +311,19 @@ def test_the_write_is_atomic_and_a_bad_report_keeps_the_old_page(tmp_path):
 
 
 def test_the_module_imports_only_the_standard_library():
-    tree = ast.parse((REPO / "ranker" / "report.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    """The page's module, and the project modules it reads (the variant registry), transitively."""
+    seen, todo = set(), ["ranker.report"]
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        project = {m for m in imported if (REPO / (m.replace(".", "/") + ".py")).is_file()}
+        assert project <= {"core.variants", "core.errors"}, (module, project)
+        outside = {m.split(".")[0] for m in imported - project}
+        assert outside <= set(sys.stdlib_module_names) | {"__future__"}, (module, outside)
+        todo += sorted(project - seen)
+    assert seen == {"ranker.report", "core.variants", "core.errors"}
