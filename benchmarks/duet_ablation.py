@@ -16,8 +16,9 @@ Protocol (fixed on 2026-12-06, before any run of it; nothing below is tuned on i
   7-day horizon needs room: the validation snapshot's targets (7 days, then a 2-day grace) must be known
   by ``pretrain_until`` (at 42% of the mature span), and each training snapshot's 7-day window must end
   before the validation snapshot; at 70 days and a 9-day grace that leaves 7 training snapshots, 17 days
-  of ranker training, 6 of validation, 8 of test. (A smoke run at 400 users and data seed 99, never one
-  of the seeds below, checked that it runs.)
+  of ranker training, 6 of validation, 8 of test. (A first smoke run, 56 days at data seed 31, stopped in
+  pre-training with no training snapshot, before any test figure: hence 70. A second, at data seed 99,
+  never one of the seeds below, checked that it runs.)
 * **The comparison**, named here: duet against ``shared`` and duet against ``merged``, each on its own
   (no best-of selection). ``none`` and ``click_only`` are reported, not judged.
 * **The effect**: the relative NE reduction ``r = (NE_b - NE_duet) / NE_b`` on the run's test rows

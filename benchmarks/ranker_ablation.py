@@ -46,10 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.duet_ablation import T_975
 from core.spark import spark_session
 from duet.pipeline import DemoConfig, run_demo
-
-T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}
 
 
 def run_one(spark, workdir: Path, signal: float, seed: int, users: int) -> dict:

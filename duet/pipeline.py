@@ -669,7 +669,7 @@ def run_demo(spark: SparkSession, cfg: DemoConfig) -> dict:
             print(_reused(hit, f"the examples, the training set and the rankers of {versions}"))
     else:
         truth = None if cfg.clicks or cfg.taobao else (work / "input", work / "truth")
-        if truth is not None and not ceiling_models(generator_setting(cfg.setting)):
+        if truth is not None and not ceiling_models(generator):   # truth: the events were generated
             print(f"ceiling: not computed, duet.ceiling does not model the {cfg.setting} generator setting")
             truth = None
         ablation = rank_and_report(spark, lake, periods, models, cfg, clock, snapshots[0], truth)

@@ -50,9 +50,10 @@ class ModelConfig:
     """The shape of a user model. ``dim`` is the width of every token and of each user embedding.
 
     Every variant hands the ranker ``2 * dim`` numbers: ``duet`` a click and a conversion embedding of
-    ``dim`` each, ``shared`` and ``click_only`` one embedding of ``2 * dim``, so that no variant wins by
-    width. Layer counts of the baselines are chosen so that parameter counts match within 10%
-    (``encoders.variants.parameter_report`` prints them).
+    ``dim`` each, ``shared``, ``merged`` and ``click_only`` one embedding of ``2 * dim``, so that no variant
+    wins by width. Layer counts of ``shared`` and ``click_only`` are chosen so that parameter counts match
+    within 10%, ``merged``'s so that its FLOPs per user do (``encoders.variants.parameter_report`` prints
+    both).
     """
 
     variant: str = "duet"

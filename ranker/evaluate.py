@@ -25,11 +25,14 @@ never tuned on it):
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from core.contracts import TRAINING_EXAMPLES
 from core.errors import DuetError
@@ -90,17 +93,11 @@ def ordered_variants(model_versions: dict[str, str]) -> list[str]:
 
 def _write_predictions(path: str, users, labels: np.ndarray, predictions: dict[str, list[np.ndarray]],
                        seeds: tuple[int, ...]) -> None:
-    import os
-    from pathlib import Path
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     columns = {"user_id": pa.array(list(users), pa.string()), "label": pa.array(labels.astype(np.int8))}
     for variant, per_seed in predictions.items():
         for seed, p in zip(seeds, per_seed, strict=True):
             columns[f"{variant}/{seed}"] = pa.array(p.astype(np.float64))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     pq.write_table(pa.table(columns), f"{path}.tmp")
     os.replace(f"{path}.tmp", path)
 
