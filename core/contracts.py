@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -236,11 +237,19 @@ TRAINING_SET = Table(
         ("advertiser_id", "string"),
         ("click_count", "int", True),
         ("conversion_count", "int", True),
+        ("clicks_7d", "int", True),
+        ("conversions_7d", "int", True),
         ("hours_since_click", "float", True),
         ("hours_since_conversion", "float", True),
         ("attributed_share", "float", True),
     ),
 )
+
+# The recent window of the sequence summary's ``clicks_7d`` / ``conversions_7d`` (``feature_repo.sources``)
+# and of the ranker's summary inputs (``ranker.data``). A count over a fixed window means the same on a
+# lake's 10th day as on its 100th; the sequences' own lengths grow with the lake until their lookbacks
+# (30 / 90 days) are full, and a ranker trained on a young lake's early days over-predicted its later ones.
+SUMMARY_WINDOW = timedelta(days=7)
 
 RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)
 QUARANTINE_TABLES = (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS)

@@ -3,8 +3,8 @@
 Can the ranker use a user vector at all? Generated data knows the answer: ``duet generate --truth`` keeps
 each user's latents, and ``duet.ceiling`` turns them into the oracle and the Bayes NE. This module builds
 the ranker's inputs from a generator's files directly, as the pipeline would (``duet.ceiling``'s
-contract labels, the demo's periods, the sequence summary at the click's daily snapshot: the same eight
-figures as ``ranker.data.summary_features``, computed here in numpy), and hands the ranker a user vector:
+contract labels, the demo's periods, the sequence summary at the click's daily snapshot: the columns
+``ranker.data.summary_features`` reads, computed here in numpy), and hands the ranker a user vector:
 
 * ``none``: no user vector (the summary and the candidate only);
 * ``latents``: the generator's latents of the user (``theta``, ``eta``, the propensity ``s``: 2K + 1
@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from core.contracts import SUMMARY_WINDOW
 from duet.ceiling import _times, contract_labels
 from duet.generate import read_truth
 from ranker import data
@@ -50,10 +51,18 @@ class GeneratedRows:
 
 def _summary(rows_user: np.ndarray, rows_snapshot: np.ndarray, clicks: pa.Table, conversions: pa.Table,
              user_index: dict[str, int], max_clicks: int = 64, max_conversions: int = 16) -> dict:
-    """Click and conversion counts (capped as the sequences are), hours since the latest of each, the
-    attributed share, at each row's snapshot (what was reported before it)."""
+    """Click and conversion counts (capped as the sequences are; all, and those of the summary's window),
+    hours since the latest of each, the attributed share, at each row's snapshot (what was reported
+    before it)."""
     def keyed(users, ts):
         return np.asarray([user_index[u] for u in users], np.int64) * (1 << 40) + ts // _US
+
+    def in_window(users, first, last) -> np.ndarray:
+        # An event counts at the snapshot T iff first < T <= last (microseconds); with last >= first,
+        # that is #{first < T} - #{last < T}, both by binary search in the users' sorted keys.
+        lo = np.sort(keyed(users, first))
+        hi = np.sort(keyed(users, np.maximum(last, first)))
+        return np.searchsorted(lo, at, "left") - np.searchsorted(hi, at, "left")
 
     c_key = np.sort(keyed(clicks.column("user_id").to_pylist(), _times(clicks.column("click_ts"))))
     report = _times(conversions.column("report_ts"))
@@ -74,9 +83,16 @@ def _summary(rows_user: np.ndarray, rows_snapshot: np.ndarray, clicks: pa.Table,
     snap_s = rows_snapshot // _US
     recent = np.maximum(hi_v - max_conversions, lo_v)
     shown = np.minimum(n_v, max_conversions)
+    window = int(SUMMARY_WINDOW.total_seconds()) * _US
+    click_us = _times(clicks.column("click_ts"))
+    clicks_window = in_window(clicks.column("user_id").to_pylist(), click_us, click_us + window)
+    conversions_window = in_window(conversions.column("user_id").to_pylist(), report,
+                                   _times(conversions.column("conversion_ts")) + window)
     return {
         "click_count": np.minimum(n_c, max_clicks).astype(np.float32),
         "conversion_count": shown.astype(np.float32),
+        "clicks_7d": np.minimum(clicks_window, max_clicks).astype(np.float32),
+        "conversions_7d": np.minimum(conversions_window, max_conversions).astype(np.float32),
         "hours_since_click": np.where(n_c > 0, (snap_s - last_c) / 3600, -1).astype(np.float32),
         "hours_since_conversion": np.where(n_v > 0, (snap_s - last_v_conv) / 3600, -1).astype(np.float32),
         "attributed_share": np.where(shown > 0, (att_cum[hi_v] - att_cum[recent]) / np.maximum(shown, 1), 0)

@@ -7,9 +7,11 @@
   prunes the other versions' files, and reading through Delta (never the folder as Parquet) sees only
   the current version of a table that MERGEs and overwrites rewrite.
 * ``summary_source(lake)``: per (user, snapshot) figures computed from the two sequence tables, so they
-  are never out of step with them (no table of their own to rebuild): click and conversion counts,
-  hours since the most recent click and conversion (-1 when there is none in the lookback), and the
-  share of the user's conversions that are attributed to a click (0 without conversions).
+  are never out of step with them (no table of their own to rebuild): click and conversion counts (the
+  sequences' lengths, and the events of the last ``SUMMARY_WINDOW``, 7 days, whose meaning does not
+  change while a young lake fills its lookbacks), hours since the most recent click and conversion (-1
+  when there is none in the lookback), and the share of the user's conversions that are attributed to a
+  click (0 without conversions).
 
 Both are SQL queries, so Feast's Spark offline store runs them as sub-queries of its point-in-time join
 and of materialization; its session needs the Delta settings (``feature_store.yaml``, ``core/spark.py``).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
-from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, SUMMARY_WINDOW, USER_EMBEDDINGS
 from encoders.model_store import VERSION_PATTERN
 
 # The snapshot of the row a training example was joined with, as a feature: Feast returns feature values
@@ -57,6 +59,15 @@ def _hours_since(snapshot: str, times: str) -> str:
     return f"(unix_micros({snapshot}) - unix_micros(element_at({times}, -1))) / 3600000000.0"
 
 
+def _within_window(snapshot: str, times: str) -> str:
+    # Events of the last SUMMARY_WINDOW before the snapshot: a conversion in the sequence was reported
+    # before it, and the sequence's cap keeps the most recent events, so this is min(events, cap).
+    seconds = int(SUMMARY_WINDOW.total_seconds())
+    # (``size`` of a null array is -1 under Spark's default settings, hence the CASE.)
+    return (f"CASE WHEN {times} IS NULL THEN 0 "
+            f"ELSE size(filter({times}, t -> t >= {snapshot} - INTERVAL {seconds} SECONDS)) END")
+
+
 def summary_query(lake: str) -> str:
     """The summary figures per (user, snapshot) as Spark SQL."""
     return f"""
@@ -64,6 +75,8 @@ def summary_query(lake: str) -> str:
                coalesce(c.snapshot_ts, v.snapshot_ts) AS event_timestamp,
                coalesce(c.length, 0) AS click_count,
                coalesce(v.length, 0) AS conversion_count,
+               {_within_window("c.snapshot_ts", "c.click_ts")} AS clicks_7d,
+               {_within_window("v.snapshot_ts", "v.conversion_ts")} AS conversions_7d,
                CAST(coalesce({_hours_since("c.snapshot_ts", "c.click_ts")}, -1) AS FLOAT)
                    AS hours_since_click,
                CAST(coalesce({_hours_since("v.snapshot_ts", "v.conversion_ts")}, -1) AS FLOAT)

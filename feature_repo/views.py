@@ -20,8 +20,8 @@ from feature_repo.sources import EMBEDDING_TS
 EMBEDDING_TTL = timedelta(days=2)
 SUMMARY_TTL = timedelta(days=2)
 CLICK_FEATURE, CONVERSION_FEATURE = "click_embedding", "conversion_embedding"
-SUMMARY_FEATURES = ("click_count", "conversion_count", "hours_since_click", "hours_since_conversion",
-                    "attributed_share")
+SUMMARY_FEATURES = ("click_count", "conversion_count", "clicks_7d", "conversions_7d", "hours_since_click",
+                    "hours_since_conversion", "attributed_share")
 
 
 def embedding_view(name: str, feature: str, source: DataSource, user: Entity, model_version: str,
@@ -50,6 +50,11 @@ def summary_view(source: DataSource, user: Entity) -> FeatureView:
                 Field(name="click_count", dtype=Int32, description="clicks in the snapshot's sequence"),
                 Field(name="conversion_count", dtype=Int32,
                       description="conversions in the snapshot's sequence"),
+                Field(name="clicks_7d", dtype=Int32,
+                      description="clicks of the sequence in the 7 days before the snapshot"),
+                Field(name="conversions_7d", dtype=Int32,
+                      description="conversions of the sequence in the 7 days before the snapshot "
+                                  "(by conversion time, reported before the snapshot)"),
                 Field(name="hours_since_click", dtype=Float32,
                       description="hours from the most recent click to the snapshot, -1 if none"),
                 Field(name="hours_since_conversion", dtype=Float32,

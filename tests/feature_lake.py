@@ -18,7 +18,7 @@ import pyarrow as pa
 from deltalake import write_deltalake
 from safetensors.numpy import save_file
 
-from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, SUMMARY_WINDOW, USER_EMBEDDINGS
 from encoders.config import ModelConfig, PretrainConfig, to_dict
 
 
@@ -48,7 +48,8 @@ def sequence_rows(user: int, snapshot: datetime) -> tuple[dict, dict | None]:
     conversions = 1 + user % 4
     conversion = {"user_id": user_id(user), "snapshot_ts": snapshot,
                   "advertiser_ids": ["adv0"] * conversions, "conversion_types": ["purchase"] * conversions,
-                  "conversion_ts": [snapshot - timedelta(hours=30 * (conversions - k))
+                  # 50 hours apart: a user's fourth conversion is older than the summary's 7-day window
+                  "conversion_ts": [snapshot - timedelta(hours=50 * (conversions - k))
                                     for k in range(conversions)],
                   "attributed": [k % 2 == 0 for k in range(conversions)], "length": conversions}
     return click, conversion
@@ -58,7 +59,10 @@ def summary(user: int, snapshot: datetime) -> dict:
     """What the summary view should hold for an active user (the reference for the Spark SQL)."""
     click, conversion = sequence_rows(user, snapshot)
     hours = lambda ts: (snapshot - ts[-1]).total_seconds() / 3600  # noqa: E731
+    recent = lambda ts: sum(snapshot - t <= SUMMARY_WINDOW for t in ts)  # noqa: E731
     return {"click_count": click["length"], "conversion_count": conversion["length"] if conversion else 0,
+            "clicks_7d": recent(click["click_ts"]),
+            "conversions_7d": recent(conversion["conversion_ts"]) if conversion else 0,
             "hours_since_click": hours(click["click_ts"]),
             "hours_since_conversion": hours(conversion["conversion_ts"]) if conversion else -1.0,
             "attributed_share": sum(conversion["attributed"]) / conversion["length"] if conversion else 0.0}

@@ -151,6 +151,7 @@ def _pool(ages_s: np.ndarray, label: np.ndarray, report_delay_s: np.ndarray, x: 
         "report_delay_s": pa.array(np.asarray(report_delay_s, np.float64), from_pandas=True),
         "ad_id": ["a1"] * n, "advertiser_id": ["v1"] * n,
         "click_count": pa.array(np.ones(n)), "conversion_count": pa.array(np.zeros(n)),
+        "clicks_7d": pa.array(np.ones(n)), "conversions_7d": pa.array(np.zeros(n)),
         "hours_since_click": pa.array(np.ones(n)), "hours_since_conversion": pa.array(np.full(n, -1.0)),
         "attributed_share": pa.array(np.asarray(x, np.float64)),
     })

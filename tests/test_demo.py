@@ -120,6 +120,15 @@ def test_the_feast_training_set_equals_a_duckdb_asof_join_row_by_row(demo):
             WHERE c.user_id = t.user_id AND c.report_ts < t.embedding_ts
               AND c.conversion_ts >= t.embedding_ts - INTERVAL 90 DAY)""").fetchone()[0]
     assert wrong == 0
+    # ... and those of the last 7 days (by conversion time), what the ranker reads.
+    wrong, recent = con.execute("""
+        SELECT count(*) FILTER (WHERE t.conversions_7d IS DISTINCT FROM (
+                   SELECT least(count(*), 16) FROM conv c
+                   WHERE c.user_id = t.user_id AND c.report_ts < t.embedding_ts
+                     AND c.conversion_ts >= t.embedding_ts - INTERVAL 7 DAY)),
+               count(*) FILTER (WHERE t.conversions_7d < t.conversion_count)
+        FROM ts t WHERE t.embedding_ts IS NOT NULL""").fetchone()
+    assert wrong == 0 and recent > 0
 
 
 class _Sections(HTMLParser):

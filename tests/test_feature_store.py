@@ -258,6 +258,7 @@ def test_historical_features_take_the_latest_row_within_the_ttl_for_two_versions
     result = store.get_historical_features(entity_df=entity_df, features=features,
                                            full_feature_names=True).to_df().sort_values("row")
     assert len(result) == len(cases)
+    assert (fl.summary(39, S3)["conversions_7d"], fl.summary(39, S3)["conversion_count"]) == (3, 4)
     rows = {(v, s): _delta_rows(lake, v, s) for v in (DUET, SHARED) for s in ACTIVE}
     for (user, _, duet_at, shared_at), (_, got) in zip(cases, result.iterrows(), strict=True):
         click = got[f"{CLICK_VIEW}_duet_aaaaaaa__click_embedding"]
@@ -272,7 +273,8 @@ def test_historical_features_take_the_latest_row_within_the_ttl_for_two_versions
             assert other is None or (not isinstance(other, list | np.ndarray) and pd.isna(other)), user
         else:
             np.testing.assert_array_equal(np.asarray(other, np.float32), rows[(SHARED, shared_at)][user][0])
-        # The summary view's snapshot is the duet one here (both follow the sequences).
+        # The summary view's snapshot is the duet one here (both follow the sequences). u039's oldest
+        # conversion is outside the 7-day window: conversions_7d 3 of conversion_count 4.
         if duet_at is not None:
             want = fl.summary(int(user[1:]), duet_at)
             for name, value in want.items():
