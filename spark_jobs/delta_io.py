@@ -3,16 +3,40 @@
 Tables are created from the contract schema (``core.spark.create_table``), so a contract column declared
 NOT NULL is a Delta constraint too: a bug that lets a null key through fails the commit instead of
 landing. Writes are MERGEs keyed on the table's key that only insert rows whose key is not there yet:
-each is one atomic Delta commit, and re-running one after a crash adds nothing twice.
+each is one atomic Delta commit, and re-running one after a crash or a commit conflict (``CONFLICTS``) adds
+nothing twice.
 """
 
 from __future__ import annotations
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
 from core.contracts import Table
 from core.spark import create_table
+
+# Delta's commit conflicts: another writer committed between this transaction's read and its commit (two
+# creations of one new table included). Delta's Python classes share no base class, hence the tuple.
+CONFLICTS = (
+    DeltaConcurrentModificationException,
+    ConcurrentWriteException,
+    MetadataChangedException,
+    ProtocolChangedException,
+    ConcurrentAppendException,
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+)
 
 
 def exists(spark: SparkSession, table: Table, lake: str) -> bool:

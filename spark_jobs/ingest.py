@@ -12,7 +12,8 @@ The transform is ``classify(parsed, table, existing) -> DataFrame``: every input
 Row identity is the contract columns only (context columns do not make a row different). The write edge
 inserts quarantined rows into ``quarantine/<kind>`` keyed by a hash of (source, row number, record) and new
 rows into ``raw/<kind>`` keyed by the contract key, both insert-only MERGEs, so ingesting a file twice
-adds nothing and a re-run after a crash converges. For every file,
+adds nothing and a re-run after a crash converges; so do ingests running at once (``ingest_frame``
+retries a conflicting commit). For every file,
 ``read = ingested + already_present + quarantined + skipped`` is checked before the run reports success,
 with ``read`` counted from the file itself (``readers.file_rows``; blank lines are skipped): before
 anything is written, the records Spark's reader returned must be exactly the file's non-blank rows.
@@ -23,6 +24,8 @@ frames). The conductor runs it as ``duet ingest`` (``duet.cli``), also under spa
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -57,6 +60,7 @@ from spark_jobs.readers import (
 RAW = {"clicks": RAW_CLICKS, "conversions": RAW_CONVERSIONS}
 QUARANTINE = {"clicks": QUARANTINE_CLICKS, "conversions": QUARANTINE_CONVERSIONS}
 NEW, PRESENT, QUARANTINED = "new", "already_present", "quarantined"
+MAX_ATTEMPTS = 5  # per table and run, when concurrent ingests keep conflicting
 
 
 @dataclass(frozen=True)
@@ -169,9 +173,22 @@ def new_rows(classified: DataFrame, kind: str) -> tuple[DataFrame, bool]:
     return rows, bool(context)
 
 
-def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataFrame, source: str,
-                 counts: FileCounts, ingested_at: datetime, row_number: Column) -> None:
-    """Parse, classify and write one kind's rows of one source; add its figures to ``counts``."""
+class ConcurrentInsert(DuetError):
+    """An insert-only MERGE inserted fewer rows than were new: another ingest inserted some of those keys
+    after this one read the table."""
+
+
+@dataclass
+class _Written:
+    """What one run's attempts have committed so far, over all attempts."""
+
+    quarantine: int = 0
+    raw: int = 0
+
+
+def _write_once(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataFrame, source: str,
+                ingested_at: datetime, row_number: Column, written: _Written) -> dict[str, int]:
+    """Classify ``frame`` against the table as it is now and write; return the rows per status."""
     raw, quarantine = RAW[kind], QUARANTINE[kind]
     existing = (spark.read.format("delta").load(raw.location(cfg.lake))
                 if delta_io.exists(spark, raw, cfg.lake) else None)
@@ -181,21 +198,51 @@ def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataF
         by_status = {r["_status"]: r["n"] for r in
                      classified.groupBy("_status").agg(F.count("*").alias("n")).collect()}
         table_counts = {s: by_status.get(s, 0) for s in (NEW, PRESENT, QUARANTINED)}
-        counts.by_table[raw.path] = table_counts
-        counts.ingested += table_counts[NEW]
-        counts.already_present += table_counts[PRESENT]
-        counts.quarantined += table_counts[QUARANTINED]
         if table_counts[QUARANTINED]:
             rows = quarantine_rows(classified, kind, source, row_number, ingested_at)
-            counts.quarantine_added += delta_io.insert_new(spark, quarantine, cfg.lake, rows)
+            written.quarantine += delta_io.insert_new(spark, quarantine, cfg.lake, rows)
         if table_counts[NEW]:
             rows, has_context = new_rows(classified, kind)
             inserted = delta_io.insert_new(spark, raw, cfg.lake, rows, evolve_schema=has_context)
+            written.raw += inserted
             if inserted != table_counts[NEW]:
-                raise DuetError(f"{raw.path}: inserted {inserted} rows but {table_counts[NEW]} were new; "
-                                "another ingest wrote the same keys concurrently - re-run to reconcile")
+                raise ConcurrentInsert(f"{raw.path}: inserted {inserted} rows, {table_counts[NEW]} were new")
+        return table_counts
     finally:
         classified.unpersist()
+
+
+def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataFrame, source: str,
+                 counts: FileCounts, ingested_at: datetime, row_number: Column) -> None:
+    """Parse, classify and write one kind's rows of one source; add its figures to ``counts``.
+
+    Ingests running at once converge: when another run commits to the same table between this one's read
+    and its commit (a Delta commit conflict, or ``ConcurrentInsert``), this one classifies again against
+    the table as it now is and writes again, up to ``MAX_ATTEMPTS`` times, then fails asking for a
+    re-run. Both writes are insert-only MERGEs, so nothing lands twice; rows this run inserted in an
+    earlier attempt are found present by the next one and still counted as ingested by it.
+    """
+    raw = RAW[kind]
+    written = _Written()
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        earlier = written.raw
+        try:
+            table_counts = _write_once(spark, cfg, kind, frame, source, ingested_at, row_number, written)
+            break
+        except (*delta_io.CONFLICTS, ConcurrentInsert) as e:
+            if attempt == MAX_ATTEMPTS:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                raise DuetError(f"{raw.path}: another ingest kept committing to the table at the same time "
+                                f"({MAX_ATTEMPTS} attempts, the last: {first}); re-run to reconcile "
+                                "(nothing lands twice)") from e
+            time.sleep(0.2 * attempt + random.random())  # apart, so that the runs stop colliding
+    table_counts = {NEW: table_counts[NEW] + earlier, PRESENT: table_counts[PRESENT] - earlier,
+                    QUARANTINED: table_counts[QUARANTINED]}
+    counts.by_table[raw.path] = table_counts
+    counts.ingested += table_counts[NEW]
+    counts.already_present += table_counts[PRESENT]
+    counts.quarantined += table_counts[QUARANTINED]
+    counts.quarantine_added += written.quarantine
 
 
 def read_records(spark: SparkSession, frame: DataFrame, path: str, fmt: str,

@@ -12,7 +12,8 @@ Every reader returns the same shape, whatever the format:
 Types are not parsed here: a value that fails to parse must reach quarantine with its original text, so
 parsing happens on strings in ``spark_jobs.parse``. Whole-file problems (missing file, a directory, empty
 file, missing required columns, an unknown column in a conversions file, a column named with a leading
-``_``, which the readers' own columns use) raise ``InputError`` before anything is written.
+``_``, which the readers' own columns use, a Parquet column whose type cannot hold its values) raise
+``InputError`` before anything is written.
 
 How many rows a file holds is counted from the file itself, not from what Spark's readers return
 (``file_rows``): the Parquet footer's row count, or the lines of a text file as Hadoop's line reader
@@ -41,6 +42,8 @@ from core.errors import InputError
 
 FORMATS = ("csv", "parquet", "jsonl")
 KIND_COLUMNS = {"clicks": CLICK_COLUMNS, "conversions": CONVERSION_COLUMNS}
+# Columns whose values may be numbers with a fraction (epoch seconds, an amount); the others are ids or text.
+NUMERIC_COLUMNS = ("click_ts", "conversion_ts", "report_ts", "value")
 CORRUPT = "_corrupt_record"
 REPLACEMENT_CHAR = "\ufffd"  # what Spark's UTF-8 decoder puts in place of invalid bytes
 BLANK = bytes(range(33))  # a line of nothing but these is blank: Spark's CSV reader trims them and skips it
@@ -143,22 +146,74 @@ def read_csv(spark: SparkSession, path: str, kind: str) -> DataFrame:
                                  "_pid", "_idx")
 
 
+def _json_type_problem(variant: Column, text: Column, column: str) -> Column:
+    """Why the JSON value of ``column`` has the wrong type for it, else null: text fields (ids,
+    ``conversion_type``) take a string or a number written as an integer, ``NUMERIC_COLUMNS`` a string or
+    any number; no field takes an array, an object or a boolean (``from_json`` into a string would give
+    their text). ``text`` is that string."""
+    kind = F.schema_of_variant(F.variant_get(variant, f"$.{column}", "variant"))
+    wrong = (F.when(kind.startswith("ARRAY"), F.lit("an array"))
+             .when(kind.startswith("OBJECT"), F.lit("an object"))
+             .when(kind == "BOOLEAN", F.lit("a boolean")))
+    if column not in NUMERIC_COLUMNS:
+        wrong = wrong.when((kind != "STRING") & ~text.rlike("^-?[0-9]+$"),
+                           F.lit("a number not written as an integer"))
+    return F.when(wrong.isNotNull(), F.concat(F.lit(f"{column} is "), wrong))
+
+
 def read_jsonl(spark: SparkSession, path: str, kind: str) -> DataFrame:
-    """JSON Lines, one object per line. Blank lines are skipped (counted by ``file_rows``), as in CSV."""
+    """JSON Lines, one object per line. Blank lines are skipped (counted by ``file_rows``), as in CSV.
+
+    A record is malformed (quarantined whole, its line kept) when a key repeats (JSON readers would keep
+    the last value) or a field's JSON type does not fit it (``_json_type_problem``)."""
     columns = list(KIND_COLUMNS[kind])
     schema = T.StructType([T.StructField(c, T.StringType()) for c in columns])
     lines = with_positions(spark.read.text(path).where(~is_blank("value")))
     keys = F.json_object_keys("value")
     extra = F.array_except(keys, F.array(*[F.lit(c) for c in columns]))
+    repeated = F.array_distinct(F.filter(keys, lambda k: F.array_position(keys, k) != F.array_size(keys)
+                                         - F.array_position(F.reverse(keys), k) + 1))
+    # try_parse_json gives each value's JSON type (null for a repeated key, refused before it matters).
+    variant = F.try_parse_json("value")
+    problems = F.array(*[_json_type_problem(variant, F.col("_obj")[c], c) for c in columns])
+    wrong_types = F.filter(problems, lambda p: p.isNotNull())
     # The text reader keeps a line's bytes as they are: check them (the CSV reader replaces bad bytes).
     malformed = (F.when(~F.is_valid_utf8("value"), F.lit("invalid UTF-8 bytes in the record"))
                  .when(keys.isNull(), F.lit("malformed JSON: not one complete JSON object on the line"))
+                 .when(F.size(repeated) > 0, F.concat(F.lit("duplicated JSON key(s): "),
+                                                      F.array_join(F.array_sort(repeated), ", ")))
                  .when(F.size(extra) > 0,
-                       F.concat(F.lit("unexpected field(s): "), F.array_join(F.array_sort(extra), ", "))))
+                       F.concat(F.lit("unexpected field(s): "), F.array_join(F.array_sort(extra), ", ")))
+                 .when(F.size(wrong_types) > 0,
+                       F.concat(F.lit("wrong JSON type: "), F.array_join(wrong_types, ", "),
+                                F.lit(" (ids and text fields take a string or an integer; timestamps and "
+                                      "value a string or a number)"))))
     parsed = lines.withColumn("_obj", F.from_json("value", schema))
     return parsed.select(*[F.col("_obj")[c].alias(c) for c in columns],
                          F.when(malformed.isNotNull(), F.make_valid_utf8("value")).alias("_record"),
                          malformed.alias("_malformed"), "_pid", "_idx")
+
+
+def _parquet_error(path: str, e: Exception) -> InputError:
+    """What Spark said about an unreadable Parquet file, in one line; the hint about nanosecond timestamps
+    only when they are the cause (Spark: ``Illegal Parquet type: INT64 (TIMESTAMP(NANOS,...))``)."""
+    cause = root_cause(e)
+    hint = ("; timestamps must be microseconds or milliseconds, not nanoseconds (e.g. pandas "
+            "to_parquet(..., coerce_timestamps='us'))" if "TIMESTAMP(NANOS" in f"{e} {cause}" else "")
+    return InputError(f"cannot read {path} as Parquet: {cause}{hint}")
+
+
+def _parquet_type_problems(fields: dict[str, T.DataType], columns: list[str]) -> list[str]:
+    """Contract columns whose Parquet type cannot hold their values (the same rule as JSON Lines')."""
+    problems = []
+    for c in columns:
+        t = fields[c]
+        if isinstance(t, T.BooleanType):
+            problems.append(f"{c} ({t.simpleString()})")
+        elif c not in NUMERIC_COLUMNS and (isinstance(t, T.FloatType | T.DoubleType)
+                                           or (isinstance(t, T.DecimalType) and t.scale > 0)):
+            problems.append(f"{c} ({t.simpleString()})")
+    return problems
 
 
 def read_parquet(spark: SparkSession, path: str, kind: str) -> DataFrame:
@@ -166,14 +221,17 @@ def read_parquet(spark: SparkSession, path: str, kind: str) -> DataFrame:
         df = spark.read.parquet(path)
         fields = {f.name: f.dataType for f in df.schema.fields}
     except Exception as e:  # noqa: BLE001 - Spark raises several types for unreadable Parquet
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"cannot read {path} as Parquet ({first}); timestamps must be microseconds "
-                         "or milliseconds, not nanoseconds") from e
+        raise _parquet_error(path, e) from e
     extra = _check_columns(path, kind, list(fields))
     columns = [*KIND_COLUMNS[kind], *extra]
     nested = [c for c in columns if isinstance(fields[c], T.ArrayType | T.MapType | T.StructType)]
     if nested:
         raise InputError(f"{path}: column(s) {', '.join(nested)} are nested; expected plain values")
+    wrong = _parquet_type_problems(fields, list(KIND_COLUMNS[kind]))
+    if wrong:
+        raise InputError(f"{path}: column(s) {', '.join(wrong)} have a type that cannot hold their values; "
+                         "ids and text fields take strings or integers, timestamps and value strings, "
+                         "numbers or timestamps")
     return with_positions(df).select(*[F.col(c).cast("string").alias(c) for c in columns],
                                  F.lit(None).cast("string").alias("_record"),
                                  F.lit(None).cast("string").alias("_malformed"), "_pid", "_idx")
@@ -256,13 +314,18 @@ def strict_reads(spark: SparkSession) -> Iterator[None]:
                 spark.conf.set(key, value)
 
 
-def read_error(path: str, e: Exception) -> InputError:
-    """An ``InputError`` naming ``path`` and the root cause Spark gave for failing to read it."""
+def root_cause(e: Exception) -> str:
+    """The root cause Spark gave for ``e`` (the innermost Java exception), in one line."""
     cause = getattr(e, "java_exception", None)
     while cause is not None and cause.getCause() is not None:
         cause = cause.getCause()
     text = cause.toString() if cause is not None else (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return InputError(f"cannot read {path}: {text}")
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+def read_error(path: str, e: Exception) -> InputError:
+    """An ``InputError`` naming ``path`` and the root cause Spark gave for failing to read it."""
+    return InputError(f"cannot read {path}: {root_cause(e)}")
 
 
 def row_numbers(df: DataFrame) -> tuple[Column, int]:
