@@ -4,8 +4,10 @@ A checkpoint is a folder ``<lake>/_models/<model_version>/`` holding ``model.saf
 loading it cannot run code) and ``config.json`` (the ``PretrainConfig``, rebuilt with unknown keys
 rejected, plus what training reported). ``model_version`` is the variant and the first 7 hex digits of
 the SHA-256 of the canonical config JSON and the weight bytes (``duet-3f2a9c1``): the same name means
-the same model. The folder is written under a temporary name and renamed, so a crash never leaves a half
-checkpoint under a real name.
+the same model, and loading checks it (``model_store.read`` recomputes the name from the folder's
+content and refuses a mismatch). The folder is written under a temporary name and renamed, so a crash
+never leaves a half checkpoint under a real name. Weights that are not finite are refused at load: such a
+model would embed every user as NaN.
 
 Parameters shared between modules (the id tables both DUET encoders use) are stored once; the file's
 metadata maps each alias to the stored name.
@@ -13,7 +15,6 @@ metadata maps each alias to the stored name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from safetensors.torch import save as save_tensors
 
 from core.errors import DuetError
 from encoders.config import PretrainConfig, from_dict, to_dict
-from encoders.model_store import CONFIG, WEIGHTS, models_root, read
+from encoders.model_store import CONFIG, WEIGHTS, content_version, models_root, read
 from encoders.variants import UserModel
 
 _ALIASES = "duet.aliases"
@@ -64,13 +65,9 @@ def weights_bytes(model: UserModel) -> bytes:
     return save_tensors(kept, metadata={_ALIASES: json.dumps(aliases, sort_keys=True)})
 
 
-def _config_json(cfg: PretrainConfig) -> str:
-    return json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
-
-
 def version_of(cfg: PretrainConfig, weights: bytes) -> str:
-    digest = hashlib.sha256(_config_json(cfg).encode() + weights).hexdigest()
-    return f"{cfg.model.variant}-{digest[:7]}"
+    """The model version of ``cfg`` with ``weights``: what ``model_store.read`` checks a folder against."""
+    return content_version(to_dict(cfg), weights)
 
 
 def save(lake: str, model: UserModel, cfg: PretrainConfig, info: dict[str, Any]) -> Checkpoint:
@@ -102,11 +99,12 @@ def _metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + length]).get("__metadata__") or {}
 
 
-def model_from_bytes(config: dict[str, Any], weights: bytes) -> UserModel:
+def model_from_bytes(config: dict[str, Any], weights: bytes, name: str = "checkpoint") -> UserModel:
     """Rebuild a model from a config document and safetensors bytes, in eval mode.
 
-    Raises ``DuetError`` for anything that is not a valid safetensors file for this config: the bytes
-    are parsed as a header and raw tensors, never unpickled.
+    Raises ``DuetError`` (its message starting with ``name``) for anything that is not a valid
+    safetensors file for this config, and for weights that are not finite: the bytes are parsed as a
+    header and raw tensors, never unpickled.
     """
     cfg = from_dict(PretrainConfig, config)
     try:
@@ -114,6 +112,13 @@ def model_from_bytes(config: dict[str, Any], weights: bytes) -> UserModel:
         aliases = json.loads(_metadata(weights).get(_ALIASES, "{}"))
     except (SafetensorError, ValueError, struct.error, UnicodeDecodeError) as e:
         raise DuetError(f"not a safetensors checkpoint ({type(e).__name__}: {e}); refusing to load it") from e
+    broken = sorted(n for n, t in tensors.items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if broken:
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise DuetError(f"{name}: weights that are not finite (NaN or infinity) in {', '.join(broken[:3])}"
+                        f"{more}: it would embed every user as NaN; refusing to load it. Re-train it with "
+                        "`duet pretrain` (a lower learning rate if training diverged)")
     state = dict(tensors) | {alias: tensors[name] for alias, name in aliases.items() if name in tensors}
     model = UserModel(cfg.model, cfg.objective)
     try:
@@ -129,6 +134,6 @@ def model_from_bytes(config: dict[str, Any], weights: bytes) -> UserModel:
 def load(lake: str, model_version: str) -> tuple[UserModel, Checkpoint]:
     """The model and its checkpoint record. Raises ``DuetError`` if missing or not safetensors."""
     document, weights = read(lake, model_version)
-    model = model_from_bytes(document["config"], weights)
+    model = model_from_bytes(document["config"], weights, model_version)
     cfg = from_dict(PretrainConfig, document["config"])
     return model, Checkpoint(model_version, cfg, document.get("info", {}))

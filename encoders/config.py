@@ -22,7 +22,9 @@ C = TypeVar("C")
 def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     """Build dataclass ``cls`` from ``data``; nested dataclass fields are built recursively.
 
-    Unknown keys raise ``DuetError`` naming them; missing keys take the field defaults.
+    Unknown keys and values of the wrong type (``"heads": "4"``, a bool for an int) raise ``DuetError``
+    naming them; missing keys take the field defaults. An integer is accepted where a float is expected
+    (JSON writes ``0.0`` as is, a person may write ``0``) and kept as given.
     """
     if not isinstance(data, Mapping):
         raise DuetError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
@@ -34,10 +36,30 @@ def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     values = {}
     for name, value in data.items():
         kind = hints[name]
-        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+        _check_type(cls, name, kind, value)
+        if dataclasses.is_dataclass(kind):
             value = from_dict(kind, value)
         values[name] = value
     return cls(**values)
+
+
+def _check_type(cls: type, name: str, kind: Any, value: Any) -> None:
+    """Refuse ``value`` for field ``name`` of type ``kind`` (the plain types configs use) before a
+    constructor meets it: ``16 % "4"`` would be a bare ``TypeError`` naming no key."""
+    if kind is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif kind is int:
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif kind is float:
+        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+    elif kind is str:
+        ok, expected = isinstance(value, str), "a string"
+    elif dataclasses.is_dataclass(kind):
+        ok, expected = isinstance(value, Mapping), "a mapping"
+    else:
+        return
+    if not ok:
+        raise DuetError(f"{cls.__name__}: {name} must be {expected}, got {value!r}")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

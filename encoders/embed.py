@@ -113,6 +113,15 @@ def _counted(batches: Iterator[pa.RecordBatch], seen: list[int]) -> Iterator[pa.
         yield batch
 
 
+def _noted(batches: Iterator[pa.RecordBatch], refused: list[DuetError]) -> Iterator[pa.RecordBatch]:
+    """``batches``, noting in ``refused`` a ``DuetError`` that ends them."""
+    try:
+        yield from batches
+    except DuetError as e:
+        refused.append(e)
+        raise
+
+
 def embed_snapshots(lake: str, snapshots: list[datetime], model_version: str | None = None,
                     cfg: EmbedConfig | None = None, changed_only: bool = False,
                     log: Callable[[str], None] = print) -> list[EmbedReport]:
@@ -151,8 +160,15 @@ def _embed_one(lake: str, plan: RunPlan, model: torch.nn.Module, cfg: EmbedConfi
     batches = embed_tables(model, tables(), version, created, cfg.batch_size, device, cfg.bf16)
     deleted = 0
     if plan.mode == "full":
-        seen = [0]
-        write_embeddings(lake, _counted(batches, seen), plan.run)
+        seen, refused = [0], []
+        try:
+            write_embeddings(lake, _counted(_noted(batches, refused), seen), plan.run)
+        except Exception as e:
+            # The Delta writer reports a failed stream as its own error, with ours as text: raise ours
+            # (e.g. non-finite vectors), one line. The stream failed, so nothing was committed.
+            if refused:
+                raise refused[0] from e
+            raise
         embedded = seen[0]
     elif plan.users is not None and len(plan.users):
         rows = pa.Table.from_batches(list(batches), schema=OUTPUT_SCHEMA)

@@ -12,19 +12,36 @@ Two kinds of folder, each with a ``config.json``:
 This module only finds, reads and (for records) writes these files, so data quality checks, the Feast
 catalog and the Spark driver can list versions and their widths without importing torch. Every reader of
 a version's widths goes through ``version_dims``.
+
+It is also where a version name is held to its promise (issue 23):
+
+* a model version is a *name*, never a path: ``check_version`` accepts only the contract's form
+  (``VERSION_PATTERN``: no '/', no '.'), so it can only name a direct child of ``_models/``. Every function
+  here that takes a version checks it (``duet embed``, local or Spark, through ``require_weights`` and
+  ``read``; an import's name through ``check_external_name``), and only such names are listed, so a
+  command that takes a version only from the listing (``duet publish``) or by ``VERSION_PATTERN``
+  (``duet evaluate``, ``duet training-set``: ``ranker.config.check_variants``) never gets another;
+* a checkpoint's name is its content's: ``read`` (what ``duet embed``, local or Spark, loads) recomputes
+  ``content_version`` from the config and weights bytes and refuses a folder whose content hashes to
+  another name (an edited config.json, a copied or renamed folder);
+* a folder whose config.json cannot be read or does not type-check is refused with its path and what to
+  do wherever it is named, and skipped when versions are listed, so it never breaks work on another
+  version; only the default (``latest_version``) refuses while one could be the newest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from core.errors import DuetError
 from core.files import write_atomic
 from core.variants import VARIANTS
-from encoders.config import ModelConfig, embedding_dims, from_dict
+from encoders.config import ModelConfig, PretrainConfig, embedding_dims, from_dict
 
 MODELS_DIR = "_models"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -43,6 +60,26 @@ def models_root(lake: str) -> Path:
     return Path(lake) / MODELS_DIR
 
 
+def check_version(model_version: str) -> str:
+    """``model_version`` if it is a model version's name in the contract's form, else ``DuetError``.
+
+    The form has no '/' and no '.', so a valid name can only be a direct child of ``_models/``: a version
+    such as ``../../evil`` would otherwise load a checkpoint from outside the lake and name rows after it."""
+    if not isinstance(model_version, str) or not VERSION_PATTERN.match(model_version):
+        raise DuetError(f"not a model version: {model_version!r}; a model version names a folder directly "
+                        f"under {MODELS_DIR}/: <variant>-<7 hex digits> (variant one of "
+                        f"{', '.join(VARIANTS)}; e.g. duet-3f2a9c1) or ext-NAME (an imported embedding)")
+    return model_version
+
+
+def content_version(config: Mapping[str, Any], weights: bytes) -> str:
+    """The name a checkpoint must have: its variant and the first 7 hex digits of the SHA-256 of its
+    config (the ``"config"`` of its config.json, as saved: canonical JSON) and its weight bytes."""
+    variant = from_dict(PretrainConfig, config).model.variant
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return f"{variant}-{hashlib.sha256(text.encode() + weights).hexdigest()[:7]}"
+
+
 def is_external(model_version: str) -> bool:
     """An imported embedding's version (``ext-<name>``): a record, never weights."""
     return model_version.startswith(f"{EXTERNAL_VARIANT}-")
@@ -57,29 +94,81 @@ def check_external_name(model_version: str) -> str:
     return model_version
 
 
+def _remedy(model_version: str) -> str:
+    if is_external(model_version):
+        return (f"import the embedding again (`duet embeddings import --model-version {model_version}`), "
+                "which rewrites it")
+    return "restore the folder from a copy, or remove it and re-run `duet pretrain`"
+
+
+def _width(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_document(document: Any, external: bool) -> None:
+    """Refuse (``DuetError`` saying why) a config document that is not what its kind must hold."""
+    if not isinstance(document, dict):
+        raise DuetError(f"expected a JSON object, got {type(document).__name__}")
+    if external:
+        dims = document.get("dims")
+        if not (isinstance(dims, dict) and _width(dims.get("click"))
+                and (dims.get("conversion") is None or _width(dims.get("conversion")))):
+            raise DuetError(f"dims must be {{\"click\": W, \"conversion\": W or null}} with positive integer "
+                            f"widths, got {dims!r}")
+    else:
+        from_dict(PretrainConfig, document.get("config", {}))   # unknown keys, wrong types, bad values
+    if not isinstance(document.get("info", {}), dict):
+        raise DuetError("info must be a JSON object")
+
+
 def _document(folder: Path) -> dict[str, Any] | None:
     """A version folder's config.json if the folder is a usable version (a checkpoint with its weights,
-    or an imported embedding's record), else None (scratch folders, a half-written checkpoint)."""
-    if folder.name.startswith(".") or not (folder / CONFIG).is_file():
+    or an imported embedding's record), else None (not a version's name, scratch folders, a half-written
+    checkpoint). Raises ``DuetError`` naming the file and what to do if the file is unreadable, not JSON
+    or does not type-check."""
+    name = folder.name
+    path = folder / CONFIG
+    if not VERSION_PATTERN.match(name) or not path.is_file():
         return None
-    document = json.loads((folder / CONFIG).read_text())
-    external = document.get("variant") == EXTERNAL_VARIANT and is_external(folder.name)
-    return document if external or (folder / WEIGHTS).is_file() else None
+    external = is_external(name)
+    if not external and not (folder / WEIGHTS).is_file():
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as e:   # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise DuetError(f"{path} is not valid JSON ({type(e).__name__}: {e}); {_remedy(name)}") from e
+    if external and isinstance(document, dict) and document.get("variant") != EXTERNAL_VARIANT:
+        return None
+    try:
+        _check_document(document, external)
+    except DuetError as e:
+        raise DuetError(f"{path}: {e}; {_remedy(name)}") from e
+    return document
 
 
-def _documents(lake: str) -> list[tuple[str, dict[str, Any]]]:
-    """(version, config document) of every usable version, oldest first (trained or imported)."""
+def _scan(lake: str) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
+    """(version, config document) of every usable version, oldest first (trained or imported), and
+    version -> why for the folders named like a version whose config.json cannot be used."""
     root = models_root(lake)
     if not root.is_dir():
-        return []
-    found = []
+        return [], {}
+    found, problems = [], {}
     for folder in root.iterdir():
-        document = _document(folder)
+        try:
+            document = _document(folder)
+        except DuetError as e:   # one corrupt folder must not break work on the others
+            problems[folder.name] = str(e)
+            continue
         if document is not None:
             info = document.get("info", {})
             when = str(info.get("trained_at") or info.get("imported_at") or "")
             found.append((when, folder.name, document))
-    return [(name, document) for _, name, document in sorted(found, key=lambda f: f[:2])]
+    return [(name, document) for _, name, document in sorted(found, key=lambda f: f[:2])], problems
+
+
+def _documents(lake: str) -> list[tuple[str, dict[str, Any]]]:
+    """(version, config document) of every usable version, oldest first (trained or imported)."""
+    return _scan(lake)[0]
 
 
 def dims_of(document: dict[str, Any]) -> tuple[int, int | None]:
@@ -87,12 +176,12 @@ def dims_of(document: dict[str, Any]) -> tuple[int, int | None]:
     if document.get("variant") == EXTERNAL_VARIANT:
         dims = document["dims"]
         return int(dims["click"]), (int(dims["conversion"]) if dims.get("conversion") else None)
-    return embedding_dims(from_dict(ModelConfig, document["config"]["model"]))
+    return embedding_dims(from_dict(ModelConfig, document.get("config", {}).get("model", {})))
 
 
 def config_document(lake: str, model_version: str) -> dict[str, Any] | None:
     """A usable version's ``config.json`` as a dict (checkpoint or record), None if there is none."""
-    return _document(models_root(lake) / model_version)
+    return _document(models_root(lake) / check_version(model_version))
 
 
 def list_versions(lake: str, external: bool = True) -> list[str]:
@@ -110,8 +199,15 @@ def version_dims(lake: str) -> dict[str, tuple[int, int | None]]:
 def latest_version(lake: str, variant: str | None = None) -> str:
     """The newest checkpoint (of ``variant`` if given). Imported embeddings are never a default: they are
     named (``--model-version ext-NAME``) where they can be used."""
-    versions = [v for v in list_versions(lake, external=False)
-                if variant is None or v.startswith(f"{variant}-")]
+    def wanted(version: str) -> bool:
+        return not is_external(version) and (variant is None or version.startswith(f"{variant}-"))
+
+    found, problems = _scan(lake)
+    unreadable = [why for version, why in sorted(problems.items()) if wanted(version)]
+    if unreadable:   # it could be the newest: choosing another silently would embed with the wrong model
+        raise DuetError(f"{unreadable[0]} (the newest model cannot be told while it is unusable; or name "
+                        "the version to use with --model-version)")
+    versions = [v for v, _ in found if wanted(v)]
     if not versions:
         what = f"{variant} model" if variant else "model"
         raise DuetError(f"no {what} under {models_root(lake)}: run `duet pretrain` first")
@@ -119,7 +215,9 @@ def latest_version(lake: str, variant: str | None = None) -> str:
 
 
 def require_weights(lake: str, model_version: str) -> None:
-    """Refuse, before any work, a version that cannot be loaded as a model (an imported embedding)."""
+    """Refuse, before any work, a name that is not a model version's and a version that cannot be loaded
+    as a model (an imported embedding)."""
+    check_version(model_version)
     if is_external(model_version):
         raise DuetError(f"{model_version} is an imported embedding (a record under {models_root(lake)}, no "
                         "weights): it can be validated, put in a training set, evaluated and published, but "
@@ -128,14 +226,23 @@ def require_weights(lake: str, model_version: str) -> None:
 
 
 def read(lake: str, model_version: str) -> tuple[dict[str, Any], bytes]:
-    """The config document and the weight bytes of a checkpoint (what a Spark job broadcasts)."""
+    """The config document and the weight bytes of a checkpoint (what a Spark job broadcasts), refused
+    unless they hash to ``model_version`` (``content_version``): the same name means the same model."""
     require_weights(lake, model_version)
     folder = models_root(lake) / model_version
-    if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
+    document = _document(folder)   # None without both files (the name is valid and not an import's)
+    if document is None:
         known = ", ".join(list_versions(lake, external=False)) or "none"
         raise DuetError(f"no model {model_version!r} under {models_root(lake)} (known: {known}); "
                         "run `duet pretrain` first")
-    return json.loads((folder / CONFIG).read_text()), (folder / WEIGHTS).read_bytes()
+    weights = (folder / WEIGHTS).read_bytes()
+    actual = content_version(document.get("config", {}), weights)
+    if actual != model_version:
+        raise DuetError(f"{model_version}: its content does not match its name: {folder}'s {CONFIG} and "
+                        f"{WEIGHTS} hash to {actual} (a checkpoint is named by its variant and the SHA-256 "
+                        "of both), so it was edited, copied or renamed and would embed differently under "
+                        f"the same name; refusing it: {_remedy(model_version)}")
+    return document, weights
 
 
 def write_external(lake: str, model_version: str, click_dim: int, conversion_dim: int | None,

@@ -9,25 +9,24 @@ Time split (nothing after ``train_until`` is read, and validation never overlaps
 * training: the eligible snapshots whose target window ends by the first validation snapshot
   (``T + horizon <= V``), so no training label comes from the validation period.
 
-Examples are written to safetensors shards in a temporary folder under ``<lake>/_models`` (bounded
-memory), the model trains with early stopping on the validation loss, the retrieval report is measured
-on the validation snapshots, and the checkpoint is saved under ``<lake>/_models/<model_version>``.
+Examples are written to safetensors shards in a scratch folder ``<lake>/_models/.examples-*`` (bounded
+memory; locked while in use, and a killed run's folder is removed by the next pre-training:
+``encoders.scratch``), the model trains with early stopping on the validation loss, the retrieval report
+is measured on the validation snapshots, and the checkpoint is saved under
+``<lake>/_models/<model_version>``.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import torch
 
 from core.errors import DuetError
-from encoders import checkpoint, model_store
+from encoders import checkpoint, model_store, scratch
 from encoders.batch import tensorize, tensorize_targets
 from encoders.config import PretrainConfig
 from encoders.evaluate import popularity, retrieval_report
@@ -38,6 +37,7 @@ from encoders.train import fit, select_device
 from encoders.variants import UserModel, parameter_report
 
 _TENSORIZE_ROWS = 16384  # rows tensorised at once (padded to the caps)
+EXAMPLES = "examples"    # the scratch folders' prefix: _models/.examples-*
 
 
 @dataclass(frozen=True)
@@ -127,19 +127,18 @@ def pretrain(lake: str, cfg: PretrainConfig, train_until: datetime | None = None
         + f" (within {_spread(params, 'encoder'):.1%} of duet); MFLOPs per user: "
         + ", ".join(f"{v} {p['flops_per_user'] / 1e6:.1f}" for v, p in params.items()))
     root = model_store.models_root(lake)
-    root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".examples-", dir=root))
-    try:
-        train = write_examples(lake, split.train, cfg, ShardWriter(scratch, "train", cfg.train.shard_rows))
-        valid = write_examples(lake, split.valid, cfg, ShardWriter(scratch, "valid", cfg.train.shard_rows))
+    stale = scratch.remove_stale(lake, EXAMPLES)
+    if stale:
+        log(f"  removed {len(stale)} examples folder(s) a stopped pre-training left: {', '.join(stale)}")
+    with scratch.scratch_folder(lake, EXAMPLES) as folder:
+        train = write_examples(lake, split.train, cfg, ShardWriter(folder, "train", cfg.train.shard_rows))
+        valid = write_examples(lake, split.valid, cfg, ShardWriter(folder, "valid", cfg.train.shard_rows))
         log(f"  examples: {train.rows:,} training, {valid.rows:,} validation")
         torch.manual_seed(cfg.train.seed)  # the initial weights, like everything else, follow the seed
         model = UserModel(cfg.model, cfg.objective)
         result = fit(model, train, valid, cfg.train, log)
         model.to("cpu")
         retrieval = retrieval_report(model, valid, popularity(train, cfg.model.advertiser_buckets))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     info = {"trained_at": datetime.now(UTC).isoformat(), "split": split.to_dict(),
             "examples": {"train": train.rows, "valid": valid.rows}, "parameters": params,

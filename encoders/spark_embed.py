@@ -12,12 +12,18 @@ The write is one Delta commit recording the run in its ``userMetadata``, like th
 ``replaceWhere`` overwrite of the (snapshot, model version) rows, or for ``--changed-only`` a MERGE that
 upserts the re-embedded users and deletes those without a sequence.
 
+The checks are the local engine's: the version's name and content (``model_store.read``) and its
+weights (``checkpoint.model_from_bytes``) on the driver before any job; finite vectors in
+``inference.embed_rows`` on the workers, whose ``DuetError`` fails the job before the commit and is
+raised on the driver as itself.
+
 Executors need torch, safetensors, pyarrow and this source tree (``infra/submit.sh`` ships the tree).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -28,6 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from core.errors import DuetError
 from core.spark import create_table, require_utc, spark_schema
 from encoders import checkpoint, model_store
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS, INPUT_SCHEMA
@@ -35,6 +42,8 @@ from encoders.config import EmbedConfig
 from encoders.embed import EmbedReport, RunPlan, plan_run
 
 _MODELS: dict[str, object] = {}  # per worker process: model version -> model, built once
+# A worker's DuetError as Spark reports it: the last line of the Python traceback inside its own error.
+_WORKER_ERROR = re.compile(r"(?:[\w.]+\.)?DuetError: (.+)")
 
 
 def _sequences(spark: SparkSession, lake: str, plan: RunPlan) -> DataFrame:
@@ -123,7 +132,8 @@ def embed_snapshots_spark(spark: SparkSession, lake: str, snapshots: list[dateti
     model_store.require_weights(lake, version)   # an imported embedding (ext-...) has no model to run
     plans = [plan_run(lake, s, version, changed_only) for s in snapshots]
     document, weights = model_store.read(lake, version)
-    checkpoint.model_from_bytes(document["config"], weights)  # refuse a bad checkpoint before executors do
+    # refuse a bad checkpoint (not safetensors, not fitting its config, non-finite) before executors do
+    checkpoint.model_from_bytes(document["config"], weights, version)
     broadcast = spark.sparkContext.broadcast((document["config"], weights))
     try:
         return [_embed_one(spark, lake, plan, broadcast, cfg, log) for plan in plans]
@@ -138,26 +148,41 @@ def _embed_one(spark: SparkSession, lake: str, plan: RunPlan, broadcast, cfg: Em
     if plan.mode == "changed-only" and (plan.users is None or len(plan.users) == 0):
         embedded = deleted = 0
     else:
-        created = datetime.now(UTC)
-        rows = _sequences(spark, lake, plan).mapInArrow(
-            _embedder(version, broadcast, created, cfg.batch_size), spark_schema(USER_EMBEDDINGS))
-        if plan.mode == "full":
-            _ensure_table(spark, lake)
-            (rows.write.format("delta").mode("overwrite")
-             .option("replaceWhere",
-                     f"event_timestamp = {_ts_literal(snapshot)} AND model_version = '{version}'")
-             .option("userMetadata", plan.run.to_json())
-             .save(USER_EMBEDDINGS.location(lake)))
-            embedded, deleted = int(_last_metrics(spark, lake).get("numOutputRows", 0)), 0
-        else:
-            metrics = _merge(spark, lake, plan, rows)
-            embedded = (int(metrics.get("numTargetRowsInserted", 0))
-                        + int(metrics.get("numTargetRowsUpdated", 0)))
-            deleted = int(metrics.get("numTargetRowsDeleted", 0))
+        try:
+            embedded, deleted = _write(spark, lake, plan, broadcast, cfg)
+        except DuetError:
+            raise
+        except Exception as e:
+            found = _WORKER_ERROR.search(str(e))
+            if found:   # e.g. non-finite vectors: one line that says what to do, not a Java stack
+                raise DuetError(found.group(1).strip()) from e
+            raise
     report = EmbedReport(snapshot, version, "spark", plan.mode, embedded, deleted,
                          time.perf_counter() - started, plan.note)
     log(report.line())
     return report
+
+
+def _write(spark: SparkSession, lake: str, plan: RunPlan, broadcast, cfg: EmbedConfig) -> tuple[int, int]:
+    """Embed the plan's users on the executors and write them in one commit; (embedded, deleted)."""
+    snapshot, version = plan.snapshot, plan.model_version
+    created = datetime.now(UTC)
+    rows = _sequences(spark, lake, plan).mapInArrow(
+        _embedder(version, broadcast, created, cfg.batch_size), spark_schema(USER_EMBEDDINGS))
+    if plan.mode == "full":
+        _ensure_table(spark, lake)
+        (rows.write.format("delta").mode("overwrite")
+         .option("replaceWhere",
+                 f"event_timestamp = {_ts_literal(snapshot)} AND model_version = '{version}'")
+         .option("userMetadata", plan.run.to_json())
+         .save(USER_EMBEDDINGS.location(lake)))
+        embedded, deleted = int(_last_metrics(spark, lake).get("numOutputRows", 0)), 0
+    else:
+        metrics = _merge(spark, lake, plan, rows)
+        embedded = (int(metrics.get("numTargetRowsInserted", 0))
+                    + int(metrics.get("numTargetRowsUpdated", 0)))
+        deleted = int(metrics.get("numTargetRowsDeleted", 0))
+    return embedded, deleted
 
 
 def run_record(spark: SparkSession, lake: str) -> dict | None:

@@ -3,27 +3,31 @@ conversion gives a full run's table, the embedding suite passes and names what c
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 
 from core.arrow_schemas import CONVERSIONS_ARROW
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
+from core.errors import DuetError
 from core.quality import reusable_pass
 from core.snapshots import daily_snapshots
 from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
 from duet.pipeline import validate
-from encoders import model_store
+from encoders import checkpoint, model_store
 from encoders import quality as encoder_quality
 from encoders.config import ModelConfig, PretrainConfig, TrainConfig
 from encoders.embed import embed_snapshot, embed_snapshots
@@ -249,6 +253,36 @@ def test_embedding_commands_fail_with_one_line(lake, capsys):
     assert "no model 'duet-0000000'" in capsys.readouterr().err
     assert duet(["pretrain", "--lake", path, "--train-until", "2026-01-08"]) == 1
     assert "not enough snapshots to pre-train" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_the_spark_engine_refuses_what_the_local_one_refuses_and_writes_nothing(spark, lake, tmp_path):
+    """Issue 23: a name that is not a version, a checkpoint whose content is not its name, non-finite
+    weights (all on the driver, before any job) and non-finite vectors (on the workers, before the
+    commit) are refused by the Spark engine too, each as one DuetError."""
+    path = str(tmp_path / "lake")
+    shutil.copytree(lake["lake"], path)   # the module's lake keeps its versions for the other tests
+    model, record = checkpoint.load(path, lake["version"])
+    nan, huge = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        nan.encoder.click.norm.weight[0] = float("nan")
+        huge.encoder.click.tokens.time.net[0].weight.fill_(1e30)
+        huge.encoder.click.tokens.time.net[2].weight.fill_(1e30)
+    renamed = "duet-0000000"
+    shutil.copytree(Path(path) / "_models" / lake["version"], Path(path) / "_models" / renamed)
+    cases = [("../../evil", "not a model version"), (renamed, "its content does not match its name"),
+             (checkpoint.save(path, nan, record.config, {}).model_version, "weights that are not finite"),
+             (checkpoint.save(path, huge, record.config, {}).model_version, "gave non-finite embeddings")]
+    location = USER_EMBEDDINGS.location(path)
+    before = DeltaTable(location).version() if DeltaTable.is_deltatable(location) else None
+    for version, message in cases:
+        with pytest.raises(DuetError, match=message):
+            embed_snapshots_spark(spark, path, [SNAPSHOT], version, log=lambda _: None)
+    if before is not None:
+        assert DeltaTable(location).version() == before
+    written = DeltaTable(location).to_pyarrow_table(columns=["model_version"]).column(0).to_pylist() \
+        if DeltaTable.is_deltatable(location) else []
+    assert not {v for v, _ in cases} & set(written)
 
 
 def test_pretraining_the_same_data_twice_gives_the_same_model_version(lake):

@@ -3,6 +3,7 @@ path against a naive reference, checkpoints, determinism, objectives, hashing, c
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -216,10 +217,14 @@ def test_loading_never_unpickles_a_crafted_checkpoint(tmp_path, monkeypatch):
     saved = checkpoint.save(str(tmp_path), model, PretrainConfig(model=SMALL), {})
     marker = tmp_path / "exploited"
     monkeypatch.setenv("DUET_EXPLOIT_MARKER", str(marker))
-    weights = tmp_path / "_models" / saved.model_version / "model.safetensors"
+    folder = tmp_path / "_models" / saved.model_version
+    config = json.loads((folder / "config.json").read_text())["config"]
     for payload in (pickle.dumps(_Exploit()), _torch_save_bytes({"w": _Exploit()}, tmp_path)):
-        weights.write_bytes(payload)
+        # the bytes as every engine gets them (a Spark worker receives them broadcast, not from the folder)
         with pytest.raises(DuetError, match="not a safetensors checkpoint"):
+            checkpoint.model_from_bytes(config, payload)
+        (folder / "model.safetensors").write_bytes(payload)
+        with pytest.raises(DuetError, match="does not match its name"):   # refused before it is parsed
             checkpoint.load(str(tmp_path), saved.model_version)
     assert not marker.exists()
 
@@ -232,10 +237,11 @@ def _torch_save_bytes(obj, folder) -> bytes:
 
 def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(tmp_path):
     saved = checkpoint.save(str(tmp_path), _model("duet"), PretrainConfig(model=SMALL), {})
-    config = tmp_path / "_models" / saved.model_version / "config.json"
-    config.write_text(config.read_text().replace('"dim": 16', '"dim": 32'))
+    folder = tmp_path / "_models" / saved.model_version
+    config = json.loads((folder / "config.json").read_text())["config"]
+    config["model"]["dim"] = 32
     with pytest.raises(DuetError, match="does not fit its config"):
-        checkpoint.load(str(tmp_path), saved.model_version)
+        checkpoint.model_from_bytes(config, (folder / "model.safetensors").read_bytes())
 
 
 # --- configs --------------------------------------------------------------------------------------------
