@@ -104,8 +104,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passed(instant, what: str, why: str):
+    """``instant`` if it is not later than now; a result computed for a later instant would be read as
+    final while the events before it are still arriving."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    if instant > now:
+        raise DuetError(f"{what} {instant.isoformat()} is in the future "
+                        f"(now {now.isoformat(timespec='seconds')}): {why}")
+    return instant
+
+
 def _snapshots(args: argparse.Namespace) -> list:
-    """The snapshots of ``--snapshot`` (repeatable) and ``--from/--to`` (daily), sorted, each once."""
+    """The snapshots of ``--snapshot`` (repeatable) and ``--from/--to`` (daily), sorted, each once; none
+    later than now (a snapshot holds what was known before it: it can be built once it has passed)."""
     from core.snapshots import check_snapshots, daily_snapshots, parse_snapshot
 
     if bool(args.date_from) != bool(args.date_to):
@@ -113,7 +126,10 @@ def _snapshots(args: argparse.Namespace) -> list:
     snapshots = [parse_snapshot(s) for s in args.snapshot]
     if args.date_from:
         snapshots += daily_snapshots(args.date_from, args.date_to)
-    return check_snapshots(snapshots)
+    snapshots = check_snapshots(snapshots)
+    _passed(snapshots[-1], "snapshot", "a snapshot holds what was known before it, so it can be built "
+                                       "only once it has passed")
+    return snapshots
 
 
 def _pretrain_config(args: argparse.Namespace):
@@ -171,9 +187,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     from serving.publish import PublishConfig, publish, resolve_version
     from serving.store import StoreConfig
 
+    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
     snapshot = parse_snapshot(args.snapshot) if args.snapshot else None
     resolve_version(args.lake, args.model_version)  # a missing model fails before Spark starts
-    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
     publish(_spark(args, "publish"), PublishConfig(store=store, snapshot=snapshot,
                                                     model_version=args.model_version,
                                                     revalidate=args.revalidate))
@@ -186,7 +202,10 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     from core.snapshots import parse_snapshot
     from spark_jobs.examples import ExamplesConfig, build_examples
 
-    cfg = ExamplesConfig(lake=args.lake, label_cutoff=parse_snapshot(args.label_cutoff),
+    cutoff = _passed(parse_snapshot(args.label_cutoff), "label cutoff",
+                     "labels count the conversions reported by the cutoff, so a later one would call "
+                     "clicks final that may still convert")
+    cfg = ExamplesConfig(lake=args.lake, label_cutoff=cutoff,
                          attribution_window=days_delta(days=args.attribution_window_days),
                          report_grace=days_delta(days=args.report_grace_days))
     print(json.dumps(build_examples(_spark(args, "examples"), cfg)))
@@ -259,12 +278,24 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from serving.publish import resolve_version
     from serving.store import StoreConfig, feature_store
 
+    deployment = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
     version = resolve_version(args.lake, args.model_version)
     candidates = resolve_candidates(args.lake, _parse_ads(args.ads))
-    store = feature_store(StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis))
+    store = feature_store(deployment)
     as_of = parse_snapshot(args.as_of) if args.as_of else None
     ranked, read = score(store, args.lake, version, args.user, candidates, as_of)
     print(json.dumps({**read, "ranked": [vars(s) for s in ranked]}, indent=1))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from serving.store import StoreConfig
+
+    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
+    from serving.server import serve
+
+    serve(store, host=args.host, port=args.port, registry_ttl_sec=args.registry_ttl_sec,
+          log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -297,6 +328,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                      delayed_feedback=args.delayed_feedback, force=args.force)
     print(json.dumps(run_demo(_spark(args, "demo"), cfg), indent=1))
     return 0
+
+
+def _store_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """The online store's deployment: ``--feature-store-yaml`` and ``--redis`` (publish, serve, score)."""
+    p.add_argument("--feature-store-yaml", metavar="FILE",
+                   help="Feast configuration (default: feature_repo/feature_store.yaml; "
+                        "${DUET_LAKE} in it is --lake)")
+    p.add_argument("--redis", metavar="HOST:PORT",
+                   help=f"{verb} this Redis instead of the configuration's online store (a password: "
+                        "$DUET_REDIS_PASSWORD_FILE or $DUET_REDIS_PASSWORD, never here)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,11 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", metavar="TS",
                    help="snapshot to publish (default: the model version's latest)")
     p.add_argument("--model-version", help="e.g. duet-3f2a9c1 (default: the newest duet model)")
-    p.add_argument("--feature-store-yaml", metavar="FILE",
-                   help="Feast configuration (default: feature_repo/feature_store.yaml; "
-                        "${DUET_LAKE} in it is --lake)")
-    p.add_argument("--redis", metavar="HOST:PORT",
-                   help="publish to this Redis instead of the configuration's online store")
+    _store_options(p, "publish to")
     p.add_argument("--revalidate", action="store_true",
                    help="run the gate even when an earlier `duet validate` pass holds for the same rows")
     _spark_options(p)
@@ -475,9 +512,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", metavar="TS",
                    help="the time of the request (default: now); a stored vector older than the views' ttl "
                         "at this time counts as missing")
-    p.add_argument("--feature-store-yaml", metavar="FILE")
-    p.add_argument("--redis", metavar="HOST:PORT")
+    _store_options(p, "read")
     p.set_defaults(handler=_cmd_score)
+
+    p = sub.add_parser("serve", help="Feast's feature server for rankers, reads only (POST "
+                                     "/get-online-features), on 127.0.0.1 unless --host says otherwise")
+    p.add_argument("--lake", required=True, help="lake root (Feast's registry and SQLite store under "
+                                                 "_feast/)")
+    _store_options(p, "serve")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; reads are not "
+                        "authenticated, so bind another address only where the network admits rankers only)")
+    p.add_argument("--port", type=int, default=6566)
+    p.add_argument("--registry-ttl-sec", type=int, default=60,
+                   help="re-read the registry this often (a publish's new model version; default 60)")
+    p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default")
     p.add_argument("--workdir", required=True, help="writes lake/ and report/ under it")

@@ -172,7 +172,7 @@ def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
     _write_serving(lake, {**(read_serving(lake) or {}), **record})
     spec = RepoSpec(previous.lake, previous.versions, version)
     store = feature_store(cfg.store)
-    changes = apply(store, spec)
+    changes = apply(store, spec, log)
     seconds["apply"] = time.perf_counter() - started
 
     started = time.perf_counter()

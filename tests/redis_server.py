@@ -52,21 +52,34 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """Yield ``127.0.0.1:<port>`` of a fresh Redis; the process is stopped and waited for at the end."""
+def redis_server(workdir: Path, password: str | None = None) -> Iterator[str]:
+    """Yield ``127.0.0.1:<port>`` of a fresh Redis (``password``: clients must AUTH with it, given in a
+    config file, not on the command line); the process is stopped and waited for at the end."""
     binary = _install()
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir), "--daemonize", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(workdir), "--daemonize", "no"]
+    hello = b"PING\r\n"
+    if password is not None:
+        config = workdir / "redis.conf"
+        config.write_text(f'requirepass "{password}"\n')
+        command.insert(1, str(config))
+        hello = f"AUTH {password}\r\nPING\r\n".encode()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    s.sendall(hello)
+                    reply = b""
+                    while reply.count(b"\r\n") < hello.count(b"\r\n"):
+                        chunk = s.recv(64)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    if reply.endswith(b"+PONG\r\n"):
                         break
             except OSError:
                 pass

@@ -55,6 +55,18 @@ def test_spark_commands_take_master_and_conf(command):
         (["embed", "--lake", "/no/lake", "--snapshot", "2026-01-02"], "no model under /no/lake/_models"),
         (["publish", "--lake", "/no/lake"], "no duet model under /no/lake/_models"),
         (["publish", "--lake", "x", "--snapshot", "soon"], "cannot read snapshot 'soon'"),
+        # A snapshot holds what was known before it: one in the future would be built from a partial
+        # past and then read as final (issue 23).
+        (["sequences", "--lake", "x", "--snapshot", "2150-01-01"],
+         "snapshot 2150-01-01T00:00:00+00:00 is in the future"),
+        (["sequences", "--lake", "x", "--from", "2026-01-01", "--to", "2150-01-01"], "is in the future"),
+        (["embed", "--lake", "x", "--snapshot", "2150-01-01T08:00:00Z"],
+         "snapshot 2150-01-01T08:00:00+00:00 is in the future"),
+        (["examples", "--lake", "x", "--label-cutoff", "2150-01-01"],
+         "label cutoff 2150-01-01T00:00:00+00:00 is in the future"),
+        (["publish", "--lake", "x", "--redis", "127.0.0.1:6379,password=hunter2"],
+         "DUET_REDIS_PASSWORD_FILE"),
+        (["serve", "--lake", "x", "--redis", "127.0.0.1:6379,db=1,password=hunter2"], "without a password"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(args, message):
@@ -62,6 +74,11 @@ def test_errors_are_one_line_and_non_zero(args, message):
     assert result.returncode == 1
     assert result.stderr.startswith("duet: error: ") and result.stderr.count("\n") == 1
     assert message in result.stderr
+
+
+def test_a_refused_password_is_not_repeated():
+    result = _run("publish", "--lake", "x", "--redis", "127.0.0.1:6379,password=hunter2")
+    assert result.returncode == 1 and "hunter2" not in result.stderr + result.stdout
 
 
 def test_unknown_arguments_are_usage_errors():

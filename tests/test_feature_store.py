@@ -80,20 +80,16 @@ def _assert_reads(result, expected: dict[str, tuple], as_of: datetime, ttl: time
             assert not result.click[i].any() and not result.conversion[i].any() and result.click_ts[i] == 0
 
 
-class FeatureServer:
-    """``feast serve`` on a free loopback port for the deployment ``cfg`` (its rendered yaml)."""
+class Server:
+    """A server process on a free loopback port, ready once ``GET /health`` answers 200."""
 
-    def __init__(self, cfg: StoreConfig, folder: Path):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "feature_store.yaml").write_text(render_yaml(cfg))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(folder / "serve.log", "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [FEAST, "-c", str(folder), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-access-log"], stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "DUET_LAKE": cfg.lake})
-        deadline = time.monotonic() + 90
+    def __init__(self, command: list[str], port: int, log: Path, env: dict):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        deadline = time.monotonic() + 120
         while True:
             try:
                 if requests.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -102,7 +98,7 @@ class FeatureServer:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"feast serve did not start: {(folder / 'serve.log').read_text()[-2000:]}")
+                raise RuntimeError(f"{command[:4]} did not start: {log.read_text()[-3000:]}")
             time.sleep(0.3)
 
     def stop(self) -> None:
@@ -113,6 +109,18 @@ class FeatureServer:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+class FeatureServer(Server):
+    """``feast serve`` on a free loopback port for the deployment ``cfg`` (its rendered yaml)."""
+
+    def __init__(self, cfg: StoreConfig, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "feature_store.yaml").write_text(render_yaml(cfg))
+        port = free_port()
+        super().__init__([FEAST, "-c", str(folder), "serve", "--host", "127.0.0.1", "--port", str(port),
+                          "--no-access-log"], port, folder / "serve.log",
+                         {**os.environ, "DUET_LAKE": cfg.lake})
 
 
 @pytest.mark.integration
