@@ -42,8 +42,13 @@ def scratch_folder(lake: str, prefix: str) -> Iterator[Path]:
     try:
         pending = folder / f"{LOCK}.{os.getpid()}"
         fd = os.open(pending, os.O_CREAT | os.O_WRONLY, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.replace(pending, folder / LOCK)   # the name appears already locked
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.replace(pending, folder / LOCK)   # the name appears already locked
+        except OSError:   # a file system without flock (some FUSE, SMB): no lock, removed after a day
+            os.close(fd)
+            fd = None
+            pending.unlink(missing_ok=True)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -81,6 +86,8 @@ def _remove_if_stale(folder: Path) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:     # its owner is alive
+            return False
+        except OSError:             # no flock on this file system: not ours to judge
             return False
         shutil.rmtree(folder, ignore_errors=True)
         return True

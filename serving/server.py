@@ -2,9 +2,10 @@
 
 ``feast serve`` exposes every endpoint of Feast's app: besides ``POST /get-online-features`` it serves
 ``/write-to-online-store``, ``/push``, ``/materialize`` and more, and under ``auth: no_auth`` (duet's
-configurations; Feast's oidc and kubernetes auth deny every request unless the registry holds
-``Permission`` objects, which duet does not register) anyone who reaches the port can overwrite a user's
-embedding (issue 23). ``duet serve`` runs the same app (``feast.feature_server.get_app``: the same
+configurations) anyone who reaches the port can overwrite a user's embedding (issue 23). Feast's oidc and
+kubernetes auth would not close the writes either: with no ``Permission`` objects in the registry (duet
+registers none) every authenticated user gets full access (``feast.permissions.enforcer``).
+``duet serve`` runs the same app (``feast.feature_server.get_app``: the same
 request and response format, the same registry refresh) with every route removed but ``READ_ROUTES``;
 any other request gets 403 and a line saying why. An allow-list, not a deny-list: a route a later Feast
 adds stays refused until it is listed here. Writes reach the online store through ``duet publish``

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ def redis_password() -> str | None:
         raise DuetError(f"set one of {PASSWORD_VARIABLE} and {PASSWORD_FILE_VARIABLE}, not both")
     if path:
         try:
-            value = Path(path).read_text().rstrip("\r\n")
+            lines = Path(path).read_text().splitlines()
+            value = lines[0] if lines else ""
         except OSError as e:
             raise DuetError(f"cannot read the Redis password file {path} ({PASSWORD_FILE_VARIABLE}): "
                             f"{e.strerror or e}") from None
@@ -98,7 +100,9 @@ def render_yaml(cfg: StoreConfig) -> str:
             if _has_password(connection):
                 raise DuetError(f"two Redis passwords: the configuration's connection string has one, and "
                                 f"{PASSWORD_VARIABLE} or {PASSWORD_FILE_VARIABLE} another")
-            raw["online_store"]["connection_string"] = f"{connection},password={password}"
+            # Feast json-decodes each value of the string (a password "1e3" would become 1000.0, "null"
+            # none at all): a JSON string decodes back to exactly the password.
+            raw["online_store"]["connection_string"] = f"{connection},password={json.dumps(password)}"
     return yaml.safe_dump(raw, sort_keys=False)
 
 

@@ -173,7 +173,7 @@ def read_jsonl(spark: SparkSession, path: str, kind: str) -> DataFrame:
     extra = F.array_except(keys, F.array(*[F.lit(c) for c in columns]))
     repeated = F.array_distinct(F.filter(keys, lambda k: F.array_position(keys, k) != F.array_size(keys)
                                          - F.array_position(F.reverse(keys), k) + 1))
-    # try_parse_json gives each value's JSON type (null for a repeated key, refused before it matters).
+    # try_parse_json gives each value's JSON type (null for a repeated key at any depth).
     variant = F.try_parse_json("value")
     problems = F.array(*[_json_type_problem(variant, F.col("_obj")[c], c) for c in columns])
     wrong_types = F.filter(problems, lambda p: p.isNotNull())
@@ -182,6 +182,8 @@ def read_jsonl(spark: SparkSession, path: str, kind: str) -> DataFrame:
                  .when(keys.isNull(), F.lit("malformed JSON: not one complete JSON object on the line"))
                  .when(F.size(repeated) > 0, F.concat(F.lit("duplicated JSON key(s): "),
                                                       F.array_join(F.array_sort(repeated), ", ")))
+                 # a key repeated inside a nested value: try_parse_json refuses it, the keys above miss it
+                 .when(variant.isNull(), F.lit("malformed JSON: a key repeats inside a value"))
                  .when(F.size(extra) > 0,
                        F.concat(F.lit("unexpected field(s): "), F.array_join(F.array_sort(extra), ", ")))
                  .when(F.size(wrong_types) > 0,

@@ -77,6 +77,7 @@ JSON_CLICK_CASES = [
     ("number-ts", {"click_ts": "1.7679600005e9"}, {"click_ts": T_EXP}),       # item 7: a JSON number
     ("integer-ts", {"click_ts": "1767607200"}, {"click_ts": T0}),
     ("dup-key", {"user_id": '"u1", "user_id": "u2"'}, "duplicated JSON key(s): user_id"),
+    ("dup-nested", {"ad_id": '{"id": "a1", "id": "a1"}'}, "malformed JSON: a key repeats inside a value"),
 ]
 JSON_CONVERSION_CASES = [
     ("array-value", {"value": "[1]"}, "value is an array"),

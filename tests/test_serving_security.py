@@ -272,6 +272,12 @@ def test_a_redis_password_comes_from_the_environment_or_a_file_never_the_command
         monkeypatch.delenv("DUET_REDIS_PASSWORD")
         with pytest.raises(DuetError, match="absent"):
             ping(cfg)
+    # The file's first line, exactly: Feast json-decodes connection-string values, which would turn this
+    # password into 1000.0 unless it is passed as a JSON string.
+    secret.write_text("1e3\nnot part of it\n")
+    monkeypatch.setenv("DUET_REDIS_PASSWORD_FILE", str(secret))
+    with redis_server(tmp_path / "redis-2", password="1e3") as url:
+        assert ping(StoreConfig(str(tmp_path / "lake"), redis=url))
 
 
 def test_the_production_docs_serve_through_duet_serve_only():
