@@ -130,12 +130,8 @@ def feature_store(cfg: StoreConfig):
 _SQLITE_TABLE = "feast.infra.online_stores.sqlite.SqliteTable"
 
 
-def _local(path: str) -> str:
-    return path.rstrip("/") if "://" in path else os.path.abspath(path)
-
-
 def _inside(path: str, lake: str) -> bool:
-    return _local(path).startswith(_local(lake).rstrip("/") + "/")
+    return lake_root(path).startswith(lake_root(lake).rstrip("/") + "/")
 
 
 def home_registry(store, lake: str) -> str | None:

@@ -53,6 +53,7 @@ from spark_jobs.readers import (
     read_error,
     read_input,
     resolve,
+    root_cause,
     row_numbers,
     strict_reads,
 )
@@ -231,7 +232,7 @@ def ingest_frame(spark: SparkSession, cfg: IngestConfig, kind: str, frame: DataF
             break
         except (*delta_io.CONFLICTS, ConcurrentInsert) as e:
             if attempt == MAX_ATTEMPTS:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                first = root_cause(e)[:200]
                 raise DuetError(f"{raw.path}: another ingest kept committing to the table at the same time "
                                 f"({MAX_ATTEMPTS} attempts, the last: {first}); re-run to reconcile "
                                 "(nothing lands twice)") from e

@@ -210,10 +210,9 @@ def _parquet_type_problems(fields: dict[str, T.DataType], columns: list[str]) ->
     problems = []
     for c in columns:
         t = fields[c]
-        if isinstance(t, T.BooleanType):
-            problems.append(f"{c} ({t.simpleString()})")
-        elif c not in NUMERIC_COLUMNS and (isinstance(t, T.FloatType | T.DoubleType)
-                                           or (isinstance(t, T.DecimalType) and t.scale > 0)):
+        fractional = (isinstance(t, T.FloatType | T.DoubleType)
+                      or (isinstance(t, T.DecimalType) and t.scale > 0))
+        if isinstance(t, T.BooleanType) or (fractional and c not in NUMERIC_COLUMNS):
             problems.append(f"{c} ({t.simpleString()})")
     return problems
 
