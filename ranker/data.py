@@ -12,7 +12,7 @@ Features (the same for every variant but the user vector):
   (the window's length when there is none in it), flags for "no conversion in the window" and "no click
   in it", the attributed share, and a flag for "no summary row within the ttl". Not the sequences'
   lengths: they grow while a young lake fills its 30- and 90-day lookbacks, so a ranker trained on its
-  early days over-predicted its later ones (calibration 1.12 on the demo; 0.99 with the window);
+  early days over-predicted its later ones (the demo's calibration 1.10-1.15; 0.97-1.04 with the window);
 * ``user``: the click embedding followed by the conversion embedding (zeros and ``user_missing`` when
   the point-in-time join found no row); width 0 for ``none``.
 """
