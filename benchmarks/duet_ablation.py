@@ -61,7 +61,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from core.spark import spark_session
-from duet.pipeline import DemoConfig, run_demo
+from duet.demo import DemoConfig, EncodersConfig, GenerateConfig, LabelConfig, run_demo
 
 COMPARATORS = ("shared", "merged")
 TARGET_MDE = 0.002
@@ -101,8 +101,10 @@ def run_one(spark, workdir: Path, setting: str, seed: int, users: int, days: int
     work = workdir / f"{setting}-seed{seed}"
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    run_demo(spark, DemoConfig(workdir=str(work), seed=seed, users=users, days=days, setting=setting,
-                               report_grace=None, pretrain_horizon_days=7.0, pretrain_grace_days=2.0))
+    run_demo(lambda: spark, DemoConfig(
+        workdir=str(work), seed=seed, generate=GenerateConfig(setting=setting, users=users, days=days),
+        labels=LabelConfig(report_grace=None),
+        encoders=EncodersConfig(horizon_days=7.0, report_grace_days=2.0)))
     seconds = time.perf_counter() - started
     report = json.loads((work / "report" / "demo.json").read_text())
     table = pq.read_table(work / "report" / "test_predictions.parquet")

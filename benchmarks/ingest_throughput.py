@@ -29,12 +29,13 @@ CLICKS_PER_USER = 14 * 4.0  # 14 days x 4 clicks per user-day on average
 
 REFERENCE = """
 import sys
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
 from core.spark import spark_session
 spark = spark_session(app_name="bench-reference")
 lake = sys.argv[1]
-for name in ("clicks", "conversions"):
+for name, table in (("clicks", RAW_CLICKS), ("conversions", RAW_CONVERSIONS)):
     spark.read.parquet(f"{sys.argv[2]}/{name}.parquet").write.format("delta").mode("append") \\
-        .save(f"{lake}/raw/{name}")
+        .save(table.location(lake))
 """
 
 

@@ -56,6 +56,7 @@ def _time_interleaved(paths: dict, batches: list[list[str]]) -> dict[str, dict[s
 
 def _raw_sqlite(path: str):
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW
     from serving.fast import entity_key
 
     def read(ids: list[str]) -> list:
@@ -64,7 +65,7 @@ def _raw_sqlite(path: str):
         query = " UNION ALL ".join(
             f'SELECT entity_key, feature_name, value, event_ts FROM "duet_{view}" '
             f"WHERE entity_key IN ({marks})"
-            for view in ("user_click_embeddings", "user_conversion_embeddings"))
+            for view in (CLICK_VIEW, CONVERSION_VIEW))
         return conn.execute(query, keys * 2).fetchall()
     return read
 

@@ -48,15 +48,16 @@ import numpy as np
 
 from benchmarks.duet_ablation import T_975
 from core.spark import spark_session
-from duet.pipeline import DemoConfig, run_demo
+from duet.demo import DemoConfig, GenerateConfig, RankerStageConfig, run_demo
 
 
 def run_one(spark, workdir: Path, signal: float, seed: int, users: int) -> dict:
     work = workdir / f"signal{signal:g}-seed{seed}"
     shutil.rmtree(work, ignore_errors=True)
     started = time.perf_counter()
-    run_demo(spark, DemoConfig(workdir=str(work), seed=seed, users=users, conversion_signal=signal,
-                               delayed_feedback=True))
+    run_demo(lambda: spark, DemoConfig(workdir=str(work), seed=seed,
+                                       generate=GenerateConfig(users=users, conversion_signal=signal),
+                                       ranker=RankerStageConfig(delayed_feedback=True)))
     report = json.loads((work / "report" / "demo.json").read_text())
     ranker = report["ranker"]
     return {"signal": signal, "seed": seed, "seconds": round(time.perf_counter() - started, 1),

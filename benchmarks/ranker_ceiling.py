@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.metrics import normalized_entropy
 from duet.ceiling import ceiling
 from duet.generate import GeneratorConfig, generate
 from duet.ranker_sanity import generated_rows, latent_vectors, to_batch
 from ranker.config import RankerConfig
-from ranker.metrics import normalized_entropy
 from ranker.train import predict, train_ranker
 
 RANKER_SEEDS = (1, 2)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import psutil
 
+from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, SEQUENCE_SNAPSHOTS
+
 REPO = Path(__file__).resolve().parent.parent
 DAYS = 30
 START = date(2026, 1, 5)
@@ -52,14 +54,15 @@ import sys, duckdb
 from datetime import date, timedelta, datetime, timezone
 from tests.reference_sequences import CLICKS_SQL, CONVERSIONS_SQL
 from deltalake import DeltaTable
+from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
 lake, out, first, n = sys.argv[1], sys.argv[2], date.fromisoformat(sys.argv[3]), int(sys.argv[4])
 snapshots = [datetime(first.year, first.month, first.day, tzinfo=timezone.utc) + timedelta(days=i)
              for i in range(n)]
 con = duckdb.connect()
 con.execute("SET TimeZone = 'UTC'")
 con.execute(f"SET temp_directory = '{out}/duckdb_tmp'")
-con.register("clicks", DeltaTable(f"{lake}/raw/clicks").to_pyarrow_table())
-con.register("conversions", DeltaTable(f"{lake}/raw/conversions").to_pyarrow_table())
+con.register("clicks", DeltaTable(RAW_CLICKS.location(lake)).to_pyarrow_table())
+con.register("conversions", DeltaTable(RAW_CONVERSIONS.location(lake)).to_pyarrow_table())
 con.execute("SET preserve_insertion_order = false")
 for name, sql, lookback, cap in (("click_sequences", CLICKS_SQL, 30 * 86400, 64),
                                  ("conversion_sequences", CONVERSIONS_SQL, 90 * 86400, 16)):
@@ -98,7 +101,8 @@ def prepare(n_clicks: int, work: Path) -> tuple[Path, int]:
 def run(lake: Path, clicks: int, n_snapshots: int, work: Path, timeout: float) -> dict:
     last = START + timedelta(days=DAYS)  # the day after the last events
     first = last - timedelta(days=n_snapshots - 1)
-    shutil.rmtree(lake / "features", ignore_errors=True)
+    for table in (CLICK_SEQUENCES, CONVERSION_SEQUENCES, SEQUENCE_SNAPSHOTS):   # built from scratch
+        shutil.rmtree(table.location(lake), ignore_errors=True)
     duet = str(Path(sys.executable).with_name("duet"))
     spark_s, spark_out = _timed([duet, "sequences", "--lake", str(lake), "--from", first.isoformat(),
                                  "--to", last.isoformat()], timeout)

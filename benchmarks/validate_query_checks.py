@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     from core.quality import validate_lake
     from core.snapshots import daily_snapshots
     from core.spark import spark_session
+    from duet.demo import EncodersConfig
     from duet.generate import GeneratorConfig, generate
-    from duet.pipeline import demo_pretrain_config
     from encoders.embed import embed_snapshots
     from encoders.pretrain import pretrain
     from spark_jobs.ingest import IngestConfig, ingest
@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     snapshots = daily_snapshots(first.date().isoformat(),
                                 (first + timedelta(days=args.days - 1)).date().isoformat())
     build_sequences(spark, lake, snapshots)
-    cfg = demo_pretrain_config(seed=5)
-    cfg = replace(cfg, model=replace(cfg.model, variant="click_only"), train=replace(cfg.train, epochs=2))
+    cfg = EncodersConfig().pretrain_config("click_only", seed=5)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=2))
     model = pretrain(lake, cfg, snapshots[len(snapshots) // 2], log=lambda line: None)
     embed_snapshots(lake, snapshots[-3:], model.model_version, log=lambda line: None)
 

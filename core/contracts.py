@@ -9,11 +9,12 @@ other heavy library at module level, never imports a stage, and never starts Spa
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from core.lake import Lake
 
 if TYPE_CHECKING:
     import pyarrow
@@ -45,15 +46,9 @@ class Table:
     fields: tuple[Column, ...]
 
     def location(self, lake: str | Path) -> str:
-        """The table's folder under ``lake`` (a local path or any Hadoop URI such as s3a://...).
-
-        A relative local path is made absolute against this process's working directory: Spark would
-        resolve it against the JVM's, and Delta's SQL ``delta.`path``` does not take relative paths.
-        """
-        root = str(lake).rstrip("/")
-        if "://" not in root:
-            root = os.path.abspath(root)
-        return f"{root}/{self.path}"
+        """The table's folder under ``lake`` (a local path or any Hadoop URI such as s3a://...), as
+        ``core.lake.Lake.table`` gives it: one rule for every path under a lake."""
+        return Lake(str(lake)).table(self)
 
     @property
     def columns(self) -> list[str]:
@@ -250,6 +245,13 @@ TRAINING_SET = Table(
 # lake's 10th day as on its 100th; the sequences' own lengths grow with the lake until their lookbacks
 # (30 / 90 days) are full, and a ranker trained on a young lake's early days over-predicted its later ones.
 SUMMARY_WINDOW = timedelta(days=7)
+
+# The contract's label windows (CONTRACTS.md, label semantics: "defaults in brackets"): a conversion labels
+# its click if it happened within ATTRIBUTION_WINDOW of it; the label is final REPORT_GRACE after that.
+# Every config that uses them (ingest's Taobao attribution, the examples, the ranker's periods, the demo)
+# takes its default from here.
+ATTRIBUTION_WINDOW = timedelta(days=7)
+REPORT_GRACE = timedelta(days=1)
 
 RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)
 QUARANTINE_TABLES = (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS)

@@ -5,9 +5,20 @@ The command line prints it as ``duet: error: <message>`` and exits non-zero; any
 is a bug and is reported with a hint to re-run with ``--verbose`` for the traceback.
 """
 
+from collections.abc import Sequence
+
 
 class DuetError(Exception):
-    """A failure caused by input or environment, with a message meant for the user."""
+    """A failure caused by input or environment, with a message meant for the user.
+
+    ``fields`` name the inputs at fault as the raising code calls them (a config field such as ``users``, a
+    parameter such as ``conf``). Base and stage layers know no command line: their message says what is
+    wrong, and the command line adds the flags that set those inputs (``duet.flags.flags_for``).
+    """
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 class InputError(DuetError):

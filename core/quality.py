@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from core.contracts import TABLES, Table
 from core.errors import DuetError
 from core.files import write_atomic
+from core.lake import Lake
 from core.table_versions import pin, unchanged_since
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ def reusable_pass(lake: str, suite: Suite) -> LakeReport | None:
     fingerprint = suite_fingerprint(suite)
     wanted = {suite.table.path, *(t.path for t in suite.needs)}
     locations = {t.path: t.location(lake) for t in TABLES}
-    runs = sorted((Path(lake) / "_quality").glob("*/summary.json"), reverse=True)
+    runs = sorted(Lake(lake).quality.glob("*/summary.json"), reverse=True)
     for summary_path in runs[:RUNS_SEARCHED]:
         try:
             summary = json.loads(summary_path.read_text())
@@ -329,7 +330,7 @@ def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     now = now or datetime.now(UTC)
-    out = Path(lake) / "_quality" / now.strftime("%Y%m%dT%H%M%SZ")
+    out = Lake(lake).quality_run(now)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     tables, raw_results = [], {}
@@ -344,6 +345,6 @@ def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
     for path, raw in raw_results.items():
         (out / f"{path.replace('/', '_')}.json").write_text(json.dumps(raw, indent=1, default=str))
     write_atomic(out / "summary.json", json.dumps(report.to_dict(), indent=1))
-    write_atomic(out.parent / "latest.json", json.dumps(report.to_dict(), indent=1))
+    write_atomic(Lake(lake).latest_quality, json.dumps(report.to_dict(), indent=1))
     return report
 

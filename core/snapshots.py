@@ -27,7 +27,7 @@ def daily_snapshots(first: str, last: str) -> list[datetime]:
     """00:00 UTC of every day from ``first`` to ``last`` inclusive."""
     start, end = parse_snapshot(first), parse_snapshot(last)
     if end < start:
-        raise DuetError(f"--to {last} is before --from {first}")
+        raise DuetError(f"the last day {last} is before the first {first}")
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
@@ -35,7 +35,7 @@ def check_snapshots(snapshots: list[datetime]) -> list[datetime]:
     """The snapshots as UTC instants, sorted, each once (checked before Spark starts). None at all is an
     error, and so is a naive datetime: PySpark would read it in this machine's local time."""
     if not snapshots:
-        raise DuetError("no snapshot given: use --snapshot TS (repeatable) or --from D --to D")
+        raise DuetError("no snapshot given")
     naive = [s for s in snapshots if s.tzinfo is None or s.utcoffset() is None]
     if naive:
         raise DuetError(f"snapshot {naive[0].isoformat()} has no time zone: give an aware instant "

@@ -144,7 +144,7 @@ def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise DuetError(f"--conf expects key=value, got {pair!r}")
+            raise DuetError(f"a Spark setting is key=value, got {pair!r}", fields=("conf",))
         conf[key.strip()] = value
     return conf
 
@@ -163,7 +163,8 @@ def spark_session(
     user_conf = dict(conf or {})
     for key, value in REQUIRED_CONF.items():
         if key in user_conf and user_conf[key] != value:
-            raise DuetError(f"--conf {key}={user_conf[key]} conflicts with duet's required {key}={value}")
+            raise DuetError(f"the Spark setting {key}={user_conf[key]} conflicts with duet's required "
+                            f"{key}={value}", fields=("conf",))
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

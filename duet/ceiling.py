@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.errors import DuetError
+from core.times import arrow_micros, micros
 from duet.generate import CONVERSION_DELAY, REPORT_DELAY, GeneratorConfig, log_rates, read_truth
 from ranker import metrics
 
@@ -64,9 +65,19 @@ class CeilingReport:
         return asdict(self)
 
 
-def _times(column) -> np.ndarray:
-    """Timestamps (any unit, any zone) as microseconds since the epoch."""
-    return pc.cast(pc.cast(column, pa.timestamp("us", tz="UTC")), pa.int64()).to_numpy(zero_copy_only=False)
+@dataclass(frozen=True)
+class CeilingResult(CeilingReport):
+    """The ceiling on the ablation's test rows, and per variant the share of the gap between ``none`` and
+    the Bayes NE that it closes, ``(NE_none - NE_v) / (NE_none - NE_bayes)`` (``gap_closed``; None when
+    ``none`` is not above the Bayes NE), and the same against the oracle NE (``gap_closed_oracle``)."""
+
+    gap_closed: dict[str, float | None]
+    gap_closed_oracle: dict[str, float | None]
+
+    @classmethod
+    def of(cls, bound: CeilingReport, gap_closed: dict[str, float | None],
+           gap_closed_oracle: dict[str, float | None]) -> CeilingResult:
+        return cls(**asdict(bound), gap_closed=gap_closed, gap_closed_oracle=gap_closed_oracle)
 
 
 def _delay_draws(law: tuple, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -107,11 +118,12 @@ def contract_labels(events_dir: str | Path, label_cutoff: datetime, window: time
     events = Path(events_dir)
     clicks = pq.read_table(events / "clicks.parquet")
     conversions = pq.read_table(events / "conversions.parquet")
-    cutoff = int(label_cutoff.timestamp() * _US)
-    click_ts = _times(clicks.column("click_ts"))
+    cutoff = micros(label_cutoff)
+    click_ts = arrow_micros(clicks.column("click_ts"))
     keep = click_ts < cutoff
     clicks, click_ts = clicks.filter(pa.array(keep)), click_ts[keep]
-    conv_ts, report_ts = _times(conversions.column("conversion_ts")), _times(conversions.column("report_ts"))
+    conv_ts = arrow_micros(conversions.column("conversion_ts"))
+    report_ts = arrow_micros(conversions.column("report_ts"))
     attributed = conversions.column("attributed_click_id").is_valid().to_numpy(zero_copy_only=False)
     ok = attributed & (report_ts <= cutoff)
     conv_clicks = conversions.column("attributed_click_id").filter(pa.array(ok))
@@ -143,12 +155,12 @@ def _histories(events: Path, topic_of_adv: np.ndarray) -> dict[str, _History]:
     conversions = pq.read_table(events / "conversions.parquet")
     adv_number = lambda col: np.asarray(  # noqa: E731  "adv0042" -> 42
         [int(a[3:]) for a in col.to_pylist()], np.int64)
-    click_ts = _times(clicks.column("click_ts"))
+    click_ts = arrow_micros(clicks.column("click_ts"))
     click_topic = topic_of_adv[adv_number(clicks.column("advertiser_id"))]
     users = np.asarray(clicks.column("user_id").to_pylist(), dtype=object)
     # The earliest report of an attributed conversion per click (inf when none).
     first_report = np.full(clicks.num_rows, np.inf)
-    report = _times(conversions.column("report_ts")).astype(float)
+    report = arrow_micros(conversions.column("report_ts")).astype(float)
     att = conversions.column("attributed_click_id")
     valid = att.is_valid().to_numpy(zero_copy_only=False)
     index = pc.index_in(att.filter(pa.array(valid)), value_set=clicks.column("click_id"))
@@ -255,7 +267,7 @@ def click_probabilities(events_dir: str | Path, truth_dir: str | Path, rows: pa.
     cfg, users, topic_of_adv = read_truth(truth_dir)
     check_modelled(cfg)
     delays = DelayLaws(window.total_seconds() * _US)
-    cutoff = int(label_cutoff.timestamp() * _US)
+    cutoff = micros(label_cutoff)
     user_index = {u: i for i, u in enumerate(users.column("user_id").to_pylist())}
     theta = np.stack(users.column("theta").to_numpy(zero_copy_only=False))
     eta = np.stack(users.column("eta").to_numpy(zero_copy_only=False))
@@ -264,7 +276,7 @@ def click_probabilities(events_dir: str | Path, truth_dir: str | Path, rows: pa.
     row_users = rows.column("user_id").to_pylist()
     u = np.asarray([user_index[x] for x in row_users], np.int64)
     topic = topic_of_adv[np.asarray([int(a[3:]) for a in rows.column("advertiser_id").to_pylist()])]
-    click_ts = _times(rows.column("click_ts"))
+    click_ts = arrow_micros(rows.column("click_ts"))
     g = delays.labelled(cutoff - click_ts)
     p_true = np.minimum(scale[u] * np.exp(log_rates(cfg, theta[u], eta[u], s[u])[np.arange(len(u)), topic]),
                         cfg.P_CAP)

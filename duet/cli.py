@@ -3,10 +3,11 @@
 Every sub-command's arguments are defined here, and only here: each handler turns them into the stage's
 typed config, checks what can be checked before Spark starts, builds at most one SparkSession
 (``core.spark``) and calls the stage. Building the parser imports no stage and no Spark, so ``duet --help``
-and ``duet generate`` stay fast; stages are imported inside the handlers. Failures a user can fix
-(``DuetError``) print ``duet: error: <one line>`` and exit 1; anything else is a bug and prints its first
-line plus a hint to re-run with ``--verbose`` for the traceback. Under spark-submit the same ``main`` runs
-through ``duet.submit_entry``.
+and ``duet generate`` stay fast; stages are imported inside the handlers. A flag that sets a config field is
+bound to it (``duet.flags``): the config holds its default, which ``--help`` shows. Failures a user can fix
+(``DuetError``) print ``duet: error: <one line>``, with the flags that set the inputs at fault, and exit 1;
+anything else is a bug and prints its first line plus a hint to re-run with ``--verbose`` for the traceback.
+Under spark-submit the same ``main`` runs through ``duet.submit_entry``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,22 @@ import sys
 import traceback
 from datetime import date, timedelta
 
+from core.contracts import RAW_CLICKS, TRAINING_EXAMPLES, TRAINING_SET, USER_EMBEDDINGS
 from core.errors import DuetError, ValidationFailed
-from core.variants import VARIANTS
+from core.lake import FEAST, MODELS, RANKERS
+from core.variants import variant_names
+from duet.flags import add_field, configure, flags_for, values
+
+# What flags are bound to (duet.flags): each default lives in these configs (and in ``serve``'s signature, a
+# stage entry point without a config), named as text so that building the parser imports no stage.
+GENERATOR, GENERATOR_SETTINGS = "duet.generate:GeneratorConfig", "duet.generate:SETTINGS"
+INGEST = "spark_jobs.ingest:IngestConfig"
+SEQUENCES = "spark_jobs.sequences:SequenceConfig"
+PRETRAIN = "encoders.config:PretrainConfig"
+EMBED = "encoders.config:EmbedConfig"
+EXAMPLES = "spark_jobs.examples:ExamplesConfig"
+ABLATION = "ranker.evaluate:AblationConfig"
+SERVER = "serving.server:serve"
 
 
 def _spark_options(p: argparse.ArgumentParser) -> None:
@@ -45,10 +60,7 @@ def _spark(args: argparse.Namespace, app: str):
 def _cmd_generate(args: argparse.Namespace) -> int:
     from duet.generate import generate, setting
 
-    given = {name: getattr(args, name) for name in (
-        "users", "days", "start", "seed", "conversion_signal", "unattributed_share", "unattributed",
-        "interest_drift", "clicks_per_day", "cvr")}
-    cfg = setting(args.setting, **{k: v for k, v in given.items() if v is not None})
+    cfg = configure(args, setting(args.setting))
     print(generate(cfg, args.out, args.truth).to_json())
     return 0
 
@@ -66,7 +78,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         check_exists(args.events)
     else:
         check_inputs(args.clicks, args.conversions, args.format)
-    cfg = IngestConfig(lake=args.lake, attribution_window_s=args.attribution_window_days * 86_400)
+    cfg = configure(args, IngestConfig(lake=args.lake))
     spark = _spark(args, "ingest")
     if taobao:
         results = [ingest_taobao(spark, cfg, args.events)]
@@ -82,9 +94,7 @@ def _cmd_sequences(args: argparse.Namespace) -> int:
 
     # Every argument is checked before Spark starts.
     snapshots = _snapshots(args)
-    cfg = SequenceConfig(click_lookback=timedelta(days=args.click_lookback_days),
-                         conversion_lookback=timedelta(days=args.conversion_lookback_days),
-                         max_clicks=args.max_clicks, max_conversions=args.max_conversions)
+    cfg = configure(args, SequenceConfig())
     report = build_sequences(_spark(args, "sequences"), args.lake, snapshots, cfg)
     for path, figures in report.items():
         print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshot(s) ({figures['mode']})")
@@ -92,7 +102,7 @@ def _cmd_sequences(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from duet.pipeline import validate
+    from duet.validation import validate
 
     report = validate(_spark(args, "validate"), args.lake, tables=args.table or None)
     print(report.summary())
@@ -123,6 +133,8 @@ def _snapshots(args: argparse.Namespace) -> list:
 
     if bool(args.date_from) != bool(args.date_to):
         raise DuetError("--from and --to go together")
+    if not args.snapshot and not args.date_from:
+        raise DuetError("no snapshot given: use --snapshot TS (repeatable) or --from D --to D")
     snapshots = [parse_snapshot(s) for s in args.snapshot]
     if args.date_from:
         snapshots += daily_snapshots(args.date_from, args.date_to)
@@ -133,11 +145,11 @@ def _snapshots(args: argparse.Namespace) -> list:
 
 
 def _pretrain_config(args: argparse.Namespace):
-    """``--config FILE`` (a JSON PretrainConfig, unknown keys refused) with the flags applied on top."""
-    from dataclasses import replace
+    """``--config FILE`` (a JSON PretrainConfig, unknown keys refused) with the given flags laid over it."""
     from pathlib import Path
 
-    from encoders.config import PretrainConfig, from_dict
+    from core.records import from_dict
+    from encoders.config import PretrainConfig
 
     cfg = PretrainConfig()
     if args.config:
@@ -145,9 +157,7 @@ def _pretrain_config(args: argparse.Namespace):
             cfg = from_dict(PretrainConfig, json.loads(Path(args.config).read_text()))
         except (OSError, ValueError) as e:
             raise DuetError(f"cannot read --config {args.config}: {e}") from e
-    train = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed), ("device", args.device),
-                               ("threads", args.threads)) if v is not None}
-    return replace(cfg, model=replace(cfg.model, variant=args.variant), train=replace(cfg.train, **train))
+    return configure(args, cfg)
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -169,7 +179,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     snapshots = _snapshots(args)
     if args.model_version:
         require_weights(args.lake, args.model_version)   # an imported embedding has no model to run
-    cfg = EmbedConfig(batch_size=args.batch_size, device=args.device, threads=args.threads or 0)
+    cfg = configure(args, EmbedConfig())
     if args.engine == "spark":
         from encoders.spark_embed import embed_snapshots_spark
 
@@ -197,17 +207,13 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_examples(args: argparse.Namespace) -> int:
-    from datetime import timedelta as days_delta
-
     from core.snapshots import parse_snapshot
     from spark_jobs.examples import ExamplesConfig, build_examples
 
     cutoff = _passed(parse_snapshot(args.label_cutoff), "label cutoff",
                      "labels count the conversions reported by the cutoff, so a later one would call "
                      "clicks final that may still convert")
-    cfg = ExamplesConfig(lake=args.lake, label_cutoff=cutoff,
-                         attribution_window=days_delta(days=args.attribution_window_days),
-                         report_grace=days_delta(days=args.report_grace_days))
+    cfg = configure(args, ExamplesConfig(lake=args.lake, label_cutoff=cutoff))
     print(json.dumps(build_examples(_spark(args, "examples"), cfg)))
     return 0
 
@@ -216,10 +222,10 @@ def _cmd_embeddings_import(args: argparse.Namespace) -> int:
     from encoders.model_store import check_external_name
 
     check_external_name(args.model_version)   # a bad name fails before anything is read
-    from duet.pipeline import import_embeddings
+    from duet.byo import import_embeddings
 
     landed = import_embeddings(args.lake, args.model_version, args.path, lambda: _spark(args, "import"))
-    print(json.dumps({k: v for k, v in landed.items() if k != "validation"}))
+    print(json.dumps(landed.to_dict()))
     return 0
 
 
@@ -233,8 +239,6 @@ def _splits(values: list[str] | None):
 
 
 def _cmd_training_set(args: argparse.Namespace) -> int:
-    from datetime import timedelta as days_delta
-
     from ranker.config import check_variants
 
     if args.model_version:
@@ -246,11 +250,13 @@ def _cmd_training_set(args: argparse.Namespace) -> int:
     splits = _splits(args.splits)       # a bad instant fails before Spark starts
     if splits is not None:
         splits.check()
-    from duet.pipeline import build_lake_training_set, examples_cutoff, lake_periods
+    from duet.byo import build_lake_training_set, examples_cutoff, lake_periods
+    from spark_jobs.examples import ExamplesConfig
 
     spark = _spark(args, "training-set")
-    window, grace = days_delta(days=args.attribution_window_days), days_delta(days=args.report_grace_days)
-    periods = lake_periods(spark, args.lake, examples_cutoff(spark, args.lake), window, grace, splits)
+    labels = configure(args, ExamplesConfig(lake=args.lake, label_cutoff=examples_cutoff(spark, args.lake)))
+    periods = lake_periods(spark, args.lake, labels.label_cutoff, labels.attribution_window,
+                           labels.report_grace, splits)
     build_lake_training_set(spark, args.lake, args.model_version, periods)
     return 0
 
@@ -259,9 +265,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ranker.config import check_variants
 
     check_variants(args.variants)
-    from duet.pipeline import evaluate_variants
+    from duet.byo import evaluate_variants
+    from ranker.evaluate import AblationConfig
 
-    evaluate_variants(args.lake, args.variants, args.out, tuple(args.seeds), args.seed)
+    evaluate_variants(args.lake, args.variants, args.out, values(args, AblationConfig)["seeds"], args.seed)
     return 0
 
 
@@ -294,8 +301,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
     from serving.server import serve
 
-    serve(store, host=args.host, port=args.port, registry_ttl_sec=args.registry_ttl_sec,
-          log=lambda line: print(line, flush=True))
+    serve(store, **values(args, serve), log=lambda line: print(line, flush=True))
     return 0
 
 
@@ -313,20 +319,13 @@ def _report_grace(value: str) -> timedelta | None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from datetime import timedelta as days_delta
+    from duet.demo import DemoConfig, InputFiles, RankerStageConfig, run_demo
 
-    from duet.pipeline import DemoConfig, run_demo
-
-    cfg = DemoConfig(workdir=args.workdir, seed=args.seed, clicks=args.clicks, conversions=args.conversions,
-                     taobao=args.taobao, users=args.users, days=args.days,
-                     conversion_signal=args.conversion_signal,
-                     attribution_window=days_delta(days=args.attribution_window_days),
-                     report_grace=_report_grace(args.report_grace_days),
-                     setting=args.setting,
-                     pretrain_horizon_days=args.pretrain_horizon_days,
-                     pretrain_grace_days=args.pretrain_grace_days,
-                     delayed_feedback=args.delayed_feedback, force=args.force)
-    print(json.dumps(run_demo(_spark(args, "demo"), cfg), indent=1))
+    cfg = configure(args, DemoConfig(
+        workdir=args.workdir, force=args.force,
+        input=InputFiles(clicks=args.clicks, conversions=args.conversions, taobao=args.taobao),
+        ranker=RankerStageConfig(delayed_feedback=args.delayed_feedback)))
+    print(json.dumps(run_demo(lambda: _spark(args, "demo"), cfg), indent=1))
     return 0
 
 
@@ -350,29 +349,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for clicks.parquet and conversions.parquet")
     p.add_argument("--truth", metavar="DIR", help="also write each user's latents and each advertiser's "
                    "topic here, a folder apart from --out (duet.ceiling reads it)")
-    # Every knob defaults to None: the setting's value (duet.generate.SETTINGS over GeneratorConfig) fills it.
     p.add_argument("--setting", default="default",
-                   help="named generator setting, default or duet-targeted (duet.generate.SETTINGS); the "
-                        "flags below override it")
-    p.add_argument("--users", type=int, help="default 2000")
-    p.add_argument("--days", type=int, help="default 14")
-    p.add_argument("--start", type=date.fromisoformat, help="first day, YYYY-MM-DD (default 2026-01-05)")
-    p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--conversion-signal", type=float,
-                   help="how much past conversions tell about future ones beyond clicks (0 = nothing; "
-                        "default 1)")
-    p.add_argument("--unattributed-share", type=float,
-                   help="share of conversions with no attributed click (default 0.3)")
-    p.add_argument("--unattributed", choices=["independent", "lost"],
-                   help="unattributed conversions drawn apart from clicks, or lost attributions of "
-                        "converted clicks (default independent; duet-targeted: lost)")
-    p.add_argument("--interest-drift", type=float,
-                   help="weekly share of click interests replaced by a fresh draw (default 0; "
-                        "duet-targeted: 0.5)")
-    p.add_argument("--clicks-per-day", type=float,
-                   help="mean clicks per user-day (default 4; duet-targeted 10)")
-    p.add_argument("--cvr", type=float,
-                   help="share of clicks that convert (default 0.02; duet-targeted 0.01)")
+                   help="named generator setting, default or duet-targeted (duet.generate.SETTINGS): its "
+                        "values replace the defaults below, and the flags given replace its values")
+
+    def knob(flag: str, name: str, **kwargs) -> None:
+        """A GeneratorConfig field; --help shows its default and each named setting's value."""
+        add_field(p, flag, GENERATOR, name, presets=GENERATOR_SETTINGS, **kwargs)
+
+    knob("--users", "users", type=int, help="synthetic users")
+    knob("--days", "days", type=int, help="days of events")
+    knob("--start", "start", type=date.fromisoformat, help="first day, YYYY-MM-DD")
+    knob("--seed", "seed", type=int, help="the same seed and settings give the same files")
+    knob("--conversion-signal", "conversion_signal", type=float,
+         help="how much past conversions tell about future ones beyond clicks (0 = nothing)")
+    knob("--unattributed-share", "unattributed_share", type=float,
+         help="share of conversions with no attributed click")
+    knob("--unattributed", "unattributed", choices=["independent", "lost"],
+         help="unattributed conversions drawn apart from clicks, or lost attributions of converted clicks")
+    knob("--interest-drift", "interest_drift", type=float,
+         help="weekly share of click interests replaced by a fresh draw")
+    knob("--clicks-per-day", "clicks_per_day", type=float, help="mean clicks per user-day")
+    knob("--cvr", "cvr", type=float, help="share of clicks that convert")
     p.set_defaults(handler=_cmd_generate)
 
     p = sub.add_parser("ingest", help="ingest event files into raw/* Delta tables (rejects to quarantine/*)")
@@ -382,60 +380,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="Taobao UserBehavior CSV (with --format taobao)")
     p.add_argument("--format", choices=["csv", "parquet", "jsonl", "taobao"],
                    help="input format (default: from the file extension)")
-    p.add_argument("--attribution-window-days", type=float, default=7.0,
-                   help="Taobao layout: a buy is attributed to the same user's latest pv of the item "
-                        "at most this long before it (default 7)")
+    add_field(p, "--attribution-window-days", INGEST, "attribution_window_s", type=float,
+              help="Taobao layout: a buy is attributed to the same user's latest pv of the item at most "
+                   "this long before it")
     _spark_options(p)
     p.set_defaults(handler=_cmd_ingest)
 
     p = sub.add_parser("sequences", help="build per-user click and conversion sequences per snapshot")
     p.add_argument("--lake", required=True, help="lake root (reads raw/*, writes features/*)")
     _snapshot_options(p)
-    p.add_argument("--click-lookback-days", type=float, default=30.0)
-    p.add_argument("--conversion-lookback-days", type=float, default=90.0)
-    p.add_argument("--max-clicks", type=int, default=64)
-    p.add_argument("--max-conversions", type=int, default=16)
+    add_field(p, "--click-lookback-days", SEQUENCES, "click_lookback", type=float,
+              help="clicks this long before a snapshot are kept")
+    add_field(p, "--conversion-lookback-days", SEQUENCES, "conversion_lookback", type=float,
+              help="conversions that happened this long before a snapshot are kept")
+    add_field(p, "--max-clicks", SEQUENCES, "max_clicks", type=int, help="most recent clicks kept per user")
+    add_field(p, "--max-conversions", SEQUENCES, "max_conversions", type=int,
+              help="most recent conversions kept per user")
     _spark_options(p)
     p.set_defaults(handler=_cmd_sequences)
 
     p = sub.add_parser("pretrain", help="pre-train a user encoder (duet) or a baseline on the sequences")
-    p.add_argument("--lake", required=True, help="lake root (reads features/*, writes _models/<version>/)")
-    p.add_argument("--variant", choices=VARIANTS, default="duet")
+    p.add_argument("--lake", required=True, help=f"lake root (reads features/*, writes {MODELS}/<version>/)")
+    add_field(p, "--variant", PRETRAIN, "model.variant", choices=variant_names(), help="the encoder to train")
     p.add_argument("--train-until", metavar="TS",
                    help="read nothing at or after this instant (default: the latest snapshot)")
-    p.add_argument("--config", metavar="FILE", help="a JSON PretrainConfig (model, objective, train)")
-    p.add_argument("--epochs", type=int, help="most epochs (early stopping may end sooner)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default: CUDA if there is one), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--config", metavar="FILE",
+                   help="a JSON PretrainConfig (model, objective, train) in place of the defaults; the flags "
+                        "given replace its values")
+    add_field(p, "--epochs", PRETRAIN, "train.epochs", type=int,
+              help="most epochs; early stopping may end sooner")
+    add_field(p, "--seed", PRETRAIN, "train.seed", type=int, help="the model's initialisation and shuffling")
+    add_field(p, "--device", PRETRAIN, "train.device", help="auto (CUDA if there is one), cpu, cuda, cuda:N")
+    add_field(p, "--threads", PRETRAIN, "train.threads", type=int, help="torch CPU threads (0: torch's own)")
     p.set_defaults(handler=_cmd_pretrain)
 
-    p = sub.add_parser("embed", help="embed every user of a snapshot into embeddings/user_embeddings")
-    p.add_argument("--lake", required=True, help="lake root (reads features/* and _models/)")
+    p = sub.add_parser("embed", help=f"embed every user of a snapshot into {USER_EMBEDDINGS.path}")
+    p.add_argument("--lake", required=True, help=f"lake root (reads features/* and {MODELS}/)")
     _snapshot_options(p)
     p.add_argument("--model-version", help="e.g. duet-3f2a9c1 (default: the newest model)")
     p.add_argument("--engine", choices=["local", "spark"], default="local",
                    help="local: streamed batches in this process; spark: distributed with mapInArrow")
     p.add_argument("--changed-only", action="store_true",
                    help="re-embed only users whose sequences changed since this snapshot was last embedded")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--device", default="auto", help="auto (default: CUDA if there is one), cpu, cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads, local engine (default: torch's)")
+    add_field(p, "--batch-size", EMBED, "batch_size", type=int, help="users per inference batch")
+    add_field(p, "--device", EMBED, "device", help="auto (CUDA if there is one), cpu, cuda")
+    add_field(p, "--threads", EMBED, "threads", type=int,
+              help="torch CPU threads, local engine (0: torch's own)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_embed)
 
     p = sub.add_parser("validate", help="run the Great Expectations suites on the lake's tables")
     p.add_argument("--lake", required=True)
     p.add_argument("--table", action="append", metavar="PATH",
-                   help="validate only this table (a contract path such as raw/clicks; repeatable; "
+                   help=f"validate only this table (a contract path such as {RAW_CLICKS.path}; repeatable; "
                         "default: every table present)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_validate)
 
     p = sub.add_parser("publish", help="gate one snapshot's embeddings on data quality, then put them online "
                                        "(Feast)")
-    p.add_argument("--lake", required=True, help="lake root (reads embeddings/, features/, _models/; Feast's "
-                                                 "registry and SQLite store go under _feast/)")
+    p.add_argument("--lake", required=True, help=f"lake root (reads embeddings/, features/, {MODELS}/; "
+                                                 f"Feast's registry and SQLite store go under {FEAST}/)")
     p.add_argument("--snapshot", metavar="TS",
                    help="snapshot to publish (default: the model version's latest)")
     p.add_argument("--model-version", help="e.g. duet-3f2a9c1 (default: the newest duet model)")
@@ -445,12 +450,14 @@ def build_parser() -> argparse.ArgumentParser:
     _spark_options(p)
     p.set_defaults(handler=_cmd_publish)
 
-    p = sub.add_parser("examples", help="label every click at a cutoff into training/examples")
+    p = sub.add_parser("examples", help=f"label every click at a cutoff into {TRAINING_EXAMPLES.path}")
     p.add_argument("--lake", required=True)
     p.add_argument("--label-cutoff", required=True, metavar="TS",
                    help="what had been reported by this instant counts (ISO date = 00:00 UTC, or instant)")
-    p.add_argument("--attribution-window-days", type=float, default=7.0)
-    p.add_argument("--report-grace-days", type=float, default=1.0)
+    add_field(p, "--attribution-window-days", EXAMPLES, "attribution_window", type=float,
+              help="a conversion labels its click if it happened this long after it at most")
+    add_field(p, "--report-grace-days", EXAMPLES, "report_grace", type=float,
+              help="a click is mature (its label final) this long after its attribution window")
     _spark_options(p)
     p.set_defaults(handler=_cmd_examples)
 
@@ -458,9 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser("import", help="land a Parquet file of user vectors as model version ext-NAME "
                                           "(then run the embedding suite on it)",
-                           description="Land FILE in embeddings/user_embeddings under ext-NAME, replacing "
+                           description=f"Land FILE in {USER_EMBEDDINGS.path} under ext-NAME, replacing "
                                        "an earlier import of that name, with a record of its widths under "
-                                       "_models/ext-NAME/; then run the embedding suite on those rows. "
+                                       f"{MODELS}/ext-NAME/; then run the embedding suite on those rows. "
                                        "FILE's columns: user_id (string), event_timestamp (timestamp, UTC: "
                                        "a snapshot of the lake), click_embedding (list of numbers) and "
                                        "optionally conversion_embedding (without it, a single-embedding "
@@ -473,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     _spark_options(p)
     p.set_defaults(handler=_cmd_embeddings_import)
 
-    p = sub.add_parser("training-set", help="build training/training_set through Feast for the lake's model "
-                                            "versions (needs training/examples: `duet examples`)")
+    p = sub.add_parser("training-set", help=f"build {TRAINING_SET.path} through Feast for the lake's model "
+                                            f"versions (needs {TRAINING_EXAMPLES.path}: `duet examples`)")
     p.add_argument("--lake", required=True)
     p.add_argument("--model-version", action="append", metavar="VERSION",
                    help="a model version to include, repeatable (default: every version with embeddings, "
@@ -482,29 +489,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs=5, metavar=("PRETRAIN_UNTIL", "TRAIN_FROM", "VALID_FROM", "TEST_FROM",
                                                   "TEST_UNTIL"),
                    help="the ranker's periods (instants or dates; default: the demo's plan over the daily "
-                        "snapshots of raw/clicks up to the examples' label cutoff, as `duet demo` chooses)")
-    p.add_argument("--attribution-window-days", type=float, default=7.0,
-                   help="the examples' attribution window, for the default periods (default 7)")
-    p.add_argument("--report-grace-days", type=float, default=1.0,
-                   help="the examples' report grace, for the default periods (default 1)")
+                        f"snapshots of {RAW_CLICKS.path} up to the examples' label cutoff, as `duet demo` "
+                        "chooses)")
+    add_field(p, "--attribution-window-days", EXAMPLES, "attribution_window", type=float,
+              help="the examples' attribution window, for the default periods")
+    add_field(p, "--report-grace-days", EXAMPLES, "report_grace", type=float,
+              help="the examples' report grace, for the default periods")
     _spark_options(p)
     p.set_defaults(handler=_cmd_training_set)
 
     p = sub.add_parser("evaluate", help="the ranker's NE ablation on named variants; writes metrics.json and "
                                         "index.html")
-    p.add_argument("--lake", required=True, help="lake root (reads training/training_set, training/examples)")
+    p.add_argument("--lake", required=True,
+                   help=f"lake root (reads {TRAINING_SET.path}, {TRAINING_EXAMPLES.path})")
     p.add_argument("--variants", nargs="+", required=True, metavar="VARIANT",
-                   help=f"none, {', '.join(VARIANTS)} (each its newest model version) or a model version "
-                        "(duet-3f2a9c1, ext-NAME); none always runs")
+                   help=f"none, {', '.join(variant_names())} (each its newest model version) or a model "
+                        "version (duet-3f2a9c1, ext-NAME); none always runs")
     p.add_argument("--out", required=True, help="folder for metrics.json, ablation.json and index.html")
-    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], metavar="S",
-                   help="ranker training seeds (default 1 2 3)")
+    add_field(p, "--seeds", ABLATION, "seeds", nargs="+", type=int, metavar="S", help="ranker training seeds")
     p.add_argument("--seed", type=int, help="the data's seed, written as metrics.json's seed (default null)")
     p.set_defaults(handler=_cmd_evaluate)
 
     p = sub.add_parser("score", help="rank candidate ads for a user with embeddings read online (Feast)")
     p.add_argument("--lake", required=True,
-                   help="lake root (the ranker under _rankers/, Feast under _feast/)")
+                   help=f"lake root (the ranker under {RANKERS}/, Feast under {FEAST}/)")
     p.add_argument("--user", required=True)
     p.add_argument("--ads", required=True, metavar="A,B,C",
                    help="candidate ad ids, comma separated; AD@ADVERTISER for an ad the lake has not seen")
@@ -516,59 +524,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_score)
 
     p = sub.add_parser("serve", help="Feast's feature server for rankers, reads only (POST "
-                                     "/get-online-features), on 127.0.0.1 unless --host says otherwise")
-    p.add_argument("--lake", required=True, help="lake root (Feast's registry and SQLite store under "
-                                                 "_feast/)")
+                                     "/get-online-features), on this machine only unless --host says "
+                                     "otherwise")
+    p.add_argument("--lake", required=True, help=f"lake root (Feast's registry and SQLite store under "
+                                                 f"{FEAST}/)")
     _store_options(p, "serve")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; reads are not "
-                        "authenticated, so bind another address only where the network admits rankers only)")
-    p.add_argument("--port", type=int, default=6566)
-    p.add_argument("--registry-ttl-sec", type=int, default=60,
-                   help="re-read the registry this often (a publish's new model version; default 60)")
+    add_field(p, "--host", SERVER, "host",
+              help="address to listen on; reads are not authenticated, so bind an address other than this "
+                   "machine's own only where the network admits rankers only")
+    add_field(p, "--port", SERVER, "port", type=int, help="port to listen on")
+    add_field(p, "--registry-ttl-sec", SERVER, "registry_ttl_sec", type=int,
+              help="re-read the registry this often (a publish's new model version)")
     p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default")
+    demo = "duet.demo:DemoConfig"
     p.add_argument("--workdir", required=True, help="writes lake/ and report/ under it")
-    p.add_argument("--seed", type=int, default=0)
+    add_field(p, "--seed", demo, "seed", type=int, help="the generator's and every encoder's seed")
     p.add_argument("--clicks", help="use this clicks file instead of generating events")
     p.add_argument("--conversions", help="use this conversions file instead of generating events")
-    p.add_argument("--users", type=int, default=2000, help="synthetic users when generating")
-    p.add_argument("--days", type=int, default=28, help="synthetic days when generating")
-    p.add_argument("--setting", default="default",
-                   help="the generator's named setting when generating, default or duet-targeted (see "
-                        "`duet generate --help`)")
-    p.add_argument("--conversion-signal", type=float, default=1.0,
-                   help="the generator's conversion signal (0: the control, see `duet generate --help`)")
     p.add_argument("--taobao", metavar="FILE",
                    help="a Taobao UserBehavior CSV instead of --clicks/--conversions")
-    p.add_argument("--attribution-window-days", type=float, default=7.0,
-                   help="labels: a conversion counts within this many days of its click (default 7)")
-    p.add_argument("--report-grace-days", default="1", metavar="DAYS|measured",
-                   help="labels: a click is mature this long after its attribution window (default 1); "
-                        "measured: the 99th percentile of the lake's report delays, in whole days")
-    p.add_argument("--pretrain-horizon-days", type=float, default=2.0,
-                   help="encoders: how far ahead pre-training targets look (default 2)")
-    p.add_argument("--pretrain-grace-days", type=float, default=1.0,
-                   help="encoders: report grace of the conversion targets (default 1)")
+    add_field(p, "--users", demo, "generate.users", type=int, help="synthetic users when generating")
+    add_field(p, "--days", demo, "generate.days", type=int, help="synthetic days when generating")
+    add_field(p, "--setting", demo, "generate.setting",
+              help="the generator's named setting when generating, default or duet-targeted (see "
+                   "`duet generate --help`)")
+    add_field(p, "--conversion-signal", demo, "generate.conversion_signal", type=float,
+              help="the generator's conversion signal (0: the control, see `duet generate --help`)")
+    add_field(p, "--attribution-window-days", demo, "labels.attribution_window", type=float,
+              help="labels: a conversion counts within this many days of its click")
+    add_field(p, "--report-grace-days", demo, "labels.report_grace", type=_report_grace,
+              metavar="DAYS|measured",
+              help="labels: a click is mature this long after its attribution window; measured: the 99th "
+                   "percentile of the lake's report delays, in whole days")
+    add_field(p, "--pretrain-horizon-days", demo, "encoders.horizon_days", type=float,
+              help="encoders: how far ahead pre-training targets look")
+    add_field(p, "--pretrain-grace-days", demo, "encoders.report_grace_days", type=float,
+              help="encoders: report grace of the conversion targets")
     p.add_argument("--delayed-feedback", action="store_true",
                    help="also train rankers at the start of the test period on clicks whose labels are "
                         "still arriving (matured only, naive, elapsed-time weighted, FNW); compare them on "
                         "the test set")
     p.add_argument("--force", action="store_true",
-                   help="re-run pre-training, validation and the ranker even when their inputs, settings "
-                        "and code are unchanged since they last passed (otherwise their results are reused)")
+                   help="re-run every cached stage even when its config, inputs and code are unchanged "
+                        "since it last passed (otherwise its recorded result is reused)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return args.handler(args)
     except DuetError as e:
-        print(f"duet: error: {e}", file=sys.stderr)
+        # The stages name the inputs at fault; the command line knows which flags set them.
+        flags = flags_for(parser, args, e.fields)
+        print(f"duet: error: {e}" + (f" (see {', '.join(flags)})" if flags else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("duet: interrupted", file=sys.stderr)

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 
 from core.arrow_schemas import CLICKS_ARROW, CONVERSIONS_ARROW
 from core.errors import DuetError
-from core.files import write_atomic
+from core.files import atomic_path, write_atomic
 
 _DAY_S = 86_400
 # Share of a day's clicks in each UTC hour: quiet nights, evening peak.
@@ -112,7 +112,7 @@ class GeneratorConfig:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise DuetError(f"invalid generator setting(s): {', '.join(bad)} (see `duet generate --help`)")
+            raise DuetError(f"invalid generator setting(s): {', '.join(bad)}", fields=bad)
 
 
 # Named settings: overrides of ``GeneratorConfig``'s defaults (``duet generate --setting``, the ablation's
@@ -329,8 +329,8 @@ def _write_truth(cfg: GeneratorConfig, catalog: _Catalog, truth: list[pa.Table],
     advertisers = pa.table({"advertiser_id": _ids("adv", np.arange(cfg.advertisers), 4),
                             "topic": pa.array(catalog.topic_of_adv, pa.int64())})
     for name, table in (("users.parquet", pa.concat_tables(truth)), ("advertisers.parquet", advertisers)):
-        pq.write_table(table, truth_dir / f"{name}.tmp")
-        os.replace(truth_dir / f"{name}.tmp", truth_dir / name)
+        with atomic_path(truth_dir / name) as tmp:
+            pq.write_table(table, tmp)
     config = {**asdict(cfg), "start": cfg.start.isoformat()}
     write_atomic(truth_dir / "generator.json", json.dumps(config, indent=1, sort_keys=True))
 
@@ -362,11 +362,12 @@ def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike,
     chunk_seeds = root.spawn(1 + (cfg.users + cfg.chunk_users - 1) // cfg.chunk_users)[1:]
 
     paths = {"clicks": out / "clicks.parquet", "conversions": out / "conversions.parquet"}
-    tmp = {k: p.with_suffix(".parquet.tmp") for k, p in paths.items()}
     n_clicks = n_conv = n_att = 0
     truth: list[pa.Table] = []
-    with pq.ParquetWriter(tmp["clicks"], CLICKS_ARROW) as wc, \
-         pq.ParquetWriter(tmp["conversions"], CONVERSIONS_ARROW) as wv:
+    # each file renamed when whole, after its writer closed (the context managers exit in reverse order)
+    with atomic_path(paths["clicks"]) as clicks_tmp, atomic_path(paths["conversions"]) as conversions_tmp, \
+         pq.ParquetWriter(clicks_tmp, CLICKS_ARROW) as wc, \
+         pq.ParquetWriter(conversions_tmp, CONVERSIONS_ARROW) as wv:
         for i, seed in enumerate(chunk_seeds):
             first_user = i * cfg.chunk_users
             n_users = min(cfg.chunk_users, cfg.users - first_user)
@@ -379,8 +380,6 @@ def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike,
             n_clicks += clicks.num_rows
             n_conv += conversions.num_rows
             n_att += conversions.num_rows - conversions["attributed_click_id"].null_count
-    for key, path in paths.items():
-        os.replace(tmp[key], path)
     if truth_dir is not None:
         _write_truth(cfg, catalog, truth, Path(truth_dir))
     return GeneratorSummary(n_clicks, n_conv, n_att, n_conv - n_att, str(paths["clicks"]),

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 import torch
 
 from core.contracts import SUMMARY_WINDOW
-from duet.ceiling import _times, contract_labels
+from core.times import arrow_micros
+from duet.ceiling import contract_labels
 from duet.generate import read_truth
 from ranker import data
 from ranker.config import RankerConfig
@@ -64,12 +65,12 @@ def _summary(rows_user: np.ndarray, rows_snapshot: np.ndarray, clicks: pa.Table,
         hi = np.sort(keyed(users, np.maximum(last, first)))
         return np.searchsorted(lo, at, "left") - np.searchsorted(hi, at, "left")
 
-    c_key = np.sort(keyed(clicks.column("user_id").to_pylist(), _times(clicks.column("click_ts"))))
-    report = _times(conversions.column("report_ts"))
+    c_key = np.sort(keyed(clicks.column("user_id").to_pylist(), arrow_micros(clicks.column("click_ts"))))
+    report = arrow_micros(conversions.column("report_ts"))
     v_key_raw = keyed(conversions.column("user_id").to_pylist(), report)
     order = np.argsort(v_key_raw, kind="stable")
     v_key = v_key_raw[order]
-    v_conv_ts = _times(conversions.column("conversion_ts"))[order]
+    v_conv_ts = arrow_micros(conversions.column("conversion_ts"))[order]
     v_att = conversions.column("attributed_click_id").is_valid().to_numpy(zero_copy_only=False)[order]
     att_cum = np.r_[0, np.cumsum(v_att)]
     at = rows_user * (1 << 40) + rows_snapshot // _US
@@ -84,10 +85,10 @@ def _summary(rows_user: np.ndarray, rows_snapshot: np.ndarray, clicks: pa.Table,
     recent = np.maximum(hi_v - max_conversions, lo_v)
     shown = np.minimum(n_v, max_conversions)
     window = int(SUMMARY_WINDOW.total_seconds()) * _US
-    click_us = _times(clicks.column("click_ts"))
+    click_us = arrow_micros(clicks.column("click_ts"))
     clicks_window = in_window(clicks.column("user_id").to_pylist(), click_us, click_us + window)
     conversions_window = in_window(conversions.column("user_id").to_pylist(), report,
-                                   _times(conversions.column("conversion_ts")) + window)
+                                   arrow_micros(conversions.column("conversion_ts")) + window)
     return {
         "click_count": np.minimum(n_c, max_clicks).astype(np.float32),
         "conversion_count": shown.astype(np.float32),
@@ -112,7 +113,7 @@ def generated_rows(events_dir: str | Path, truth_dir: str | Path, window: timede
     clicks = pq.read_table(events / "clicks.parquet")
     conversions = pq.read_table(events / "conversions.parquet")
     user_index = {u: i for i, u in enumerate(users.column("user_id").to_pylist())}
-    ts = _times(labelled.column("click_ts"))
+    ts = arrow_micros(labelled.column("click_ts"))
     start_us = int(start.timestamp()) * _US
     snapshot = start_us + (ts - start_us) // _DAY_US * _DAY_US
     bounds = [int(t.timestamp()) * _US for t in (periods.train_from, periods.valid_from, periods.test_from,

@@ -33,10 +33,11 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from core.contracts import SEQUENCE_SNAPSHOTS
 from core.files import write_atomic
+from core.lake import Lake
 from core.table_versions import content_version, table_version
 
-STAGES_DIR = "_stages"
 # The packages whose code computes what the stages write (the conductor's own included).
 CODE_PACKAGES = ("core", "spark_jobs", "encoders", "feature_repo", "serving", "ranker", "duet")
 LIBRARIES = ("torch", "pyspark", "delta-spark", "deltalake", "feast", "great-expectations", "numpy",
@@ -64,18 +65,24 @@ def code_fingerprint() -> str:
 class StageCache:
     """The records of one lake's reusable stages. ``force`` makes every lookup miss."""
 
-    lake: str
+    lake: Lake
     force: bool = False
     _keys: dict[str, str] = field(default_factory=dict)
 
-    def _record(self, stage: str) -> Path:
-        return Path(self.lake) / STAGES_DIR / f"{stage.replace(' ', '_')}.json"
+    def _content(self, location: str) -> object:
+        """What a read's content is measured by: the snapshot log's current records, the model folder's
+        configs, else a Delta table's content version."""
+        if location == self.lake.table(SEQUENCE_SNAPSHOTS):
+            return sequence_records(self.lake)
+        if location == str(self.lake.models):
+            return checkpoint_configs(self.lake)
+        return content_version(location)
 
     def key(self, stage: str, settings: dict, reads: list[str]) -> str:
-        """The stage's key from its ``settings`` (JSON-able), the contents of the tables it ``reads``
-        (locations) and the code; kept for ``store``."""
+        """The stage's key from its ``settings`` (JSON-able), the contents of what it ``reads`` (table
+        locations, or the lake's model folder) and the code; kept for ``store``."""
         document = {"stage": stage, "settings": settings, "code": code_fingerprint(),
-                    "reads": {os.path.relpath(t, self.lake): content_version(t) for t in sorted(reads)}}
+                    "reads": {self.lake.relative(t): self._content(t) for t in sorted(reads)}}
         text = json.dumps(document, sort_keys=True, default=str)
         self._keys[stage] = hashlib.sha256(text.encode()).hexdigest()
         return self._keys[stage]
@@ -83,41 +90,43 @@ class StageCache:
     def lookup(self, stage: str, settings: dict, reads: list[str]) -> dict | None:
         """The recorded result of ``stage`` if it may be reused (module docstring), else None."""
         key = self.key(stage, settings, reads)
-        path = self._record(stage)
+        path = self.lake.stage_record(stage)
         if self.force or not path.is_file():
             return None
         try:
             record = json.loads(path.read_text())
             if record["key"] != key:
                 return None
-            if any(table_version(os.path.join(self.lake, t)) != v for t, v in record["tables"].items()):
+            if any(table_version(self._absolute(t)) != v for t, v in record["tables"].items()):
                 return None
-            if not all(os.path.isdir(os.path.join(self.lake, d)) for d in record["folders"]):
+            if not all(os.path.isdir(self._absolute(d)) for d in record["folders"]):
                 return None
         except (ValueError, KeyError, TypeError, AttributeError):   # not a record this module wrote: run
             return None
         return record
 
-    def store(self, stage: str, result: dict, writes: list[str], folders: list[str] = ()) -> None:
-        """Record that ``stage`` (its key taken by ``lookup``) succeeded with ``result``, leaving the
-        tables ``writes`` (locations) at their current versions and the ``folders`` (under the lake)."""
+    def store(self, stage: str, result: dict, writes: list[str]) -> None:
+        """Record that ``stage`` (its key taken by ``lookup``) succeeded with ``result``, leaving what it
+        ``writes`` (locations): Delta tables at their current versions, folders (checkpoints) present."""
+        tables = [w for w in writes if table_version(w) is not None]
         record = {"key": self._keys[stage], "finished_at": datetime.now(UTC).isoformat(), "result": result,
-                  "tables": {os.path.relpath(t, self.lake): table_version(t) for t in writes},
-                  "folders": list(folders)}
-        write_atomic(self._record(stage), json.dumps(record, indent=1, default=str))
+                  "tables": {self.lake.relative(t): table_version(t) for t in tables},
+                  "folders": [self.lake.relative(w) for w in writes if w not in tables]}
+        write_atomic(self.lake.stage_record(stage), json.dumps(record, indent=1, default=str))
+
+    def _absolute(self, relative: str) -> str:
+        return f"{self.lake.root}/{relative}"
 
 
-def sequence_records(lake: str) -> list[list]:
+def sequence_records(lake: Lake) -> list[list]:
     """Each snapshot's current record in ``features/_snapshots`` (its settings and the tables complete
     in it; not when it was written), sorted: the log gains rows on every sequence run, so its version is
     no measure of what the stages downstream read from it."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from core.contracts import SEQUENCE_SNAPSHOTS
-
     try:
-        rows = DeltaTable(SEQUENCE_SNAPSHOTS.location(lake)).to_pyarrow_table().to_pylist()
+        rows = DeltaTable(lake.table(SEQUENCE_SNAPSHOTS)).to_pyarrow_table().to_pylist()
     except TableNotFoundError:
         return []
     latest: dict = {}
@@ -127,11 +136,12 @@ def sequence_records(lake: str) -> list[list]:
             for t, r in sorted(latest.items())]
 
 
-def checkpoint_configs(lake: str) -> dict[str, str]:
+def checkpoint_configs(lake: Lake) -> dict[str, str]:
     """Each checkpoint under ``<lake>/_models`` with a hash of its ``config.json`` (the embedding suite
     reads the widths from there; a checkpoint added or changed since must run validation again)."""
-    from encoders.model_store import CONFIG, models_root
+    from encoders.model_store import CONFIG
 
-    root = models_root(lake)
+    root = lake.models
     return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.glob(f"*/{CONFIG}"))} if root.is_dir() else {}
+            for p in sorted(root.glob(f"*/{CONFIG}")) if not p.parent.name.startswith(".")} \
+        if root.is_dir() else {}

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from core.times import arrow_micros
 from encoders.config import ModelConfig
 from encoders.hashing import bucketize
 
@@ -201,10 +202,6 @@ class _Slots:
         return out
 
 
-def _micros(values: pa.Array) -> np.ndarray:
-    return pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
-
-
 def _width(lengths: np.ndarray, cap: int, pad_to: int | None) -> int:
     if pad_to is not None:
         return pad_to
@@ -217,14 +214,14 @@ def tensorize(table: pa.Table, cfg: ModelConfig, pad_to_caps: bool = False) -> U
     Widths are the longest sequence in ``table`` (capped by ``cfg``), or exactly the caps with
     ``pad_to_caps`` (shards of equal widths concatenate).
     """
-    snapshot = _micros(_combined(table.column("snapshot_ts")))
+    snapshot = arrow_micros(_combined(table.column("snapshot_ts")))
 
     # Clicks
     ads, n_clicks = _ragged(table.column("click_ad_ids"))
     advertisers, _ = _ragged(table.column("click_advertiser_ids"))
     click_ts, _ = _ragged(table.column("click_ts"))
     slots = _Slots.of(n_clicks, _width(n_clicks, cfg.max_clicks, cfg.max_clicks if pad_to_caps else None))
-    ts = _micros(click_ts)
+    ts = arrow_micros(click_ts)
     age = (np.repeat(snapshot, n_clicks) - ts) / _US_PER_HOUR
     gap = np.zeros(len(ts))
     if len(ts) > 1:
@@ -242,7 +239,7 @@ def tensorize(table: pa.Table, cfg: ModelConfig, pad_to_caps: bool = False) -> U
     attributed, _ = _ragged(table.column("conversion_attributed"))
     cslots = _Slots.of(n_conv, _width(n_conv, cfg.max_conversions,
                                       cfg.max_conversions if pad_to_caps else None))
-    cts = _micros(conv_ts)
+    cts = arrow_micros(conv_ts)
     cage = (np.repeat(snapshot, n_conv) - cts) / _US_PER_HOUR
     attr = pc.fill_null(attributed, False).to_numpy(zero_copy_only=False).astype(np.int64)
     attributed_share = np.zeros(len(n_conv))

@@ -5,8 +5,10 @@ loading it cannot run code) and ``config.json`` (the ``PretrainConfig``, rebuilt
 rejected, plus what training reported). ``model_version`` is the variant and the first 7 hex digits of
 the SHA-256 of the canonical config JSON and the weight bytes (``duet-3f2a9c1``): the same name means
 the same model, and loading checks it (``model_store.read`` recomputes the name from the folder's
-content and refuses a mismatch). The folder is written under a temporary name and renamed, so a crash
-never leaves a half checkpoint under a real name. Weights that are not finite are refused at load: such a
+content and refuses a mismatch). The folder is saved by the one checkpoint store
+(``core.checkpoint_store``, write-once): written and synced under a hidden temporary name, then renamed,
+so a crash never leaves a half checkpoint under a real name, and what a killed save left is removed by the
+next save. Weights that are not finite are refused at load: such a
 model would embed every user as NaN.
 
 Parameters shared between modules (the id tables both DUET encoders use) are stored once; the file's
@@ -16,12 +18,8 @@ metadata maps each alias to the stored name.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,9 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from core import checkpoint_store
 from core.errors import DuetError
-from encoders.config import PretrainConfig, from_dict, to_dict
-from encoders.model_store import CONFIG, WEIGHTS, content_version, models_root, read
+from core.lake import Lake
+from core.records import from_dict, to_dict
+from encoders.config import PretrainConfig
+from encoders.model_store import CONFIG, WEIGHTS, content_version, read
 from encoders.variants import UserModel
 
 _ALIASES = "duet.aliases"
@@ -74,23 +75,11 @@ def save(lake: str, model: UserModel, cfg: PretrainConfig, info: dict[str, Any])
     """Write the checkpoint folder; return it. Saving the same model twice is a no-op."""
     weights = weights_bytes(model)
     version = version_of(cfg, weights)
-    root = models_root(lake)
-    final = root / version
-    checkpoint = Checkpoint(version, cfg, info)
-    if (final / WEIGHTS).exists():
-        return checkpoint
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
-    try:
-        (tmp / WEIGHTS).write_bytes(weights)
-        document = {"model_version": version, "config": to_dict(cfg), "info": info}
-        (tmp / CONFIG).write_text(json.dumps(document, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / WEIGHTS).exists():
-            raise
-    return checkpoint
+    document = {"model_version": version, "config": to_dict(cfg), "info": info}
+    text = json.dumps(document, indent=1, sort_keys=True, default=str)
+    checkpoint_store.save(Lake(lake).models, version, {WEIGHTS: weights, CONFIG: text.encode()},
+                          replace=False)
+    return Checkpoint(version, cfg, info)
 
 
 def _metadata(data: bytes) -> dict[str, str]:

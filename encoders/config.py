@@ -1,70 +1,17 @@
 """Typed configs of the encoders: the model, pre-training and embedding, each a frozen dataclass.
 
-A config is passed whole into constructors and saved beside a checkpoint as JSON; ``from_dict`` rebuilds
-it and rejects any key it does not know (a misspelled ``click_layer`` must fail, not be ignored). This
-module imports nothing but the standard library.
+A config is passed whole into constructors and saved beside a checkpoint as JSON (``core.records.to_dict``);
+``core.records.from_dict`` rebuilds it and rejects any key it does not know (a misspelled ``click_layer``
+must fail, not be ignored) and any value of the wrong type. This module imports nothing but the standard
+library and ``core``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from core.errors import DuetError
-from core.variants import variant
-
-C = TypeVar("C")
-
-
-def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
-    """Build dataclass ``cls`` from ``data``; nested dataclass fields are built recursively.
-
-    Unknown keys and values of the wrong type (``"heads": "4"``, a bool for an int) raise ``DuetError``
-    naming them; missing keys take the field defaults. An integer is accepted where a float is expected
-    (JSON writes ``0.0`` as is, a person may write ``0``) and kept as given.
-    """
-    if not isinstance(data, Mapping):
-        raise DuetError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise DuetError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, value in data.items():
-        kind = hints[name]
-        _check_type(cls, name, kind, value)
-        if dataclasses.is_dataclass(kind):
-            value = from_dict(kind, value)
-        values[name] = value
-    return cls(**values)
-
-
-def _check_type(cls: type, name: str, kind: Any, value: Any) -> None:
-    """Refuse ``value`` for field ``name`` of type ``kind`` (the plain types configs use) before a
-    constructor meets it: ``16 % "4"`` would be a bare ``TypeError`` naming no key."""
-    if kind is bool:
-        ok, expected = isinstance(value, bool), "true or false"
-    elif kind is int:
-        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif kind is float:
-        ok, expected = isinstance(value, int | float) and not isinstance(value, bool), "a number"
-    elif kind is str:
-        ok, expected = isinstance(value, str), "a string"
-    elif dataclasses.is_dataclass(kind):
-        ok, expected = isinstance(value, Mapping), "a mapping"
-    else:
-        return
-    if not ok:
-        raise DuetError(f"{cls.__name__}: {name} must be {expected}, got {value!r}")
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config as plain JSON-able data."""
-    return dataclasses.asdict(cfg)
+from core.variants import PROPOSED, variant
 
 
 @dataclass(frozen=True)
@@ -78,7 +25,7 @@ class ModelConfig:
     both).
     """
 
-    variant: str = "duet"
+    variant: str = PROPOSED
     dim: int = 64
     heads: int = 4
     ffn_mult: int = 2

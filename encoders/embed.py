@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from core.contracts import USER_EMBEDDINGS
 from core.errors import DuetError
 from encoders import checkpoint, model_store
 from encoders.config import EmbedConfig
@@ -98,7 +99,7 @@ class EmbedReport:
             what = (f"re-embedded {self.embedded} changed user(s), deleted {self.deleted}, "
                     "others carried forward")
         note = f" ({self.note})" if self.note else ""
-        return (f"embeddings/user_embeddings {self.snapshot.isoformat()} {self.model_version}: {what} "
+        return (f"{USER_EMBEDDINGS.path} {self.snapshot.isoformat()} {self.model_version}: {what} "
                 f"[{self.engine}, {self.mode}] in {self.seconds:.1f} s{note}")
 
     def to_dict(self) -> dict:

@@ -1,5 +1,5 @@
 """Measures of what the embeddings know: retrieval against popularity and history baselines, AUC, and
-a logistic probe. Pure torch.
+a logistic probe. Torch (and numpy, through ``core.metrics``).
 
 * ``retrieval_report``: on validation examples, recall@k of the advertisers a user clicks (and converts
   with) in the next horizon, for the model's heads (ranking the advertisers seen as targets in
@@ -7,7 +7,7 @@ a logistic probe. Pure torch.
   user's own history (their most clicked advertisers); the AUC of the "converts" head next to the AUC of
   the number of past conversions.
 * ``logistic_probe``: a ridge-regularised logistic regression fitted on one set of users' embeddings and
-  scored on another (AUC, log loss, normalized entropy).
+  scored on another (AUC, log loss, normalized entropy: ``core.metrics``).
 
 Advertisers are compared as hash buckets, like the model sees them.
 """
@@ -19,34 +19,9 @@ import math
 import torch
 
 from core.linear import fit_ridge
+from core.metrics import auc, logloss, normalized_entropy
 from encoders.shards import ShardSet
 from encoders.variants import UserModel
-
-
-def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties get average ranks); NaN with one class only."""
-    scores, labels = scores.double().flatten(), labels.bool().flatten()
-    n_pos, n = int(labels.sum()), labels.numel()
-    if n_pos in (0, n):
-        return math.nan
-    order = torch.argsort(scores)
-    _, inverse, counts = torch.unique_consecutive(scores[order], return_inverse=True, return_counts=True)
-    average_rank = torch.cumsum(counts, 0).double() - (counts.double() - 1) / 2
-    ranks = torch.empty(n, dtype=torch.float64)
-    ranks[order] = average_rank[inverse]
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (n - n_pos)))
-
-
-def normalized_entropy(probabilities: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(mean log loss, log loss / entropy of the base rate): NE < 1 beats predicting the base rate."""
-    p = probabilities.double().clamp(1e-7, 1 - 1e-7)
-    y = labels.double()
-    logloss = float(-(y * p.log() + (1 - y) * (1 - p).log()).mean())
-    rate = float(y.mean())
-    if rate in (0.0, 1.0):
-        return logloss, math.nan
-    entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-    return logloss, logloss / entropy
 
 
 def _recall(top: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -135,5 +110,6 @@ def logistic_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     fit = fit_ridge(x, train_y, x, train_y, (2 * len(x) * l2,), max_iter=steps)
     with torch.no_grad():
         p = torch.sigmoid(xt @ fit.weight + fit.bias)
-    logloss, ne = normalized_entropy(p, test_y)
-    return {"auc": auc(p, test_y), "logloss": logloss, "ne": ne}
+    p_test, y_test = p.numpy(), test_y.double().numpy()
+    return {"auc": auc(p, test_y), "logloss": logloss(p_test, y_test),
+            "ne": normalized_entropy(p_test, y_test)}

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.times import micros
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS, INPUT_SCHEMA, TARGET_SCHEMA
 
 
@@ -61,7 +62,7 @@ def _events(rows: pa.Table, advertisers: str, times: str) -> pa.Table:
 def _distinct_recent(events: pa.Table, lo: datetime, hi: datetime, name: str) -> pa.Table:
     """Events with ``lo <= ts < hi`` -> (user_id, ``name``: distinct advertisers, ordered by their latest
     event)."""
-    lo_us, hi_us = (int(t.timestamp() * 1_000_000) for t in (lo, hi))
+    lo_us, hi_us = micros(lo), micros(hi)
     ts = events.column("ts")
     events = events.filter(pc.and_(pc.greater_equal(ts, lo_us), pc.less(ts, hi_us)))
     latest = events.group_by(["user_id", "advertiser"], use_threads=False).aggregate([("ts", "max")])

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 
 from core.contracts import USER_EMBEDDINGS
 from core.errors import DuetError
+from core.records import to_dict
 from encoders import model_store
 from encoders.lake import replace_version, sequence_snapshots
 
@@ -191,7 +192,25 @@ def check_snapshots(lake: str, imported: ExternalEmbeddings) -> None:
                                      f"e.g. {_where(imported.rows, stray)}")
 
 
-def land(lake: str, model_version: str, imported: ExternalEmbeddings) -> dict:
+@dataclass(frozen=True)
+class Landed:
+    """What ``land`` wrote: the rows and snapshots of ``model_version``, its widths (conversion None: one
+    embedding), the table version of the commit, and what the file held that was not landed."""
+
+    model_version: str
+    rows: int
+    snapshots: int
+    click_dim: int
+    conversion_dim: int | None
+    table_version: int
+    replaced_an_earlier_import: bool
+    ignored_columns: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def land(lake: str, model_version: str, imported: ExternalEmbeddings) -> Landed:
     """Write the version's record and its rows (one commit replacing every earlier row of the version);
     return what was landed."""
     model_store.check_external_name(model_version)
@@ -216,7 +235,5 @@ def land(lake: str, model_version: str, imported: ExternalEmbeddings) -> dict:
     except BaseException:
         model_store.restore_external(lake, model_version, previous)
         raise
-    return {"model_version": model_version, "rows": n, "snapshots": len(snapshots),
-            "click_dim": imported.click_dim, "conversion_dim": imported.conversion_dim,
-            "table_version": version, "replaced_an_earlier_import": previous is not None,
-            "ignored_columns": imported.ignored}
+    return Landed(model_version, n, len(snapshots), imported.click_dim, imported.conversion_dim, version,
+                  previous is not None, tuple(imported.ignored))

@@ -212,7 +212,7 @@ def _commit(location: str, version: int) -> list[dict]:
     path = Path(location) / "_delta_log" / f"{version:020d}.json"
     if not path.is_file():
         raise DuetError(f"{location}: commit {version} is no longer in the Delta log (cleaned up after a "
-                        "checkpoint); run `duet embed` without --changed-only")
+                        "checkpoint): embed every user, not the changed ones only", fields=("changed_only",))
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -232,8 +232,8 @@ def _feed_users(location: str, snapshot: datetime, start: int, end: int) -> list
         for a in actions:
             config = a.get("metaData", {}).get("configuration", {})
             if "metaData" in a and config.get("delta.enableChangeDataFeed") != "true":
-                raise DuetError(f"{location}: the change data feed is off at version {version}; run `duet "
-                                "embed` without --changed-only")
+                raise DuetError(f"{location}: the change data feed is off at version {version}: embed every "
+                                "user, not the changed ones only", fields=("changed_only",))
         files = [a["cdc"] for a in actions if "cdc" in a]
         if not files and info.get("operation") in _FILE_CHANGE_OPERATIONS:
             files = [a[kind] for a in actions for kind in ("add", "remove")
@@ -246,7 +246,8 @@ def _feed_users(location: str, snapshot: datetime, start: int, end: int) -> list
             try:
                 users.append(pq.read_table(path, columns=["user_id"]).column("user_id").combine_chunks())
             except FileNotFoundError as e:
-                raise DuetError(f"{path} is gone (vacuumed?): run `duet embed` without --changed-only") from e
+                raise DuetError(f"{path} is gone (vacuumed?): embed every user, not the changed ones only",
+                                fields=("changed_only",)) from e
     return users
 
 

@@ -19,7 +19,7 @@ It is also where a version name is held to its promise (issue 23):
   (``VERSION_PATTERN``: no '/', no '.'), so it can only name a direct child of ``_models/``. Every function
   here that takes a version checks it (``duet embed``, local or Spark, through ``require_weights`` and
   ``read``; an import's name through ``check_external_name``), and only such names are listed, so a
-  command that takes a version only from the listing (``duet publish``) or by ``VERSION_PATTERN``
+  command that takes a version only from the listing (``duet publish``) or by ``is_version``
   (``duet evaluate``, ``duet training-set``: ``ranker.config.check_variants``) never gets another;
 * a checkpoint's name is its content's: ``read`` (what ``duet embed``, local or Spark, loads) recomputes
   ``content_version`` from the config and weights bytes and refuses a folder whose content hashes to
@@ -40,24 +40,24 @@ from typing import Any
 
 from core.errors import DuetError
 from core.files import write_atomic
-from core.variants import VARIANTS
-from encoders.config import ModelConfig, PretrainConfig, embedding_dims, from_dict
+from core.lake import MODELS, Lake
+from core.records import from_dict
+from core.variants import EXTERNAL, NAME_PATTERN, variant_names
+from encoders.config import ModelConfig, PretrainConfig, embedding_dims
 
-MODELS_DIR = "_models"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
-EXTERNAL_VARIANT = "ext"
 # An imported embedding's name: lower-case letters, digits, '_' and '-' after "ext-" (no '/', no '..', no
 # quote: it becomes a folder, a Delta partition value, a SQL literal and, '-' -> '_', part of Feast names).
-EXTERNAL_NAME = r"ext-[a-z0-9][a-z0-9_-]*"
-CHECKPOINT_NAME = rf"(?:{'|'.join(VARIANTS)})-[0-9a-f]{{7}}"
-# \Z, not $: "$" would also match before a trailing newline.
+EXTERNAL_NAME = rf"{EXTERNAL}-[a-z0-9][a-z0-9_-]*"
+# A checkpoint's name: a variant's name and 7 hex digits of its content's hash (``content_version``). Only
+# the shape: which variants exist is asked of the registry when a name is checked (``is_version``), since a
+# test registers a variant after this module loads.
+CHECKPOINT_NAME = rf"{NAME_PATTERN}-[0-9a-f]{{7}}"
+# The shape of every version's name, which is what makes it safe as a folder, a partition value and a SQL
+# literal. \Z, not $: "$" would also match before a trailing newline.
 VERSION_PATTERN = re.compile(rf"^(?:{CHECKPOINT_NAME}|{EXTERNAL_NAME})\Z")
 _EXTERNAL_PATTERN = re.compile(rf"^{EXTERNAL_NAME}\Z")
-
-
-def models_root(lake: str) -> Path:
-    return Path(lake) / MODELS_DIR
 
 
 def check_version(model_version: str) -> str:
@@ -65,11 +65,20 @@ def check_version(model_version: str) -> str:
 
     The form has no '/' and no '.', so a valid name can only be a direct child of ``_models/``: a version
     such as ``../../evil`` would otherwise load a checkpoint from outside the lake and name rows after it."""
-    if not isinstance(model_version, str) or not VERSION_PATTERN.match(model_version):
+    if not is_version(model_version):
         raise DuetError(f"not a model version: {model_version!r}; a model version names a folder directly "
-                        f"under {MODELS_DIR}/: <variant>-<7 hex digits> (variant one of "
-                        f"{', '.join(VARIANTS)}; e.g. duet-3f2a9c1) or ext-NAME (an imported embedding)")
+                        f"under {MODELS}/: <variant>-<7 hex digits> (variant one of "
+                        f"{', '.join(variant_names())}; e.g. duet-3f2a9c1) or ext-NAME (an imported "
+                        "embedding)")
     return model_version
+
+
+def is_version(name: Any) -> bool:
+    """A model version's name: an imported embedding's (``ext-<name>``), or a checkpoint's of a variant
+    registered now (``<variant>-<7 hex digits>``)."""
+    if not isinstance(name, str) or not VERSION_PATTERN.match(name):
+        return False
+    return is_external(name) or name.rsplit("-", 1)[0] in variant_names()
 
 
 def content_version(config: Mapping[str, Any], weights: bytes) -> str:
@@ -82,7 +91,7 @@ def content_version(config: Mapping[str, Any], weights: bytes) -> str:
 
 def is_external(model_version: str) -> bool:
     """An imported embedding's version (``ext-<name>``): a record, never weights."""
-    return model_version.startswith(f"{EXTERNAL_VARIANT}-")
+    return model_version.startswith(f"{EXTERNAL}-")
 
 
 def check_external_name(model_version: str) -> str:
@@ -128,7 +137,7 @@ def _document(folder: Path) -> dict[str, Any] | None:
     or does not type-check."""
     name = folder.name
     path = folder / CONFIG
-    if not VERSION_PATTERN.match(name) or not path.is_file():
+    if not is_version(name) or not path.is_file():
         return None
     external = is_external(name)
     if not external and not (folder / WEIGHTS).is_file():
@@ -137,7 +146,7 @@ def _document(folder: Path) -> dict[str, Any] | None:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as e:   # ValueError: JSONDecodeError, UnicodeDecodeError
         raise DuetError(f"{path} is not valid JSON ({type(e).__name__}: {e}); {_remedy(name)}") from e
-    if external and isinstance(document, dict) and document.get("variant") != EXTERNAL_VARIANT:
+    if external and isinstance(document, dict) and document.get("variant") != EXTERNAL:
         return None
     try:
         _check_document(document, external)
@@ -149,7 +158,7 @@ def _document(folder: Path) -> dict[str, Any] | None:
 def _scan(lake: str) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, str]]:
     """(version, config document) of every usable version, oldest first (trained or imported), and
     version -> why for the folders named like a version whose config.json cannot be used."""
-    root = models_root(lake)
+    root = Lake(lake).models
     if not root.is_dir():
         return [], {}
     found, problems = [], {}
@@ -173,7 +182,7 @@ def _documents(lake: str) -> list[tuple[str, dict[str, Any]]]:
 
 def dims_of(document: dict[str, Any]) -> tuple[int, int | None]:
     """(click width, conversion width or None) of a version's config document, either kind."""
-    if document.get("variant") == EXTERNAL_VARIANT:
+    if document.get("variant") == EXTERNAL:
         dims = document["dims"]
         return int(dims["click"]), (int(dims["conversion"]) if dims.get("conversion") else None)
     return embedding_dims(from_dict(ModelConfig, document.get("config", {}).get("model", {})))
@@ -181,7 +190,7 @@ def dims_of(document: dict[str, Any]) -> tuple[int, int | None]:
 
 def config_document(lake: str, model_version: str) -> dict[str, Any] | None:
     """A usable version's ``config.json`` as a dict (checkpoint or record), None if there is none."""
-    return _document(models_root(lake) / check_version(model_version))
+    return _document(Lake(lake).model(check_version(model_version)))
 
 
 def list_versions(lake: str, external: bool = True) -> list[str]:
@@ -206,11 +215,11 @@ def latest_version(lake: str, variant: str | None = None) -> str:
     unreadable = [why for version, why in sorted(problems.items()) if wanted(version)]
     if unreadable:   # it could be the newest: choosing another silently would embed with the wrong model
         raise DuetError(f"{unreadable[0]} (the newest model cannot be told while it is unusable; or name "
-                        "the version to use with --model-version)")
+                        "the version to use)", fields=("model_version",))
     versions = [v for v, _ in found if wanted(v)]
     if not versions:
         what = f"{variant} model" if variant else "model"
-        raise DuetError(f"no {what} under {models_root(lake)}: run `duet pretrain` first")
+        raise DuetError(f"no {what} under {Lake(lake).models}: run `duet pretrain` first")
     return versions[-1]
 
 
@@ -219,21 +228,21 @@ def require_weights(lake: str, model_version: str) -> None:
     as a model (an imported embedding)."""
     check_version(model_version)
     if is_external(model_version):
-        raise DuetError(f"{model_version} is an imported embedding (a record under {models_root(lake)}, no "
+        raise DuetError(f"{model_version} is an imported embedding (a record under {Lake(lake).models}, no "
                         "weights): it can be validated, put in a training set, evaluated and published, but "
-                        "not loaded as a model; `duet embed` runs duet's own encoders (duet-..., shared-..., "
-                        "click_only-...)")
+                        "not loaded as a model; `duet embed` runs duet's own encoders ("
+                        + ", ".join(f"{name}-..." for name in variant_names()) + ")")
 
 
 def read(lake: str, model_version: str) -> tuple[dict[str, Any], bytes]:
     """The config document and the weight bytes of a checkpoint (what a Spark job broadcasts), refused
     unless they hash to ``model_version`` (``content_version``): the same name means the same model."""
     require_weights(lake, model_version)
-    folder = models_root(lake) / model_version
+    folder = Lake(lake).model(model_version)
     document = _document(folder)   # None without both files (the name is valid and not an import's)
     if document is None:
         known = ", ".join(list_versions(lake, external=False)) or "none"
-        raise DuetError(f"no model {model_version!r} under {models_root(lake)} (known: {known}); "
+        raise DuetError(f"no model {model_version!r} under {Lake(lake).models} (known: {known}); "
                         "run `duet pretrain` first")
     weights = (folder / WEIGHTS).read_bytes()
     actual = content_version(document.get("config", {}), weights)
@@ -258,9 +267,9 @@ def write_external(lake: str, model_version: str, click_dim: int, conversion_dim
     if twins:
         raise DuetError(f"{model_version} would share its Feast names with {twins[0]} ('-' and '_' read the "
                         "same there): choose another name")
-    path = models_root(lake) / model_version / CONFIG
+    path = Lake(lake).model(model_version) / CONFIG
     previous = path.read_text() if path.is_file() else None
-    document = {"model_version": model_version, "variant": EXTERNAL_VARIANT,
+    document = {"model_version": model_version, "variant": EXTERNAL,
                 "dims": {"click": click_dim, "conversion": conversion_dim}, "info": info}
     write_atomic(path, json.dumps(document, indent=1, sort_keys=True, default=str))
     return previous
@@ -269,7 +278,7 @@ def write_external(lake: str, model_version: str, click_dim: int, conversion_dim
 def restore_external(lake: str, model_version: str, previous: str | None) -> None:
     """Undo ``write_external``: put ``previous`` back, or remove the record (and its folder) if None."""
     check_external_name(model_version)
-    path = models_root(lake) / model_version / CONFIG
+    path = Lake(lake).model(model_version) / CONFIG
     if previous is not None:
         write_atomic(path, previous)
         return

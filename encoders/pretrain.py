@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 import torch
 
 from core.errors import DuetError
-from encoders import checkpoint, model_store, scratch
+from core.lake import Lake
+from core.variants import PROPOSED
+from encoders import checkpoint, scratch
 from encoders.batch import tensorize, tensorize_targets
 from encoders.config import PretrainConfig
 from encoders.evaluate import popularity, retrieval_report
@@ -61,14 +63,14 @@ def choose_split(snapshots: list[datetime], train_until: datetime, horizon: time
         raise DuetError(
             f"not enough snapshots to pre-train with a {horizon} horizon and {grace} report grace up to "
             f"{train_until.isoformat()}: {len(eligible)} snapshot(s) have their targets built "
-            f"(need more than {valid_snapshots}); build daily snapshots with "
-            "`duet sequences --from D --to D` "
-            "or pass a later --train-until")
+            f"(need more than {valid_snapshots}): build more daily snapshots of the sequences, or train "
+            "until a later instant", fields=("train_until",))
     valid = eligible[-valid_snapshots:]
     train = [t for t in eligible if t + horizon <= valid[0]]
     if not train:
         raise DuetError(f"no training snapshot ends its {horizon} target window before the first validation "
-                        f"snapshot {valid[0].isoformat()}: build earlier snapshots or a later --train-until")
+                        f"snapshot {valid[0].isoformat()}: build earlier snapshots or train until a later "
+                        "instant", fields=("train_until",))
     return Split(tuple(train), tuple(valid), train_until)
 
 
@@ -124,9 +126,9 @@ def pretrain(lake: str, cfg: PretrainConfig, train_until: datetime | None = None
         f"{split.train[0]:%Y-%m-%d}..{split.train[-1]:%Y-%m-%d}, validation {split.valid[0]:%Y-%m-%d}"
         f"..{split.valid[-1]:%Y-%m-%d}, data up to {until.isoformat()}")
     log("  encoder parameters: " + ", ".join(f"{v} {p['encoder']:,}" for v, p in params.items())
-        + f" (within {_spread(params, 'encoder'):.1%} of duet); MFLOPs per user: "
+        + f" (within {_spread(params, 'encoder'):.1%} of {PROPOSED}); MFLOPs per user: "
         + ", ".join(f"{v} {p['flops_per_user'] / 1e6:.1f}" for v, p in params.items()))
-    root = model_store.models_root(lake)
+    root = Lake(lake).models
     stale = scratch.remove_stale(lake, EXAMPLES)
     if stale:
         log(f"  removed {len(stale)} examples folder(s) a stopped pre-training left: {', '.join(stale)}")
@@ -157,5 +159,5 @@ def pretrain(lake: str, cfg: PretrainConfig, train_until: datetime | None = None
 
 
 def _spread(params: dict[str, dict[str, int]], key: str) -> float:
-    duet = params["duet"][key]
-    return max(abs(p[key] - duet) / duet for p in params.values())
+    proposed = params[PROPOSED][key]
+    return max(abs(p[key] - proposed) / proposed for p in params.values())

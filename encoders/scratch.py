@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from encoders.model_store import models_root
+from core.lake import Lake
 
 LOCK = ".lock"
 LOCKLESS_AGE_S = 24 * 3600.0   # a day: no pre-training of an older duet is still writing such a folder
@@ -35,7 +35,7 @@ LOCKLESS_AGE_S = 24 * 3600.0   # a day: no pre-training of an older duet is stil
 @contextmanager
 def scratch_folder(lake: str, prefix: str) -> Iterator[Path]:
     """A new folder ``<lake>/_models/.<prefix>-XXXXXXXX``, locked while in use and removed on exit."""
-    root = models_root(lake)
+    root = Lake(lake).models
     root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=root))
     fd = None
@@ -58,7 +58,7 @@ def scratch_folder(lake: str, prefix: str) -> Iterator[Path]:
 
 def remove_stale(lake: str, prefix: str) -> list[str]:
     """Remove the scratch folders of ``prefix`` that no live process uses; return their names."""
-    root = models_root(lake)
+    root = Lake(lake).models
     if not root.is_dir():
         return []
     removed = []

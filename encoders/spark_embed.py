@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 from core.errors import DuetError
 from core.spark import create_table, require_utc, spark_schema
+from core.times import sql_timestamp
 from encoders import checkpoint, model_store
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS, INPUT_SCHEMA
 from encoders.config import EmbedConfig
@@ -83,10 +84,6 @@ def _embedder(model_version: str, broadcast, created: datetime, batch_size: int)
                 yield embed_rows(model, rows, model_version, created, batch_size)
 
     return embed
-
-
-def _ts_literal(instant: datetime) -> str:
-    return f"timestamp'{instant.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
 
 
 def _ensure_table(spark: SparkSession, lake: str) -> DeltaTable:
@@ -173,7 +170,7 @@ def _write(spark: SparkSession, lake: str, plan: RunPlan, broadcast, cfg: EmbedC
         _ensure_table(spark, lake)
         (rows.write.format("delta").mode("overwrite")
          .option("replaceWhere",
-                 f"event_timestamp = {_ts_literal(snapshot)} AND model_version = '{version}'")
+                 f"event_timestamp = {sql_timestamp(snapshot)} AND model_version = '{version}'")
          .option("userMetadata", plan.run.to_json())
          .save(USER_EMBEDDINGS.location(lake)))
         embedded, deleted = int(_last_metrics(spark, lake).get("numOutputRows", 0)), 0

@@ -1,4 +1,5 @@
-"""The pre-training loop: AdamW, warm-up then cosine decay, early stopping on validation loss.
+"""The pre-training loop: AdamW, warm-up then cosine decay, early stopping on validation loss (the
+parameter groups and the early stopping: ``core.training``).
 
 Every variant goes through this same loop with the same ``TrainConfig`` (the baselines get the same
 budget). On CUDA, bf16 autocast and optionally ``torch.compile``; on CPU, float32 and deterministic for a
@@ -9,7 +10,6 @@ seed (shuffling, dropout and initialisation all draw from seeded generators). Th
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from core.training import EarlyStopping, decay_groups
 from encoders.config import TrainConfig
 from encoders.shards import ShardSet
 from encoders.variants import UserModel
@@ -95,18 +96,15 @@ def fit(model: UserModel, train: ShardSet, valid: ShardSet, cfg: TrainConfig,
     generator = torch.Generator().manual_seed(cfg.seed)
     model.to(device).train()
     step_fn = torch.compile(model, dynamic=True) if cfg.compile and device.type == "cuda" else model
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+    optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   fused=device.type in ("cpu", "cuda"))
     steps_per_epoch = math.ceil(train.rows / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _schedule(s, cfg.warmup_steps, cfg.epochs * steps_per_epoch))
 
-    best = TrainResult(best_epoch=-1, best_valid_loss=math.inf, stopped_early=False, device=str(device))
-    best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(cfg.epochs):
+    result = TrainResult(best_epoch=-1, best_valid_loss=math.inf, stopped_early=False, device=str(device))
+
+    def epoch(number: int) -> float:
         started, total, rows = time.perf_counter(), 0.0, 0
         for inputs, targets in train.batches(cfg.batch_size, shuffle=True, generator=generator):
             inputs, targets = inputs.to(device), targets.to(device)
@@ -121,18 +119,17 @@ def fit(model: UserModel, train: ShardSet, valid: ShardSet, cfg: TrainConfig,
             rows += len(inputs)
         seconds = time.perf_counter() - started
         valid_losses = evaluate_losses(model, valid, cfg.batch_size, device, cfg.bf16)
-        entry = EpochLog(epoch, total / rows, valid_losses, seconds, rows / seconds)
-        best.history.append(entry)
-        log(f"  epoch {epoch}: train {entry.train_loss:.4f}  valid {valid_losses['total']:.4f} "
+        entry = EpochLog(number, total / rows, valid_losses, seconds, rows / seconds)
+        result.history.append(entry)
+        log(f"  epoch {number}: train {entry.train_loss:.4f}  valid {valid_losses['total']:.4f} "
             f"(click {valid_losses['click']:.4f}, converts {valid_losses['converts']:.4f}, "
             f"conversion advertisers {valid_losses['conversion_advertisers']:.4f})  "
             f"{entry.sequences_per_s:,.0f} seq/s")
-        if valid_losses["total"] < best.best_valid_loss:
-            best.best_epoch, best.best_valid_loss = epoch, valid_losses["total"]
-            best_state = copy.deepcopy(model.state_dict())
-        elif epoch - best.best_epoch >= cfg.patience:
-            best.stopped_early = True
-            break
-    model.load_state_dict(best_state)
+        return valid_losses["total"]
+
+    # Early stopping on the total validation loss; with no epoch better than inf, the initial weights.
+    stopping = EarlyStopping(model, cfg.patience, keep_initial=True).run(range(cfg.epochs), epoch)
+    result.best_epoch, result.best_valid_loss = stopping.best_epoch, stopping.best_loss
+    result.stopped_early = stopping.stopped_early
     model.eval()
-    return best
+    return result

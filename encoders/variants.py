@@ -11,7 +11,7 @@
 * ``click_only``: the click encoder alone (deeper, to match parameters); one embedding of ``2 * dim``
   trained by both heads.
 
-The variants are declared once, in ``core.variants.REGISTRY``; ``build_encoder`` builds one from it.
+The variants are declared once, in ``core.variants``; ``build_encoder`` builds one from its entry.
 Every variant gets the same objectives, the same token modules and the same budget; only the encoder
 differs. ``parameter_report`` prints the encoders' sizes and FLOPs per embedded user: the defaults keep
 ``shared`` and ``click_only`` within 10% of duet's parameters and ``merged`` near duet's FLOPs.
@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from core.variants import VARIANTS, variant
+from core.variants import variant, variant_names
 from encoders.batch import Targets, UserBatch
 from encoders.click_encoder import ClickEncoder
 from encoders.config import ModelConfig, ObjectiveConfig, embedding_dims
@@ -87,7 +87,7 @@ class MergedBaseline(nn.Module):
 
 
 def build_encoder(cfg: ModelConfig) -> nn.Module:
-    """The encoder of ``cfg.variant``, the class its registry entry names (``core.variants.REGISTRY``)."""
+    """The encoder of ``cfg.variant``, the class its registry entry names (``core.variants.variant``)."""
     module, name = variant(cfg.variant).encoder.split(":")
     return getattr(importlib.import_module(module), name)(cfg)
 
@@ -167,7 +167,7 @@ def parameter_report(cfg: ModelConfig, objective: ObjectiveConfig | None = None)
 
     objective = objective or ObjectiveConfig()
     report = {}
-    for name in VARIANTS:
+    for name in variant_names():
         vcfg = replace(cfg, variant=name)
         model = UserModel(vcfg, objective)
         report[name] = {"encoder": count_parameters(model.encoder), "total": count_parameters(model),

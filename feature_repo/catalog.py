@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from core.errors import DuetError
+from core.lake import Lake, absolute
 from encoders.model_store import is_external, version_dims
 
-FEAST_DIR = "_feast"
-SERVING_FILE = "serving.json"
+# The feature views' names, spelled here only: the online read path, the training set and the ranker
+# name features by them (``<view>:<feature>``).
 CLICK_VIEW, CONVERSION_VIEW = "user_click_embeddings", "user_conversion_embeddings"
+SUMMARY_VIEW = "user_sequence_summary"
 LAKE_VARIABLE = "DUET_LAKE"
 
 
@@ -41,15 +42,6 @@ class RepoSpec:
     serving: str | None
 
 
-def lake_root(lake: str) -> str:
-    """A local lake as an absolute path (Spark's SQL ``delta.`path``` takes only absolute ones)."""
-    return lake.rstrip("/") if "://" in lake else os.path.abspath(lake)
-
-
-def serving_file(lake: str) -> Path:
-    return Path(lake_root(lake)) / FEAST_DIR / SERVING_FILE
-
-
 def model_dims(lake: str) -> dict[str, tuple[int, int | None]]:
     """Model version -> (click width, conversion width or None), oldest first, from ``config.json``
     (checkpoints and imported embeddings)."""
@@ -58,12 +50,12 @@ def model_dims(lake: str) -> dict[str, tuple[int, int | None]]:
 
 def read_serving(lake: str) -> dict | None:
     """What ``duet publish`` recorded (model version, snapshot, when), or None before the first publish."""
-    path = serving_file(lake)
+    path = Lake(lake).serving_file
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def spec_from_lake(lake: str) -> RepoSpec:
-    root = lake_root(lake)
+    root = absolute(lake)
     dims = model_dims(root)
     recorded = read_serving(root)
     serving = recorded["model_version"] if recorded and recorded.get("model_version") in dims else None
@@ -89,8 +81,8 @@ def repo_objects(spec: RepoSpec) -> dict[str, object]:
     from feature_repo import entities, services, sources, views
 
     user = entities.user()
-    summary = views.summary_view(sources.summary_source(spec.lake), user)
-    out: dict[str, object] = {"user": user, "user_sequence_summary": summary}
+    summary = views.summary_view(SUMMARY_VIEW, sources.summary_source(spec.lake, SUMMARY_VIEW), user)
+    out: dict[str, object] = {"user": user, SUMMARY_VIEW: summary}
     for version, click_dim, conversion_dim in spec.versions:
         tag = sources.slug(version)
         source = sources.embedding_source(spec.lake, version)

@@ -6,7 +6,7 @@
   view has one source, so each version gets a source of its own; the filter on the partition column
   prunes the other versions' files, and reading through Delta (never the folder as Parquet) sees only
   the current version of a table that MERGEs and overwrites rewrite.
-* ``summary_source(lake)``: per (user, snapshot) figures computed from the two sequence tables, so they
+* ``summary_source(lake, name)``: per (user, snapshot) figures computed from the two sequence tables, so they
   are never out of step with them (no table of their own to rebuild): click and conversion counts (the
   sequences' lengths, and the events of the last ``SUMMARY_WINDOW``, 7 days, whose meaning does not
   change while a young lake fills its lookbacks), hours since the most recent click and conversion (-1
@@ -87,8 +87,9 @@ def summary_query(lake: str) -> str:
           ON c.user_id = v.user_id AND c.snapshot_ts = v.snapshot_ts"""
 
 
-def summary_source(lake: str) -> SparkSource:
-    return SparkSource(name="user_sequence_summary", query=summary_query(lake),
+def summary_source(lake: str, name: str) -> SparkSource:
+    """The summary figures as a source named ``name`` (the summary view's: ``feature_repo.catalog``)."""
+    return SparkSource(name=name, query=summary_query(lake),
                        timestamp_field="event_timestamp",
                        description=f"figures of {CLICK_SEQUENCES.path} and {CONVERSION_SEQUENCES.path} "
                                    "per (user, snapshot)")

@@ -43,9 +43,11 @@ def embedding_view(name: str, feature: str, source: DataSource, user: Entity, mo
         tags={"model_version": model_version, "dim": str(dim), "embedding": what})
 
 
-def summary_view(source: DataSource, user: Entity) -> FeatureView:
+def summary_view(name: str, source: DataSource, user: Entity) -> FeatureView:
+    """The sequence summary's figures (``SUMMARY_FEATURES``), as the view ``name`` (``feature_repo.catalog``
+    names every view)."""
     return FeatureView(
-        name="user_sequence_summary", entities=[user], ttl=SUMMARY_TTL, source=source, online=True,
+        name=name, entities=[user], ttl=SUMMARY_TTL, source=source, online=True,
         schema=[Field(name=USER_KEY, dtype=String),
                 Field(name="click_count", dtype=Int32, description="clicks in the snapshot's sequence"),
                 Field(name="conversion_count", dtype=Int32,

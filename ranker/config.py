@@ -1,36 +1,34 @@
-"""The ranker's configuration: one typed, frozen config (unknown keys are refused by ``from_dict``), and
-the variants an ablation compares.
+"""The ranker's configuration: one typed, frozen config (saved beside a ranker by ``core.records.to_dict``,
+read back by ``core.records.from_dict``, which refuses unknown keys), and the variants an ablation compares.
 
-A variant is a name for a set of user features: ``none`` (no user vector), an encoder variant
-(``shared``, ``merged``, ``click_only``, ``duet``: ``core.variants.REGISTRY``; the lake's newest model
-version of that variant) or a model version
-by its own name (``duet-3f2a9c1``, or an imported embedding ``ext-<name>``): ``variant_versions`` maps
-names to model versions. ``VARIANTS`` is the demo's ablation.
+A variant is a name for a set of user features: ``none`` (``core.variants.NO_VECTOR``: no user vector), an
+encoder variant (a name in ``core.variants``, asked at each call: the lake's newest model version of that
+variant) or a model version by its own name (``duet-3f2a9c1``, or an imported embedding ``ext-<name>``):
+``variant_versions`` maps names to model versions.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 from core.errors import DuetError
-from core.variants import VARIANTS as ENCODER_VARIANTS
-
-VARIANTS = ("none", *ENCODER_VARIANTS)   # the order of the report: none, then the registry's
+from core.lake import Lake
+from core.variants import NO_VECTOR, variant_names
 
 
 def is_variant(name: str) -> bool:
     """``none``, an encoder variant, or a model version's name (``<variant>-<7 hex>``, ``ext-<name>``)."""
-    from encoders.model_store import VERSION_PATTERN
+    from encoders.model_store import is_version
 
-    return name in VARIANTS or bool(VERSION_PATTERN.match(name))
+    return name == NO_VECTOR or name in variant_names() or is_version(name)
 
 
 def check_variants(names: list[str] | tuple[str, ...]) -> None:
     """Refuse a name that cannot be a variant, or one given twice (before anything is read)."""
     bad = [n for n in names if not is_variant(n)]
     if bad:
-        raise DuetError(f"not a variant: {', '.join(bad)} (a variant is none, {', '.join(ENCODER_VARIANTS)} "
-                        "or a model version such as duet-3f2a9c1 or ext-NAME)")
+        raise DuetError(f"not a variant: {', '.join(bad)} (a variant is {NO_VECTOR}, "
+                        f"{', '.join(variant_names())} or a model version such as duet-3f2a9c1 or ext-NAME)")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise DuetError(f"variant(s) given twice: {', '.join(twice)}")
@@ -40,20 +38,20 @@ def variant_versions(lake: str, names: list[str] | tuple[str, ...]) -> dict[str,
     """Variant name -> model version for every name but ``none``, in the order given: an encoder variant
     is its newest model version under the lake; a model version (``duet-3f2a9c1``, ``ext-<name>``) is
     itself, and must be in the lake."""
-    from encoders.model_store import latest_version, list_versions, models_root
+    from encoders.model_store import latest_version, list_versions
 
     check_variants(names)
     known = list_versions(lake)
     out = {}
     for name in names:
-        if name == "none":
+        if name == NO_VECTOR:
             continue
-        if name in ENCODER_VARIANTS:
+        if name in variant_names():
             out[name] = latest_version(lake, name)
         elif name in known:
             out[name] = name
         else:
-            raise DuetError(f"no model version {name!r} under {models_root(lake)} (known: "
+            raise DuetError(f"no model version {name!r} under {Lake(lake).models} (known: "
                             f"{', '.join(known) or 'none'}); `duet pretrain` or `duet embeddings import` "
                             "makes one")
     return out
@@ -88,15 +86,3 @@ class RankerConfig:
             raise DuetError("ranker: bucket counts must be >= 2 and widths >= 1")
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise DuetError("ranker: max_epochs, patience and batch_size must be >= 1")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "hidden": list(self.hidden), "ridge": list(self.ridge)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> RankerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise DuetError(f"ranker config: unknown key(s) {', '.join(sorted(unknown))}")
-        tuples = {k: tuple(data[k]) for k in ("hidden", "ridge") if k in data}
-        return cls(**{**data, **tuples})

@@ -54,11 +54,14 @@ import pyarrow.compute as pc
 import torch
 
 from core.errors import DuetError
+from core.records import to_dict
+from core.times import arrow_micros, micros
 from encoders.hashing import bucketize
 from ranker import metrics
 from ranker.config import RankerConfig
 from ranker.data import Batch, read_training_set, to_batch
 from ranker.delay_weights import ObservationCDF
+from ranker.evaluate import Interval, SeedResult, seed_means, seed_result
 from ranker.train import predict, train_ranker
 
 MODES = ("matured", "naive", "elapsed_weighted", "fnw")
@@ -93,10 +96,6 @@ class DelayedFeedbackConfig:
         return self.attribution_window + self.report_grace
 
 
-def _micros(column: pa.ChunkedArray) -> np.ndarray:
-    return pc.cast(column, pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-
-
 def held_out(user_ids: pa.ChunkedArray, share: float) -> np.ndarray:
     """(n,) bool: the users whose id hashes into the first ``share`` of 1,000 buckets."""
     return (bucketize(user_ids, 1001) - 1) < round(share * 1000)
@@ -120,8 +119,8 @@ def fake_negative_rows(pool: pa.Table, trained_at: datetime) -> pa.Table:
     label = pool.column("label").to_numpy(zero_copy_only=False)
     positives = np.flatnonzero(label == 1)
     delay_s = pc.fill_null(pool.column("report_delay_s"), np.nan).to_numpy(zero_copy_only=False)[positives]
-    reported_us = _micros(pool.column("click_ts"))[positives] + np.rint(delay_s.astype(np.float64) * 1e6)
-    late = ~(reported_us <= int(trained_at.timestamp() * 1_000_000))     # NaN (no report) counts as late
+    reported_us = arrow_micros(pool.column("click_ts"))[positives] + np.rint(delay_s.astype(np.float64) * 1e6)
+    late = ~(reported_us <= micros(trained_at))     # NaN (no report) counts as late
     if late.any():
         raise DuetError(f"delayed feedback: {int(late.sum())} positive(s) of the pool have no report by "
                         f"the training instant {trained_at.isoformat()}: the pool is not labelled at it")
@@ -139,7 +138,7 @@ def mode_batches(pool: pa.Table, cfg: DelayedFeedbackConfig, cdf: ObservationCDF
     buckets = (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets)
     matured = pool.column("matured").to_numpy(zero_copy_only=False)
     valid = held_out(pool.column("user_id"), cfg.valid_share)
-    elapsed = (int(cfg.trained_at.timestamp() * 1_000_000) - _micros(pool.column("click_ts"))) / 1e6
+    elapsed = (micros(cfg.trained_at) - arrow_micros(pool.column("click_ts"))) / 1e6
     observed = torch.from_numpy(cdf(elapsed))
     stream = fake_negative_rows(pool, cfg.trained_at)
     stream_valid = held_out(stream.column("user_id"), cfg.valid_share)
@@ -165,29 +164,94 @@ def evaluation_batch(cfg: DelayedFeedbackConfig) -> Batch:
     table = table.filter(pc.equal(table.column("split"), "test"))
     if table.num_rows == 0 or pc.sum(table.column("label")).as_py() in (None, 0):
         raise DuetError(f"{cfg.model_version} has no test rows or no positive test row")
-    first = int(_micros(table.column("click_ts")).min())
-    if first < int(cfg.trained_at.timestamp() * 1_000_000):
+    first = int(arrow_micros(table.column("click_ts")).min())
+    if first < micros(cfg.trained_at):
         raise DuetError(f"delayed feedback: the test set starts before the training instant "
                         f"{cfg.trained_at.isoformat()}: its labels would leak into training")
     return to_batch(table, (cfg.ranker.ad_buckets, cfg.ranker.advertiser_buckets), with_user=False)
 
 
-def pool_figures(pool: pa.Table, cdf: ObservationCDF) -> dict:
+@dataclass(frozen=True)
+class FirstReport:
+    """Hours from a click to the first report of its conversion, over the pool's matured positives."""
+
+    median_hours: float
+    p90_hours: float
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """The pool's clicks at ``trained_at``: how many matured (and of those, positive), how many are still
+    maturing (and of those, already seen positive), and how long reports took."""
+
+    clicks: int
+    matured: int
+    matured_positives: int
+    immature: int
+    immature_seen_positives: int
+    first_report: FirstReport
+
+
+def pool_figures(pool: pa.Table, cdf: ObservationCDF) -> PoolFigures:
     matured = pool.column("matured").to_numpy(zero_copy_only=False)
     label = pool.column("label").to_numpy(zero_copy_only=False)
-    return {"clicks": int(len(label)), "matured": int(matured.sum()),
-            "matured_positives": int(label[matured].sum()), "immature": int((~matured).sum()),
-            "immature_seen_positives": int(label[~matured].sum()), "first_report": cdf.quantiles()}
+    return PoolFigures(clicks=int(len(label)), matured=int(matured.sum()),
+                       matured_positives=int(label[matured].sum()), immature=int((~matured).sum()),
+                       immature_seen_positives=int(label[~matured].sum()),
+                       first_report=FirstReport(**cdf.quantiles()))
 
 
-def run_delayed_feedback(cfg: DelayedFeedbackConfig, pool: pa.Table, log=print) -> dict:
-    """Train every mode on ``pool``, evaluate on the test set; return the report (module docstring)."""
+@dataclass(frozen=True)
+class ModeResult:
+    """One mode: its training rows (and the positives seen in them), NE, AUC, log loss and calibration
+    (seed means), each seed's ranker, and the NE's bootstrap interval."""
+
+    train_rows: int
+    train_seen_positives: int
+    ne: float
+    auc: float
+    logloss: float
+    calibration: float
+    seeds: tuple[SeedResult, ...]
+    ne_interval: Interval
+
+
+@dataclass(frozen=True)
+class ModeReduction:
+    """A mode's relative NE reduction against ``matured`` (positive: the mode better), with its paired
+    bootstrap interval."""
+
+    mean: float
+    interval: Interval
+
+
+@dataclass(frozen=True)
+class DelayedFeedbackResult:
+    """What ``run_delayed_feedback`` measured (the module docstring): per mode (``MODES``) its figures,
+    and every other mode's reduction against ``matured``, keyed ``"<mode> vs matured"``."""
+
+    trained_at: datetime
+    model_version_of_test_rows: str
+    features: str
+    seeds: tuple[int, ...]
+    test_rows: int
+    test_positives: int
+    pool: PoolFigures
+    modes: dict[str, ModeResult]
+    relative_ne_reduction: dict[str, ModeReduction]
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def run_delayed_feedback(cfg: DelayedFeedbackConfig, pool: pa.Table, log=print) -> DelayedFeedbackResult:
+    """Train every mode on ``pool``, evaluate on the test set; return the result (module docstring)."""
     cdf = observation_cdf(pool, cfg)
     batches = mode_batches(pool, cfg, cdf)
     test = evaluation_batch(cfg)
     y = test.label.double().numpy()
     predictions: dict[str, list[np.ndarray]] = {}
-    modes: dict[str, dict] = {}
+    figures: dict[str, dict] = {}   # each mode's ModeResult fields but the interval, known at the end
     for mode in MODES:
         started = time.perf_counter()
         train, valid = batches[mode]
@@ -200,24 +264,23 @@ def run_delayed_feedback(cfg: DelayedFeedbackConfig, pool: pa.Table, log=print) 
             model, training = train_ranker(replace(cfg.ranker, seed=seed), train, valid)
             p = predict(model, test).numpy()
             predictions[mode].append(p)
-            seeds.append({"seed": seed, **metrics.summary(p, y), **training})
-        modes[mode] = {
-            "train_rows": len(train), "train_seen_positives": int(train.label.sum()),
-            **{k: float(np.mean([s[k] for s in seeds])) for k in ("ne", "auc", "logloss", "calibration")},
-            "seeds": seeds}
-        log(f"delayed feedback {mode}: NE {modes[mode]['ne']:.4f}, AUC {modes[mode]['auc']:.4f}, "
-            f"calibration {modes[mode]['calibration']:.3f} ({len(train):,} training rows, "
+            seeds.append(seed_result(seed, p, y, training))
+        figures[mode] = {"train_rows": len(train), "train_seen_positives": int(train.label.sum()),
+                         **seed_means(seeds), "seeds": tuple(seeds)}
+        log(f"delayed feedback {mode}: NE {figures[mode]['ne']:.4f}, AUC {figures[mode]['auc']:.4f}, "
+            f"calibration {figures[mode]['calibration']:.3f} ({len(train):,} training rows, "
             f"{time.perf_counter() - started:.1f} s)")
     weights = metrics.user_bootstrap_weights(test.user_ids, cfg.bootstrap, seed=0)
     replicates = metrics.bootstrap_ne(predictions, y, weights)
-    for mode in MODES:
-        modes[mode]["ne_interval"] = metrics.interval(replicates[mode])
+    modes = {mode: ModeResult(**figures[mode], ne_interval=tuple(metrics.interval(replicates[mode])))
+             for mode in MODES}
     reductions = {}
     for mode in (m for m in MODES if m != "matured"):
-        point = (modes["matured"]["ne"] - modes[mode]["ne"]) / modes["matured"]["ne"]
+        point = (modes["matured"].ne - modes[mode].ne) / modes["matured"].ne
         paired = (replicates["matured"] - replicates[mode]) / replicates["matured"]
-        reductions[f"{mode} vs matured"] = {"mean": float(point), "interval": metrics.interval(paired)}
-    return {"trained_at": cfg.trained_at.isoformat(), "model_version_of_test_rows": cfg.model_version,
-            "features": "none (ids and the sequence summary)", "seeds": list(cfg.seeds),
-            "test_rows": int(len(y)), "test_positives": int(y.sum()), "pool": pool_figures(pool, cdf),
-            "modes": modes, "relative_ne_reduction": reductions}
+        reductions[f"{mode} vs matured"] = ModeReduction(mean=float(point),
+                                                         interval=tuple(metrics.interval(paired)))
+    return DelayedFeedbackResult(trained_at=cfg.trained_at, model_version_of_test_rows=cfg.model_version,
+                                 features="none (ids and the sequence summary)", seeds=tuple(cfg.seeds),
+                                 test_rows=int(len(y)), test_positives=int(y.sum()),
+                                 pool=pool_figures(pool, cdf), modes=modes, relative_ne_reduction=reductions)

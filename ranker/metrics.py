@@ -1,8 +1,7 @@
 """Evaluation: NE, AUC, log loss, calibration, calibration curves and bootstrap intervals over users.
 
-* log loss: mean binary cross-entropy of the predicted probabilities (clamped to [1e-7, 1 - 1e-7]);
-* NE (normalized entropy): log loss divided by the entropy of the test set's base rate; below 1 beats
-  always predicting the base rate, lower is better;
+* log loss, NE (normalized entropy: log loss over the entropy of the test set's base rate; below 1 beats
+  always predicting the base rate, lower is better) and AUC: ``core.metrics``;
 * calibration: sum of predictions over sum of labels (1 is calibrated);
 * intervals: a bootstrap over **test users** (a user's clicks are resampled together, since they are not
   independent), the same replicates for every variant, so a difference between variants gets a paired
@@ -11,28 +10,10 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from encoders.evaluate import auc
-
-
-def logloss(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return float(np.average(losses, weights=w))
-
-
-def entropy(rate: float) -> float:
-    if rate <= 0 or rate >= 1:
-        return math.nan
-    return -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-
-
-def normalized_entropy(p: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> float:
-    return logloss(p, y, w) / entropy(float(np.average(y, weights=w)))
+from core.metrics import auc, logloss, normalized_entropy, row_losses
 
 
 def summary(p: np.ndarray, y: np.ndarray) -> dict:
@@ -73,9 +54,7 @@ def bootstrap_ne(predictions: dict[str, list[np.ndarray]], y: np.ndarray, weight
     for name, seeds in predictions.items():
         per_seed = []
         for p in seeds:
-            p = np.clip(p, 1e-7, 1 - 1e-7)
-            losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-            per_seed.append(weights @ losses / totals / entropies)
+            per_seed.append(weights @ row_losses(p, y) / totals / entropies)
         out[name] = np.mean(per_seed, axis=0)
     return out
 

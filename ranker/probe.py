@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from core.linear import fit_ridge
+from core.metrics import normalized_entropy
 from ranker.data import Batch
-from ranker.metrics import normalized_entropy
 
 PENALTIES = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 

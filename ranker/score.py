@@ -19,7 +19,9 @@ import pyarrow as pa
 import torch
 
 from core.errors import DuetError
+from core.records import from_dict
 from encoders.hashing import bucketize
+from feature_repo.catalog import SUMMARY_VIEW
 from feature_repo.views import SUMMARY_FEATURES
 from ranker.checkpoint import load_ranker
 from ranker.config import RankerConfig
@@ -35,7 +37,7 @@ class Scored:
 
 
 def _summary(store, user: str) -> pa.Table:
-    response = store.get_online_features(features=[f"user_sequence_summary:{n}" for n in SUMMARY_FEATURES],
+    response = store.get_online_features(features=[f"{SUMMARY_VIEW}:{n}" for n in SUMMARY_FEATURES],
                                          entity_rows=[{"user_id": user}]).to_dict()
     return pa.table({name: pa.array(response[name], pa.float64()) for name in SUMMARY_FEATURES})
 
@@ -69,7 +71,7 @@ def score(store, lake: str, model_version: str, user: str, candidates: Sequence[
     if not candidates:
         raise DuetError("no candidate ad to score")
     model, document = load_ranker(lake, model_version)
-    cfg = RankerConfig.from_dict(document["config"])
+    cfg = from_dict(RankerConfig, document["config"])
     embeddings = SdkReader(store).read([user], as_of or datetime.now(UTC))
     if embeddings.error:
         raise DuetError(f"the online store could not be read: {embeddings.error}")

@@ -1,4 +1,5 @@
-"""The ranker's time periods. Standard library only, so the conductor can plan without loading Spark.
+"""The ranker's time periods. Standard library and ``core`` only, so the conductor can plan without loading
+Spark.
 
 Half-open and in this order, no overlap:
 ``pretrain_until <= train_from < valid_from < test_from < test_until <= label_cutoff - window - grace``:
@@ -10,14 +11,16 @@ and is measured on ``[test_from, test_until)``, all of whose labels are mature a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from core.contracts import ATTRIBUTION_WINDOW, REPORT_GRACE
 from core.errors import DuetError
 
 SPLIT_NAMES = ("train", "valid", "test")
 PERIOD_SHARES = (0.42, 0.74, 0.84)   # cumulative ends of pre-training, ranker training, validation
-ATTRIBUTION_WINDOW, REPORT_GRACE = timedelta(days=7), timedelta(days=1)
 # The key under which ``ranker.training_set.build_training_set`` records the splits (and the model versions)
 # in its commit's userMetadata; ``ranker.data.training_set_record`` reads it.
 RECORD_KEY = "duet.training_set"
@@ -51,6 +54,20 @@ class Splits:
                 "valid": [self.valid_from.isoformat(), self.test_from.isoformat()],
                 "test": [self.test_from.isoformat(), self.test_until.isoformat()]}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Splits:
+        """What ``to_dict`` wrote (a training set's record, a stage's recorded result)."""
+        try:
+            pretrain_until = datetime.fromisoformat(data["pretrain_until"])
+            (train_from, valid_from), (valid_again, test_from), (test_again, test_until) = (
+                [datetime.fromisoformat(t) for t in data[name]] for name in SPLIT_NAMES)
+        except (KeyError, TypeError, ValueError) as e:
+            raise DuetError(f"splits: expected pretrain_until and [from, until] ISO-8601 times for "
+                            f"{', '.join(SPLIT_NAMES)}, got {dict(data)!r}") from e
+        if valid_again != valid_from or test_again != test_from:
+            raise DuetError(f"splits: each period must start where the one before ends, got {dict(data)!r}")
+        return cls(pretrain_until, train_from, valid_from, test_from, test_until)
+
 
 @dataclass(frozen=True)
 class Periods:
@@ -62,6 +79,14 @@ class Periods:
 
     def to_dict(self) -> dict:
         return {"label_cutoff": self.label_cutoff.isoformat(), **self.splits.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Periods:
+        """What ``to_dict`` wrote."""
+        if "label_cutoff" not in data:
+            raise DuetError(f"periods: no label_cutoff in {dict(data)!r}")
+        splits = {k: v for k, v in data.items() if k != "label_cutoff"}
+        return cls(datetime.fromisoformat(data["label_cutoff"]), Splits.from_dict(splits))
 
 
 def demo_periods(snapshots: list[datetime], attribution_window: timedelta = ATTRIBUTION_WINDOW,

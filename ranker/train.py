@@ -11,6 +11,9 @@
 3. A batch that carries ``observed`` (delayed feedback, labels read before every conversion was
    reported) or ``fake_negatives`` (FNW's duplicated rows) trains and validates on its weighted loss
    (``ranker.delay_weights``); the wide part then trains with the rest, from the base rate.
+4. AdamW decays the weight matrices and embedding tables only, never a bias (``core.training``, as the
+   encoders' pre-training; before issue 24 every parameter was decayed); early stopping keeps the epoch of
+   the lowest validation loss, an epoch counting as better only by more than 1e-6.
 
 Deterministic for a seed on CPU (one thread order: the data are shuffled by a seeded generator and the
 model's backward pass has no scatter-add unless the optional id tables are on). Runs on the GPU when one
@@ -19,17 +22,17 @@ is present.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch.nn import functional as F
 
 from core.linear import EXCLUDED, RidgeFit, fit_ridge
+from core.metrics import logloss
+from core.training import EarlyStopping, decay_groups
 from ranker.config import RankerConfig
 from ranker.data import Batch
 from ranker.delay_weights import elapsed_weights, fnw_weights
-from ranker.metrics import logloss
 from ranker.model import Ranker
 
 
@@ -136,15 +139,16 @@ def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.de
             model.wide.weight.zero_()
             model.wide.bias.fill_(math.log(rate / (1 - rate)))
     model = model.to(device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(decay_groups(model, cfg.weight_decay), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
-    history, best, best_state, since = [], float("inf"), None, 0
+    history = []
+    stopping = EarlyStopping(model, cfg.patience, min_delta=1e-6)
     if ridge is not None:
-        best = validation_loss(predict(model, valid), valid)
-        best_state = copy.deepcopy(model.state_dict())
-        history.append({"epoch": 0, "train_loss": math.nan, "valid_loss": best})
-    for epoch in range(1, cfg.max_epochs + 1):
+        ridge_loss = validation_loss(predict(model, valid), valid)
+        stopping.update(0, ridge_loss)
+        history.append({"epoch": 0, "train_loss": math.nan, "valid_loss": ridge_loss})
+
+    def epoch(number: int) -> float:
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total, seen = 0.0, 0
@@ -159,15 +163,10 @@ def train_ranker(cfg: RankerConfig, train: Batch, valid: Batch, device: torch.de
             total += float(loss.detach()) * len(rows)
             seen += len(rows)
         valid_loss = validation_loss(predict(model, valid), valid)
-        history.append({"epoch": epoch, "train_loss": total / max(seen, 1), "valid_loss": valid_loss})
-        if valid_loss < best - 1e-6:
-            best, best_state, since = valid_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            since += 1
-            if since >= cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        history.append({"epoch": number, "train_loss": total / max(seen, 1), "valid_loss": valid_loss})
+        return valid_loss
+
+    stopping.run(range(1, cfg.max_epochs + 1), epoch)
     model.wide_fit = ridge
     best_epoch = min(history, key=lambda h: h["valid_loss"])["epoch"]
     info = {"best_epoch": best_epoch, "history": history}

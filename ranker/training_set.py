@@ -15,6 +15,7 @@ Time splits: ``ranker.splits.Splits``. Examples outside the ranker's period are 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
@@ -22,23 +23,45 @@ from pyspark.sql import functions as F
 
 from core.contracts import TRAINING_EXAMPLES, TRAINING_SET
 from core.errors import DuetError
+from core.records import to_dict
 from core.spark import create_table, spark_schema
-from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, spec_from_lake
+from core.times import micros
+from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW, spec_from_lake
 from feature_repo.sources import EMBEDDING_TS, slug
 from feature_repo.views import SUMMARY_FEATURES
 from ranker.splits import RECORD_KEY, SPLIT_NAMES, Splits
 
 
-def _micros(t: datetime):
-    return F.lit(int(t.timestamp() * 1_000_000))
+@dataclass(frozen=True)
+class SplitCounts:
+    """One (model version, split) of ``training/training_set``: its rows, positives, and the rows whose
+    point-in-time join found no embedding."""
+
+    rows: int
+    positives: int
+    without_embedding: int
+
+
+@dataclass(frozen=True)
+class TrainingSetReport:
+    """What ``build_training_set`` wrote: the ``splits`` and, per ``"<model version>/<split>"``, its
+    counts (model versions in name order, splits in time order)."""
+
+    splits: Splits
+    rows: dict[str, SplitCounts]
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
 
 
 def split_column(splits: Splits):
     """``train`` / ``valid`` / ``test`` by click time, null outside the ranker's period."""
     us = F.unix_micros("click_ts")
-    return (F.when((us >= _micros(splits.train_from)) & (us < _micros(splits.valid_from)), "train")
-            .when((us >= _micros(splits.valid_from)) & (us < _micros(splits.test_from)), "valid")
-            .when((us >= _micros(splits.test_from)) & (us < _micros(splits.test_until)), "test"))
+    train, valid, test, until = (F.lit(micros(t)) for t in (splits.train_from, splits.valid_from,
+                                                              splits.test_from, splits.test_until))
+    return (F.when((us >= train) & (us < valid), "train")
+            .when((us >= valid) & (us < test), "valid")
+            .when((us >= test) & (us < until), "test"))
 
 
 def entity_rows(spark: SparkSession, lake: str, splits: Splits) -> DataFrame:
@@ -65,11 +88,11 @@ def joined(store, entities: DataFrame, model_version: str, conversion: bool) -> 
         F.col(f"`{click_view}__click_embedding`").alias("click_embedding"),
         conversion_col.alias("conversion_embedding"),
         "ad_id", "advertiser_id",
-        *(F.col(f"`user_sequence_summary__{name}`").alias(name) for name in SUMMARY_FEATURES))
+        *(F.col(f"`{SUMMARY_VIEW}__{name}`").alias(name) for name in SUMMARY_FEATURES))
 
 
 def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
-                       model_versions: list[str], record: dict | None = None) -> dict:
+                       model_versions: list[str], record: dict | None = None) -> TrainingSetReport:
     """Write ``training/training_set`` for ``model_versions`` (registered in ``store``); return counts
     per split and version. The commit's userMetadata records the splits, the versions and ``record``
     (``ranker.data.training_set_record`` reads it back: ``duet evaluate`` reports the periods)."""
@@ -85,7 +108,7 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
     if entities.isEmpty():
         entities.unpersist()
         raise DuetError("no matured example falls in the ranker's period: the data's time range is too short "
-                        "for the splits (see `duet demo --help`)")
+                        "for the splits", fields=("splits",))
     frames = [joined(store, entities, v, bool(known[v])) for v in model_versions]
     out = frames[0]
     for frame in frames[1:]:
@@ -104,10 +127,10 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
                                                F.sum(F.col("embedding_ts").isNull().cast("int"))
                                                .alias("without_embedding")).collect()
     ordered = sorted(counts, key=lambda r: (r["model_version"], SPLIT_NAMES.index(r["split"])))
-    return {"splits": splits.to_dict(),
-            "rows": {f"{r['model_version']}/{r['split']}": {
-                "rows": r["rows"], "positives": int(r["positives"]),
-                "without_embedding": int(r["without_embedding"])} for r in ordered}}
+    return TrainingSetReport(splits, {
+        f"{r['model_version']}/{r['split']}": SplitCounts(
+            rows=r["rows"], positives=int(r["positives"]), without_embedding=int(r["without_embedding"]))
+        for r in ordered})
 
 
 def delayed_feedback_pool(spark: SparkSession, store, lake: str, history_from: datetime, trained_at: datetime,
@@ -128,14 +151,14 @@ def delayed_feedback_pool(spark: SparkSession, store, lake: str, history_from: d
         raise DuetError(f"delayed feedback: history_from {history_from.isoformat()} must come before the "
                         f"training instant {trained_at.isoformat()}")
     clicks = spark.read.format("delta").load(RAW_CLICKS.location(lake)) \
-        .where(F.unix_micros("click_ts") >= _micros(history_from))
+        .where(F.unix_micros("click_ts") >= F.lit(micros(history_from)))
     conversions = spark.read.format("delta").load(RAW_CONVERSIONS.location(lake))
     labelled = label_clicks(clicks, conversions, ExamplesConfig(lake, trained_at, attribution_window,
                                                                  report_grace), report_delay=True)
     entities = labelled.select("click_id", "user_id", "click_ts", "label", "matured", "report_delay_s",
                                "ad_id", "advertiser_id", F.col("click_ts").alias("event_timestamp"))
     frame = store.get_historical_features(
-        entity_df=entities, features=[f"user_sequence_summary:{name}" for name in SUMMARY_FEATURES],
+        entity_df=entities, features=[f"{SUMMARY_VIEW}:{name}" for name in SUMMARY_FEATURES],
         full_feature_names=False).to_spark_df()
     return frame.select("click_id", "user_id", "click_ts", "label", "matured", "report_delay_s", "ad_id",
                         "advertiser_id", *SUMMARY_FEATURES).orderBy("click_id").toArrow()

@@ -32,20 +32,21 @@ from datetime import UTC, datetime
 from core.contracts import TABLES, USER_EMBEDDINGS
 from core.errors import DuetError, ValidationFailed
 from core.files import write_atomic
+from core.lake import Lake, absolute
 from core.table_versions import table_version
+from core.times import sql_timestamp
+from core.variants import PROPOSED
 from feature_repo.catalog import (
     CLICK_VIEW,
     CONVERSION_VIEW,
+    SUMMARY_VIEW,
     RepoSpec,
-    lake_root,
     model_dims,
     read_serving,
-    serving_file,
     spec_from_lake,
 )
 from serving.store import StoreConfig, apply, feature_store
 
-SUMMARY_VIEW = "user_sequence_summary"
 SERVED_VIEWS = (CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW)
 
 
@@ -81,23 +82,20 @@ class PublishReport:
         return dict(self.__dict__)
 
 
-def _micros_literal(snapshot: datetime) -> str:
-    # Spark reads a zone-less literal in the session zone, which duet sets to UTC (core/spark.py).
-    return f"TIMESTAMP '{snapshot.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'"
-
-
 def resolve_version(lake: str, model_version: str | None) -> str:
     """The model version to publish (checked before Spark starts): given, or the newest duet model."""
     from encoders.model_store import latest_version
 
-    lake = lake_root(lake)
+    lake = absolute(lake)
     dims = model_dims(lake)
-    version = model_version or latest_version(lake, "duet")
+    version = model_version or latest_version(lake, PROPOSED)
     if version not in dims:
-        raise DuetError(f"no model {version!r} under {lake}/_models (known: {', '.join(dims) or 'none'})")
+        raise DuetError(f"no model {version!r} under {Lake(lake).models} "
+                        f"(known: {', '.join(dims) or 'none'})")
     if dims[version][1] is None:
-        raise DuetError(f"{version} has a single embedding: only two-embedding (duet) versions are served "
-                        "online; single-embedding versions are read offline through their FeatureService")
+        raise DuetError(f"{version} has a single embedding: only two-embedding versions (such as duet's) are "
+                        "served online; single-embedding versions are read offline through their "
+                        "FeatureService")
     return version
 
 
@@ -119,7 +117,7 @@ def choose(spark, lake: str, snapshot: datetime | None,
             raise DuetError(f"no embeddings of {version} in {USER_EMBEDDINGS.path}: run `duet embed "
                             f"--model-version {version}` first")
         snapshot = datetime.fromtimestamp(latest / 1e6, UTC)
-    count = rows.where(f"event_timestamp = {_micros_literal(snapshot)}").count()
+    count = rows.where(f"event_timestamp = {sql_timestamp(snapshot)}").count()
     if count == 0:
         raise DuetError(f"no embeddings of {version} at {snapshot.isoformat()} in {USER_EMBEDDINGS.path}: "
                         f"run `duet embed --snapshot {snapshot.isoformat()} --model-version {version}`")
@@ -140,21 +138,21 @@ def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = 
 
     def suites_for(present: set[str], properties: dict) -> list:
         suites = quality.suites_for(lake, present)
-        where = f"model_version = '{version}' AND event_timestamp = {_micros_literal(snapshot)}"
+        where = f"model_version = '{version}' AND event_timestamp = {sql_timestamp(snapshot)}"
         return [replace(s, where=where) for s in suites]
 
     return validate_lake(spark, lake, suites_for)
 
 
 def _write_serving(lake: str, record: dict) -> None:
-    write_atomic(serving_file(lake), json.dumps(record, indent=1))
+    write_atomic(Lake(lake).serving_file, json.dumps(record, indent=1))
 
 
 def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
     """Gate, apply, materialize (module docstring). Raises ``ValidationFailed`` when the gate fails."""
     import time
 
-    lake = lake_root(cfg.store.lake)
+    lake = absolute(cfg.store.lake)
     started = time.perf_counter()
     version, snapshot, users = choose(spark, lake, cfg.snapshot, cfg.model_version)
     quality = gate(spark, lake, version, snapshot, cfg.revalidate)

@@ -26,10 +26,11 @@ from serving.store import StoreConfig, feature_store
 READ_ROUTES = frozenset({("POST", "/get-online-features"), ("GET", "/health")})
 LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 6566
+REGISTRY_TTL_SEC = 60   # how often the server re-reads the registry (a publish's new model version)
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def read_only_app(store, registry_ttl_sec: int = 60):
+def read_only_app(store, registry_ttl_sec: int = REGISTRY_TTL_SEC):
     """Feast's feature-server app for ``store`` with only ``READ_ROUTES``; everything else 403."""
     from fastapi.responses import JSONResponse
     from feast.feature_server import get_app
@@ -50,8 +51,8 @@ def read_only_app(store, registry_ttl_sec: int = 60):
     return app
 
 
-def serve(cfg: StoreConfig, host: str = LOOPBACK, port: int = DEFAULT_PORT, registry_ttl_sec: int = 60,
-          log=print) -> None:
+def serve(cfg: StoreConfig, host: str = LOOPBACK, port: int = DEFAULT_PORT,
+          registry_ttl_sec: int = REGISTRY_TTL_SEC, log=print) -> None:
     """Serve ``read_only_app`` for the deployment ``cfg`` until interrupted (one process; run replicas
     to scale). Feast's auth settings of the configuration are initialised as ``feast serve`` does."""
     # Imported before the filter below: these Feast modules put a "once" filter first when imported.

@@ -28,7 +28,8 @@ from pathlib import Path
 import yaml
 
 from core.errors import DuetError
-from feature_repo.catalog import LAKE_VARIABLE, RepoSpec, lake_root, repo_objects
+from core.lake import FEAST, absolute, is_uri
+from feature_repo.catalog import LAKE_VARIABLE, RepoSpec, repo_objects
 
 REPO_PATH = Path(__file__).resolve().parent.parent / "feature_repo"
 DEFAULT_YAML = REPO_PATH / "feature_store.yaml"
@@ -55,9 +56,10 @@ class StoreConfig:
 
     def __post_init__(self):
         if self.redis and _has_password(self.redis):
-            raise DuetError(f"--redis takes HOST:PORT[,db=N,ssl=true] without a password: a command line is "
-                            f"visible to every user of the machine (ps). Put the password in a file named by "
-                            f"{PASSWORD_FILE_VARIABLE} (or in {PASSWORD_VARIABLE})")
+            raise DuetError(f"the Redis address takes HOST:PORT[,db=N,ssl=true] without a password: a "
+                            f"command line is visible to every user of the machine (ps). Put the password in "
+                            f"a file named by {PASSWORD_FILE_VARIABLE} (or in {PASSWORD_VARIABLE})",
+                            fields=("redis",))
 
 
 def redis_password() -> str | None:
@@ -89,7 +91,7 @@ def render_yaml(cfg: StoreConfig) -> str:
         text = path.read_text()
     except OSError as e:
         raise DuetError(f"cannot read the Feast configuration {path}: {e}") from e
-    raw = yaml.safe_load(os.path.expandvars(text.replace("${" + LAKE_VARIABLE + "}", lake_root(cfg.lake))))
+    raw = yaml.safe_load(os.path.expandvars(text.replace("${" + LAKE_VARIABLE + "}", absolute(cfg.lake))))
     if cfg.redis:
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
     if raw.get("online_store", {}).get("type") == "redis":
@@ -120,7 +122,7 @@ def feature_store(cfg: StoreConfig):
 
     config = repo_config(cfg)
     registry = str(config.registry.path)
-    if "://" not in registry:
+    if not is_uri(registry):
         Path(registry).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "Spark offline store is experimental"
@@ -131,7 +133,7 @@ _SQLITE_TABLE = "feast.infra.online_stores.sqlite.SqliteTable"
 
 
 def _inside(path: str, lake: str) -> bool:
-    return lake_root(path).startswith(lake_root(lake).rstrip("/") + "/")
+    return absolute(path).startswith(absolute(lake) + "/")
 
 
 def home_registry(store, lake: str) -> str | None:
@@ -163,7 +165,7 @@ def home_registry(store, lake: str) -> str | None:
         raise DuetError(f"the Feast registry {registry_path} records the online store {', '.join(others)}, "
                         f"not this lake's {own}: it belongs to another deployment, and applying it here "
                         "would drop that store's tables. Give this lake a registry of its own (the default "
-                        "feature_store.yaml keeps it under the lake's _feast/)")
+                        f"feature_store.yaml keeps it under the lake's {FEAST}/)")
     from feast.infra.infra_object import Infra
     from feast.protos.feast.core.InfraObject_pb2 import Infra as InfraProto
 

@@ -26,9 +26,11 @@ from datetime import datetime, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from core.contracts import RAW_CLICKS, RAW_CONVERSIONS, TRAINING_EXAMPLES
+from core.contracts import ATTRIBUTION_WINDOW, RAW_CLICKS, RAW_CONVERSIONS, REPORT_GRACE, TRAINING_EXAMPLES
 from core.errors import DuetError
+from core.records import to_dict
 from core.spark import spark_schema
+from core.times import micros
 from spark_jobs.delta_io import ensure_table
 
 
@@ -38,8 +40,8 @@ class ExamplesConfig:
 
     lake: str
     label_cutoff: datetime
-    attribution_window: timedelta = timedelta(days=7)
-    report_grace: timedelta = timedelta(days=1)
+    attribution_window: timedelta = ATTRIBUTION_WINDOW
+    report_grace: timedelta = REPORT_GRACE
 
     def __post_init__(self) -> None:
         if self.label_cutoff.tzinfo is None:
@@ -49,17 +51,45 @@ class ExamplesConfig:
             raise DuetError("the attribution window must be positive and the report grace not negative")
 
 
-def measured_report_grace(spark: SparkSession, lake: str, quantile: float = 0.99) -> dict:
+@dataclass(frozen=True)
+class ReportGrace:
+    """A report grace measured on a lake (``measured_report_grace``): ``grace_days``, the ``quantile`` of
+    the report delays in ``hours``, over that many attributed ``conversions``."""
+
+    grace_days: int
+    quantile: float
+    hours: float
+    conversions: int
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class ExamplesReport:
+    """What ``build_examples`` wrote: the clicks labelled at ``label_cutoff``, how many are positive, how
+    many matured (and of those, positive)."""
+
+    label_cutoff: datetime
+    rows: int
+    positives: int
+    matured: int
+    matured_positives: int
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def measured_report_grace(spark: SparkSession, lake: str, quantile: float = 0.99) -> ReportGrace:
     """The report grace a lake's own report delays call for: the ``quantile`` of ``report_ts -
     conversion_ts`` over its attributed conversions, rounded up to whole days (the ranker's periods are
     whole days). Only conversions from the first half of the lake's conversion time span count, so that a
     report delay up to half the span had the time to arrive (the latest conversions' long delays are not
-    in the lake yet, and would pull the quantile down). Returns ``{"grace_days", "quantile", "hours",
-    "conversions"}``."""
+    in the lake yet, and would pull the quantile down)."""
     return report_grace_of(spark.read.format("delta").load(RAW_CONVERSIONS.location(lake)), quantile)
 
 
-def report_grace_of(conversions: DataFrame, quantile: float = 0.99) -> dict:
+def report_grace_of(conversions: DataFrame, quantile: float = 0.99) -> ReportGrace:
     """``measured_report_grace`` on a DataFrame in the raw conversions layout."""
     import math
 
@@ -69,25 +99,20 @@ def report_grace_of(conversions: DataFrame, quantile: float = 0.99) -> dict:
     at, reported = F.unix_micros("conversion_ts"), F.unix_micros("report_ts")
     span = conversions.agg(F.min(at).alias("lo"), F.max(at).alias("hi")).first()
     if span["lo"] is None:
-        raise DuetError("raw/conversions holds no attributed conversion: no report delay to measure")
+        raise DuetError(f"{RAW_CONVERSIONS.path} holds no attributed conversion: no report delay to measure")
     early = conversions.where(at <= F.lit((span["lo"] + span["hi"]) // 2))
     row = early.agg(F.percentile_approx((reported - at) / 3.6e9, quantile, 10_000).alias("hours"),
                     F.count(F.lit(1)).alias("n")).first()
     hours = max(float(row["hours"]), 0.0)
-    return {"grace_days": max(math.ceil(hours / 24), 1), "quantile": quantile, "hours": hours,
-            "conversions": int(row["n"])}
-
-
-def _micros(value: datetime):
-    # A literal as epoch microseconds, compared with unix_micros(column): no session time zone involved.
-    return F.lit(int(value.timestamp() * 1_000_000))
+    return ReportGrace(grace_days=max(math.ceil(hours / 24), 1), quantile=quantile, hours=hours,
+                       conversions=int(row["n"]))
 
 
 def _labelled(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig) -> DataFrame:
     """Every click before the cutoff with, when labelled 1, ``delay_us`` (click to the earliest
     qualifying conversion) and ``report_delay_us`` (click to the earliest report of one: when the label
     became known)."""
-    cutoff = _micros(cfg.label_cutoff)
+    cutoff = F.lit(micros(cfg.label_cutoff))   # compared with unix_micros(column): no session time zone
     window_us = int(cfg.attribution_window.total_seconds() * 1_000_000)
     clicks = clicks.where(F.unix_micros("click_ts") < cutoff) \
         .select("click_id", "user_id", "ad_id", "advertiser_id", "click_ts")
@@ -110,7 +135,7 @@ def label_clicks(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig,
     ``report_delay``: also ``report_delay_s``, seconds from the click to the first report that made its
     label 1 (null when 0): what a delayed-feedback trainer needs to know how labels arrive
     (``ranker.delayed``). Not a column of ``training/examples``."""
-    cutoff = _micros(cfg.label_cutoff)
+    cutoff = F.lit(micros(cfg.label_cutoff))
     settle_us = int((cfg.attribution_window + cfg.report_grace).total_seconds() * 1_000_000)
     extra = [(F.col("report_delay_us") / 1e6).alias("report_delay_s")] if report_delay else []
     return _labelled(clicks, conversions, cfg).select(
@@ -123,7 +148,7 @@ def label_clicks(clicks: DataFrame, conversions: DataFrame, cfg: ExamplesConfig,
     )
 
 
-def build_examples(spark: SparkSession, cfg: ExamplesConfig) -> dict:
+def build_examples(spark: SparkSession, cfg: ExamplesConfig) -> ExamplesReport:
     """Write ``training/examples`` for ``cfg.label_cutoff`` (one overwrite commit); return its figures."""
     clicks = spark.read.format("delta").load(RAW_CLICKS.location(cfg.lake))
     conversions = spark.read.format("delta").load(RAW_CONVERSIONS.location(cfg.lake))
@@ -138,6 +163,6 @@ def build_examples(spark: SparkSession, cfg: ExamplesConfig) -> dict:
         F.count("*").alias("rows"), F.sum("label").alias("positives"),
         F.sum(F.col("matured").cast("int")).alias("matured"),
         F.sum(F.when(F.col("matured"), F.col("label"))).alias("matured_positives")).first()
-    return {"label_cutoff": cfg.label_cutoff.isoformat(), "rows": int(figures["rows"]),
-            "positives": int(figures["positives"] or 0), "matured": int(figures["matured"] or 0),
-            "matured_positives": int(figures["matured_positives"] or 0)}
+    return ExamplesReport(label_cutoff=cfg.label_cutoff, rows=int(figures["rows"]),
+                          positives=int(figures["positives"] or 0), matured=int(figures["matured"] or 0),
+                          matured_positives=int(figures["matured_positives"] or 0))

@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from core.contracts import (
+    ATTRIBUTION_WINDOW,
     QUARANTINE_CLICKS,
     QUARANTINE_CONVERSIONS,
     RAW_CLICKS,
@@ -41,6 +42,7 @@ from core.contracts import (
     Table,
 )
 from core.errors import DuetError
+from core.lake import absolute
 from core.spark import require_utc
 from spark_jobs import delta_io
 from spark_jobs.parse import ParseRules, parse_events
@@ -52,7 +54,6 @@ from spark_jobs.readers import (
     format_of,
     read_error,
     read_input,
-    resolve,
     root_cause,
     row_numbers,
     strict_reads,
@@ -70,7 +71,8 @@ class IngestConfig:
 
     lake: str
     rules: ParseRules = field(default_factory=ParseRules)
-    attribution_window_s: float = 7 * 86_400  # Taobao layout: how far back a buy looks for its pv
+    # Taobao layout: how far back a buy looks for its pv (seconds)
+    attribution_window_s: float = ATTRIBUTION_WINDOW.total_seconds()
 
 
 @dataclass
@@ -266,7 +268,7 @@ def ingest_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
                 fmt: str | None = None) -> FileCounts:
     """Ingest one clicks or conversions file; return its conservation account."""
     require_utc(spark)
-    path = resolve(path)
+    path = absolute(path)
     with strict_reads(spark):
         frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
         try:
@@ -288,7 +290,8 @@ def check_balance(counts: FileCounts) -> None:
 def check_inputs(clicks: str | None, conversions: str | None, fmt: str | None) -> None:
     """Check every file before anything is written, so a typo in the second path writes nothing."""
     if not clicks and not conversions:
-        raise DuetError("nothing to ingest: give --clicks FILE and/or --conversions FILE")
+        raise DuetError("nothing to ingest: give a clicks file, a conversions file or both",
+                        fields=("clicks", "conversions"))
     for path in (clicks, conversions):
         if path:
             check_exists(path)

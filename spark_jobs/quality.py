@@ -99,7 +99,7 @@ def raw_conversions(cfg: QualityConfig, with_clicks: bool) -> Suite:
                 "WHERE v.attributed_click_id IS NOT NULL) "
                 f"WHERE orphan_rate > {cfg.max_orphan_rate}"),
             description=f"{t.path}: at most {cfg.max_orphan_rate:.0%} of attributed conversions name a "
-                        "click that is not in raw/clicks (orphans)"),
+                        f"click that is not in {RAW_CLICKS.path} (orphans)"),
     ]
     return Suite(t, expectations, needs=(RAW_CLICKS,))
 
@@ -192,7 +192,7 @@ def conversion_sequences(settings: _Settings) -> Suite:
             "AND r.advertiser_id = q.advertiser_ids AND r.conversion_type = q.conversion_types "
             "AND r.conversion_ts = q.conversion_ts AND r.report_ts < q.snapshot_ts"),
         description=f"{t.path}: no conversion reported at or after the snapshot (checked against "
-                    "raw/conversions)"))
+                    f"{RAW_CONVERSIONS.path})"))
     return Suite(t, checks, needs=_needs(settings, RAW_CONVERSIONS))
 
 
@@ -236,4 +236,4 @@ def orphan_rate(spark: SparkSession, lake: str) -> float | None:
 def metrics(spark: SparkSession, lake: str) -> dict[str, float]:
     """Figures of this stage's tables worth tracking that are not pass/fail."""
     rate = orphan_rate(spark, lake)
-    return {} if rate is None else {"raw/conversions orphan rate": rate}
+    return {} if rate is None else {f"{RAW_CONVERSIONS.path} orphan rate": rate}

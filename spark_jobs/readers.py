@@ -25,7 +25,6 @@ corrupt or vanished file quietly.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pyspark.sql.utils import AnalysisException
 
 from core.contracts import CLICK_COLUMNS, CONVERSION_COLUMNS
 from core.errors import InputError
+from core.lake import absolute, is_uri
 
 FORMATS = ("csv", "parquet", "jsonl")
 KIND_COLUMNS = {"clicks": CLICK_COLUMNS, "conversions": CONVERSION_COLUMNS}
@@ -64,19 +64,14 @@ def format_of(path: str, fmt: str | None) -> str:
     by_ext = {"csv": "csv", "parquet": "parquet", "pq": "parquet", "jsonl": "jsonl", "json": "jsonl",
               "ndjson": "jsonl"}
     if suffix not in by_ext:
-        raise InputError(f"cannot tell the format of {path} from its extension; "
-                         "pass --format csv|parquet|jsonl")
+        raise InputError(f"cannot tell the format of {path} from its extension: name it (csv, parquet or "
+                         "jsonl)", fields=("format",))
     return by_ext[suffix]
-
-
-def resolve(path: str) -> str:
-    """A relative local path made absolute against this process's directory (the JVM has its own)."""
-    return path if "://" in path else os.path.abspath(path)
 
 
 def check_exists(path: str) -> None:
     """Fail early, naming the file, when a local input is missing or has no bytes at all."""
-    if "://" in path:
+    if is_uri(path):
         return  # remote files are checked by Spark when read
     p = Path(path)
     if not p.exists():
@@ -243,7 +238,7 @@ def read_input(spark: SparkSession, path: str, kind: str, fmt: str | None = None
     check_exists(path)
     fmt = format_of(path, fmt)
     reader = {"csv": read_csv, "jsonl": read_jsonl, "parquet": read_parquet}[fmt]
-    return reader(spark, resolve(path), kind)
+    return reader(spark, absolute(path), kind)
 
 
 def is_blank(column: str) -> Column:
@@ -281,7 +276,7 @@ def _local_lines(path: str) -> FileRows:
 def text_lines(spark: SparkSession, path: str) -> FileRows:
     """Lines and blank lines of a text file: read by Python for a local uncompressed file, else by
     Spark's text reader (remote or compressed files), which no CSV or JSON parsing can thin out."""
-    if "://" not in path and not path.lower().endswith(COMPRESSED):
+    if not is_uri(path) and not path.lower().endswith(COMPRESSED):
         return _local_lines(path)
     row = spark.read.text(path).agg(F.count("*").alias("n"), F.count_if(is_blank("value")).alias("b")).first()
     return FileRows(row["n"], row["b"])
@@ -291,7 +286,7 @@ def file_rows(spark: SparkSession, path: str, fmt: str, header: bool = True) -> 
     """The rows ``path`` holds, counted from the file: Parquet footers, or lines (less the header line of
     a CSV file, the first one that is not blank). Run it inside ``strict_reads``."""
     if fmt == "parquet":
-        if "://" in path:
+        if is_uri(path):
             return FileRows(spark.read.parquet(path).count())  # Spark answers this from the footers
         return FileRows(pq.ParquetFile(path).metadata.num_rows)
     lines = text_lines(spark, path)

@@ -61,6 +61,7 @@ from core.contracts import (
 from core.errors import DuetError
 from core.snapshots import check_snapshots
 from core.spark import create_table, require_utc, spark_schema
+from core.times import sql_timestamp
 
 CDF = {"delta.enableChangeDataFeed": "true"}
 SEQUENCE_TABLES = (CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path)
@@ -95,11 +96,6 @@ class SequenceConfig:
         return SequenceConfig(click_lookback=timedelta(seconds=settings["click_lookback_s"]),
                               conversion_lookback=timedelta(seconds=settings["conversion_lookback_s"]),
                               max_clicks=settings["max_clicks"], max_conversions=settings["max_conversions"])
-
-
-def _sql_ts(instant: datetime) -> str:
-    """A UTC instant as a Spark SQL literal (the session time zone is UTC)."""
-    return f"timestamp'{instant.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
 
 
 def _snapshot_array(snapshots: list[datetime]) -> Column:
@@ -246,7 +242,7 @@ def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFram
     try:
         target = _ensure(spark, table, lake)
         rows = rows.select(*table.columns)
-        in_snapshots = " OR ".join(f"t.snapshot_ts = {_sql_ts(s)}" for s in snapshots)
+        in_snapshots = " OR ".join(f"t.snapshot_ts = {sql_timestamp(s)}" for s in snapshots)
         seen = target.toDF().alias("t").where(in_snapshots).agg(
             F.count("*").alias("rows"), F.count_distinct("user_id", "snapshot_ts").alias("keys")).first()
         if seen["rows"] and seen["rows"] == seen["keys"]:
@@ -260,7 +256,7 @@ def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFram
             return "merge"
         # Not a blind append: the overwrite reads the partitions it replaces, so a concurrent writer of
         # the same snapshots makes one of the two commits fail instead of both adding rows.
-        replace = f"snapshot_ts IN ({', '.join(_sql_ts(s) for s in snapshots)})"
+        replace = f"snapshot_ts IN ({', '.join(sql_timestamp(s) for s in snapshots)})"
         (rows.write.format("delta").mode("overwrite").option("replaceWhere", replace)
          .save(table.location(lake)))
         return "replace" if seen["rows"] else "append"

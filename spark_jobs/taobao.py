@@ -22,13 +22,13 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from core.lake import absolute
 from core.spark import require_utc
 from spark_jobs.ingest import FileCounts, IngestConfig, check_balance, ingest_frame, read_records
 from spark_jobs.readers import (
     CORRUPT,
     check_exists,
     has_bad_bytes,
-    resolve,
     strict_reads,
     with_positions,
 )
@@ -41,7 +41,7 @@ SKIPPED_BEHAVIORS = ("cart", "fav")
 def read_taobao(spark: SparkSession, path: str) -> DataFrame:
     """The file as strings with ``_record``, ``_malformed``, ``_pid``, ``_idx`` (see spark_jobs.readers)."""
     check_exists(path)
-    path = resolve(path)
+    path = absolute(path)
     schema = T.StructType([T.StructField(c, T.StringType()) for c in (*TAOBAO_COLUMNS, CORRUPT)])
     df = (spark.read.schema(schema).option("header", False).option("mode", "PERMISSIVE")
           .option("columnNameOfCorruptRecord", CORRUPT).csv(path))
@@ -92,7 +92,7 @@ def to_events(events: DataFrame, attribution_window_s: float) -> tuple[DataFrame
 def ingest_taobao(spark: SparkSession, cfg: IngestConfig, path: str) -> FileCounts:
     """Ingest one Taobao UserBehavior file into raw/clicks and raw/conversions."""
     require_utc(spark)
-    path = resolve(path)
+    path = absolute(path)
     with strict_reads(spark):
         events = read_taobao(spark, path).persist(StorageLevel.MEMORY_AND_DISK)
         try:

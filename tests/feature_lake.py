@@ -19,7 +19,8 @@ from deltalake import write_deltalake
 from safetensors.numpy import save_file
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, SUMMARY_WINDOW, USER_EMBEDDINGS
-from encoders.config import ModelConfig, PretrainConfig, to_dict
+from core.records import to_dict
+from encoders.config import ModelConfig, PretrainConfig
 
 
 def user_id(i: int) -> str:

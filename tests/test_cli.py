@@ -35,16 +35,18 @@ def test_spark_commands_take_master_and_conf(command):
     ("args", "message"),
     [
         (["ingest", "--lake", "x", "--clicks", "/no/such.csv"], "input file not found: /no/such.csv"),
-        (["ingest", "--lake", "x"], "nothing to ingest"),
+        (["ingest", "--lake", "x"], "nothing to ingest: give a clicks file, a conversions file or both "
+                                    "(see --clicks, --conversions)"),
         (["ingest", "--lake", "x", "--events", "e.csv"], "--format taobao --events FILE"),
         (["ingest", "--lake", "x", "--clicks", "README.md"], "cannot tell the format"),
-        (["generate", "--out", "x", "--users", "0"], "invalid generator setting(s): users"),
+        # A stage says what is wrong; the command line adds the flags that set it (duet.flags.flags_for).
+        (["generate", "--out", "x", "--users", "0"], "invalid generator setting(s): users (see --users)"),
         (["sequences", "--lake", "x", "--from", "2026-01-01"], "--from and --to go together"),
         (["sequences", "--lake", "x"], "no snapshot given"),
         (["sequences", "--lake", "x", "--snapshot", "yesterday"], "cannot read snapshot 'yesterday'"),
         (["sequences", "--lake", "x", "--snapshot", "2026-01-02", "--max-clicks", "0"], "at least 1"),
         (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv", "--conf", "novalue"],
-         "--conf expects key=value"),
+         "a Spark setting is key=value, got 'novalue' (see --conf)"),
         (["ingest", "--lake", "x", "--clicks", "README.md", "--format", "csv",
           "--conf", "spark.sql.session.timeZone=Europe/Paris"], "conflicts with duet's required"),
         (["pretrain", "--lake", "/no/lake"], "no sequence snapshots under /no/lake"),

@@ -22,12 +22,13 @@ from pyspark.sql import functions as F
 from core.arrow_schemas import CONVERSIONS_ARROW
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 from core.errors import DuetError
+from core.lake import Lake
 from core.quality import reusable_pass
 from core.snapshots import daily_snapshots
 from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
-from duet.pipeline import validate
-from encoders import checkpoint, model_store
+from duet.validation import validate
+from encoders import checkpoint
 from encoders import quality as encoder_quality
 from encoders.config import ModelConfig, PretrainConfig, TrainConfig
 from encoders.embed import embed_snapshot, embed_snapshots
@@ -94,9 +95,9 @@ def _sequence_users(lake: str, snapshot: datetime) -> set[str]:
 
 def test_pretraining_writes_a_safetensors_checkpoint_with_its_measures(lake):
     report = lake["report"]
-    folder = model_store.models_root(lake["lake"]) / lake["version"]
+    folder = Lake(lake["lake"]).model(lake["version"])
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
-    assert not list(model_store.models_root(lake["lake"]).glob(".*")), "scratch shards left behind"
+    assert not list(Lake(lake["lake"]).models.glob(".*")), "scratch shards left behind"
     info = json.loads((folder / "config.json").read_text())["info"]
     assert info["split"]["valid"] == [SNAPSHOTS[-4].isoformat()]  # the latest with targets by train_until
     assert all(datetime.fromisoformat(t) + timedelta(days=2) <= SNAPSHOTS[-4]

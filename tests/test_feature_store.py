@@ -22,7 +22,7 @@ from deltalake import DeltaTable
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 from core.errors import ValidationFailed
-from duet.pipeline import validate
+from duet.validation import validate
 from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, read_serving, spec_from_lake
 from feature_repo.views import SUMMARY_FEATURES
 from serving.fast import entity_key

@@ -28,9 +28,10 @@ from deltalake import DeltaTable, write_deltalake
 from benchmarks.synthetic_sequences import synthetic_rows
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS
 from core.errors import DuetError
+from core.records import from_dict, to_dict
 from duet.cli import main as duet
 from encoders import checkpoint, model_store
-from encoders.config import ModelConfig, ObjectiveConfig, PretrainConfig, TrainConfig, from_dict, to_dict
+from encoders.config import ModelConfig, ObjectiveConfig, PretrainConfig, TrainConfig
 from encoders.embed import embed_snapshots
 from encoders.inference import embed_rows
 from encoders.pretrain import pretrain
@@ -187,15 +188,16 @@ def test_a_corrupt_config_in_another_folder_does_not_break_work_on_a_version(lak
         model_store.read(lake, "duet-1234567")
     assert path in str(e.value) and "duet pretrain" in str(e.value)
     # The newest model cannot be told while one folder is unreadable: the default refuses, naming it.
-    with pytest.raises(DuetError, match="--model-version") as e:
+    with pytest.raises(DuetError, match="name the version to use") as e:
         model_store.latest_version(lake)
-    assert path in str(e.value)
+    assert path in str(e.value) and e.value.fields == ("model_version",)
     with pytest.raises(DuetError, match="no shared model"):    # another variant's default is not blocked
         model_store.latest_version(lake, "shared")
     capsys.readouterr()
     assert duet(["embed", "--lake", lake, "--snapshot", SNAPSHOT.isoformat()]) == 1
     err = capsys.readouterr().err
     assert err.startswith("duet: error: ") and err.count("\n") == 1 and path in err, err
+    assert err.rstrip().endswith("(see --model-version)"), err   # the command line names the flag
 
 
 def test_config_values_of_the_wrong_type_are_refused_naming_the_key(lake):
@@ -225,7 +227,8 @@ def test_config_values_of_the_wrong_type_are_refused_naming_the_key(lake):
 
 PRETRAIN_CHILD = """
 import json, sys
-from encoders.config import PretrainConfig, from_dict
+from core.records import from_dict
+from encoders.config import PretrainConfig
 from encoders.pretrain import pretrain
 pretrain(sys.argv[1], from_dict(PretrainConfig, json.loads(sys.argv[2])), log=lambda _: None)
 """

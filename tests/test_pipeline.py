@@ -8,7 +8,7 @@ from duet.cli import main as duet
 
 def test_a_relative_lake_path_means_relative_to_the_callers_directory(spark, tmp_path, monkeypatch):
     from core.snapshots import daily_snapshots
-    from duet.pipeline import validate
+    from duet.validation import validate
     from spark_jobs.ingest import IngestConfig, ingest
     from spark_jobs.sequences import build_sequences
 

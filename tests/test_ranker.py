@@ -12,9 +12,8 @@ import pytest
 
 from core.contracts import TRAINING_EXAMPLES
 from core.errors import DuetError
-from duet.pipeline import demo_periods
 from ranker import metrics
-from ranker.splits import Splits
+from ranker.splits import Splits, demo_periods
 
 T0 = datetime(2026, 1, 10, tzinfo=UTC)
 H, D = timedelta(hours=1), timedelta(days=1)
@@ -34,9 +33,9 @@ def test_the_measured_report_grace_is_the_early_conversions_quantile_in_whole_da
     df = spark.createDataFrame(rows, "conversion_ts timestamp, report_ts timestamp, "
                                      "attributed_click_id string")
     measured = report_grace_of(df, 0.9)
-    assert measured["conversions"] == 100       # the first half of the attributed conversions' span
-    assert 88 <= measured["hours"] <= 92 and measured["grace_days"] == 4
-    assert report_grace_of(df, 0.5)["grace_days"] == 3     # about 50 h: rounded up to whole days
+    assert measured.conversions == 100       # the first half of the attributed conversions' span
+    assert 88 <= measured.hours <= 92 and measured.grace_days == 4
+    assert report_grace_of(df, 0.5).grace_days == 3     # about 50 h: rounded up to whole days
     with pytest.raises(DuetError, match="quantile"):
         report_grace_of(df, 1.0)
 
@@ -95,7 +94,7 @@ def test_a_time_range_too_short_to_split_is_refused_with_the_reason():
 
 
 def test_bootstrap_auc_equals_the_plain_auc_with_unit_weights_and_resampled_rows():
-    from encoders.evaluate import auc
+    from core.metrics import auc
 
     rng = np.random.default_rng(0)
     p, y = np.round(rng.random(300), 2), (rng.random(300) < 0.3).astype(float)  # rounded: ties
@@ -110,7 +109,7 @@ def test_bootstrap_auc_equals_the_plain_auc_with_unit_weights_and_resampled_rows
 
 
 def test_the_examples_suite_fails_on_a_label_without_a_delay(spark, tmp_path):
-    from duet.pipeline import validate_training
+    from duet.validation import validate_training
     from spark_jobs.examples import ExamplesConfig, build_examples
 
     lake = str(tmp_path / "lake")
@@ -123,12 +122,78 @@ def test_the_examples_suite_fails_on_a_label_without_a_delay(spark, tmp_path):
         "conversion_ts timestamp, report_ts timestamp, attributed_click_id string, value double")
     clicks.write.format("delta").save(f"{lake}/raw/clicks")
     conversions.write.format("delta").save(f"{lake}/raw/conversions")
-    assert build_examples(spark, ExamplesConfig(lake, T0 + 12 * D))["positives"] == 1
+    built = build_examples(spark, ExamplesConfig(lake, T0 + 12 * D))
+    assert (built.rows, built.positives, built.label_cutoff) == (2, 1, T0 + 12 * D)
+    assert built.to_dict() == {"label_cutoff": "2026-01-22T00:00:00+00:00", "rows": 2, "positives": 1,
+                               "matured": 2, "matured_positives": 1}
     assert validate_training(spark, lake).success
     spark.sql(f"UPDATE delta.`{TRAINING_EXAMPLES.location(lake)}` SET label = 1 WHERE click_id = 'c2'")
     report = validate_training(spark, lake)
     assert not report.success
     assert "a delay exactly for positive examples" in json.dumps(report.to_dict())
+
+
+# -- the stage's results as data (demo.json, the stage cache) ------------------------------------------
+
+def _ablation(duet_ran: bool):
+    from ranker.config import RankerConfig
+    from ranker.evaluate import (
+        AblationResult,
+        CalibrationBin,
+        Epoch,
+        LabelDelays,
+        Probe,
+        Reduction,
+        SeedResult,
+        VariantResult,
+    )
+
+    def variant(version, probe, ridge):
+        seed = SeedResult(1, 0.95, 0.7, 0.09, 1.01, 1, (Epoch(0, float("nan"), 0.094), Epoch(1, 0.08, 0.093)),
+                          ridge)
+        curve = (CalibrationBin(0.02, 0.021, 50),)
+        return VariantResult(version, probe, 0.95, 0.7, 0.09, 1.01, 0.0, (seed,), curve, (0.94, 0.96),
+                             (0.69, 0.71))
+
+    ridge = {"lambda": 1000.0, "valid_loss": 0.093, "path": {"base 1": 0.095}}
+    variants = {"none": variant(None, Probe(0.99), ridge),
+                "shared" if not duet_ran else "duet": variant("x-1234567", Probe(0.99, 0.98, 0.0101), None)}
+    reduction = Reduction("duet", "none", 0.01, (0.0, 0.02)) if duet_ran else None
+    return AblationResult(100, 5, (1,), 20, RankerConfig(), variants, LabelDelays((0, 1, 2), (3, 2), 0.9),
+                          {"none": reduction} if reduction else None, reduction)
+
+
+def test_the_results_write_only_the_parts_they_have_and_round_trip_through_json():
+    from core.records import from_dict, to_dict
+    from ranker.evaluate import AblationResult
+
+    for duet_ran in (True, False):
+        result = _ablation(duet_ran)
+        data = result.to_dict()
+        assert ("reductions" in data, "relative_ne_reduction" in data) == (duet_ran, duet_ran)
+        none, other = data["variants"].values()
+        assert none["probe"] == {"ne_summary": 0.99}   # none has no vector: no probe with one, no gain
+        assert set(other["probe"]) == {"ne_summary", "ne_with_vector", "gain"}
+        assert "ridge" in none["seeds"][0] and "ridge" not in other["seeds"][0]   # a seed without a ridge fit
+        assert none["model_version"] is None and data["seeds"] == [1] and data["ranker"]["hidden"] == [64]
+        rebuilt = from_dict(AblationResult, json.loads(json.dumps(data)))
+        assert json.dumps(to_dict(rebuilt)) == json.dumps(data)   # NaN (epoch 0's training loss) included
+        assert rebuilt.variants["none"].seeds[0].history[1] == result.variants["none"].seeds[0].history[1]
+
+
+def test_the_training_set_report_keeps_the_splits_layout_and_round_trips():
+    from core.records import from_dict
+    from ranker.training_set import SplitCounts, TrainingSetReport
+
+    splits = Splits(T0, T0, T0 + 10 * D, T0 + 15 * D, T0 + 20 * D)
+    report = TrainingSetReport(splits, {"duet-1234567/train": SplitCounts(10, 2, 0)})
+    data = report.to_dict()
+    assert data == {"splits": splits.to_dict(),
+                    "rows": {"duet-1234567/train": {"rows": 10, "positives": 2, "without_embedding": 0}}}
+    assert from_dict(TrainingSetReport, json.loads(json.dumps(data))) == report
+    gap = [(T0 + 11 * D).isoformat(), (T0 + 15 * D).isoformat()]   # valid no longer starts where train ends
+    with pytest.raises(DuetError, match="start where the one before ends"):
+        Splits.from_dict({**splits.to_dict(), "valid": gap})
 
 
 # -- the powered ablation's statistics (benchmarks/duet_ablation.py) -------------------------------------

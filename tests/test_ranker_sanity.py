@@ -117,9 +117,9 @@ def test_a_vector_that_says_nothing_costs_the_wide_part_nothing(generated):
     The deep part still loses to it (0.45% NE on this data set: it memorises the ids before it learns
     what ``none``'s deep part learns, and stops early; BENCHMARKS.md), which this test does not hide: it
     checks the wide part, the floor the ranker guarantees."""
+    from core.metrics import normalized_entropy
     from duet.ranker_sanity import generated_rows, to_batch
     from ranker.config import RankerConfig
-    from ranker.metrics import normalized_entropy
     from ranker.train import predict, train_ranker
 
     events, truth = generated

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from core.lake import Lake
 from core.table_versions import content_version, pin, table_version, unchanged_since
 from duet import stage_cache
 from duet.stage_cache import StageCache
@@ -55,18 +56,18 @@ def test_a_stage_is_reused_only_while_nothing_it_depends_on_changed(tmp_path, mo
     settings = {"seed": 1}
 
     def succeed() -> None:
-        cache = StageCache(str(lake))
+        cache = StageCache(Lake(str(lake)))
         assert cache.lookup("train", settings, [read]) is None
-        cache.store("train", {"model": "m"}, [wrote], ["_models/m"])
+        cache.store("train", {"model": "m"}, [wrote, str(lake / "_models/m")])
 
     def reused(**kw) -> bool:
-        return StageCache(str(lake), **kw).lookup("train", settings, [read]) is not None
+        return StageCache(Lake(str(lake)), **kw).lookup("train", settings, [read]) is not None
 
     succeed()
-    assert StageCache(str(lake)).lookup("train", settings, [read])["result"] == {"model": "m"}
+    assert StageCache(Lake(str(lake))).lookup("train", settings, [read])["result"] == {"model": "m"}
     assert not reused(force=True)
-    assert StageCache(str(lake)).lookup("train", {"seed": 2}, [read]) is None       # other settings
-    assert StageCache(str(lake)).lookup("other", settings, [read]) is None          # another stage
+    assert StageCache(Lake(str(lake))).lookup("train", {"seed": 2}, [read]) is None       # other settings
+    assert StageCache(Lake(str(lake))).lookup("other", settings, [read]) is None          # another stage
 
     write_deltalake(read, _rows("b"), mode="append")                                # an input changed
     assert not reused()
@@ -99,7 +100,7 @@ def test_sequence_records_are_each_snapshots_latest_settings_not_when_they_were_
 
     from core.contracts import SEQUENCE_SNAPSHOTS
 
-    lake = str(tmp_path)
+    lake = Lake(str(tmp_path))
     assert stage_cache.sequence_records(lake) == []
     t = datetime(2026, 1, 6, tzinfo=UTC)
 
@@ -109,7 +110,7 @@ def test_sequence_records_are_each_snapshots_latest_settings_not_when_they_were_
                          "tables": pa.array([tables], pa.list_(pa.string())),
                          "updated_at": [datetime(2026, 2, 1, 0, minute, tzinfo=UTC)]})
 
-    location = SEQUENCE_SNAPSHOTS.location(lake)
+    location = lake.table(SEQUENCE_SNAPSHOTS)
     write_deltalake(location, record([], 1))
     write_deltalake(location, record(["features/click_sequences"], 2), mode="append")
     first = stage_cache.sequence_records(lake)
@@ -123,14 +124,14 @@ def test_sequence_records_are_each_snapshots_latest_settings_not_when_they_were_
 
 def test_a_checkpoint_added_or_changed_changes_what_validation_is_keyed_on(tmp_path):
     lake = tmp_path / "lake"
-    assert stage_cache.checkpoint_configs(str(lake)) == {}
+    assert stage_cache.checkpoint_configs(Lake(str(lake))) == {}
     (lake / "_models/duet-1234567").mkdir(parents=True)
     (lake / "_models/duet-1234567/config.json").write_text('{"dim": 64}')
-    first = stage_cache.checkpoint_configs(str(lake))
+    first = stage_cache.checkpoint_configs(Lake(str(lake)))
     assert list(first) == ["duet-1234567"]
     (lake / "_models/shared-7654321").mkdir()
     (lake / "_models/shared-7654321/config.json").write_text('{"dim": 64}')
-    second = stage_cache.checkpoint_configs(str(lake))
+    second = stage_cache.checkpoint_configs(Lake(str(lake)))
     assert second != first
     (lake / "_models/duet-1234567/config.json").write_text('{"dim": 32}')
-    assert stage_cache.checkpoint_configs(str(lake)) not in (first, second)
+    assert stage_cache.checkpoint_configs(Lake(str(lake))) not in (first, second)

@@ -14,7 +14,7 @@ from core.errors import DuetError
 from core.quality import validate_lake
 from core.snapshots import check_snapshots
 from core.spark import spark_schema
-from duet.pipeline import validate
+from duet.validation import validate
 from spark_jobs.ingest import IngestConfig, ingest
 from spark_jobs.sequences import build_sequences
 from spark_jobs.taobao import ingest_taobao

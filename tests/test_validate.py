@@ -14,7 +14,7 @@ from core.quality import view_name
 from core.snapshots import daily_snapshots
 from duet.cli import main as duet
 from duet.generate import GeneratorConfig, generate
-from duet.pipeline import validate
+from duet.validation import validate
 from spark_jobs.ingest import IngestConfig, ingest
 from spark_jobs.sequences import build_sequences
 

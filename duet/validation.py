@@ -1,0 +1,105 @@
+"""Which stage's data quality suites check which table: the orchestration of ``duet validate``, the
+demo's two validation stages and the check of an imported embedding.
+
+Each stage knows what is checked in its own tables (``spark_jobs.quality``, ``encoders.quality``,
+``ranker.quality``); ``core.quality`` knows how a suite runs (Great Expectations on Spark). The conductor is
+the one place that knows every stage, so the gathering of their suites lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from core.errors import DuetError
+from core.quality import LakeReport, validate_lake
+
+
+def validate(spark: SparkSession, lake: str, now: datetime | None = None,
+             tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> LakeReport:
+    """Run every stage's suites on the tables present under ``lake``; write and return the report.
+
+    ``tables`` (contract paths such as ``raw/clicks``) restricts the run to those tables' suites (their
+    cross-table checks still read the tables they need); a name that is not a contract table, or one the
+    lake does not hold, is an error; None means every table present. ``exclude`` leaves tables out either way.
+    """
+    from core.contracts import RAW_CONVERSIONS, TABLES
+    from encoders import quality as encoder_quality
+    from ranker import quality as ranker_quality
+    from spark_jobs import quality
+
+    now = now or datetime.now(UTC)
+    cfg = quality.QualityConfig(now=now)
+    wanted = None if tables is None else set(tables)
+    unknown = sorted(((wanted or set()) | set(exclude)) - {t.path for t in TABLES})
+    if unknown:
+        raise DuetError(f"not a duet table: {', '.join(unknown)} "
+                        f"(the tables: {', '.join(t.path for t in TABLES)})")
+
+    def chosen(path: str) -> bool:
+        return (wanted is None or path in wanted) and path not in exclude
+
+    def suites_for(present: set[str], properties: dict[str, dict[str, str]]) -> list:
+        missing = sorted((wanted or set()) - present)
+        if missing:
+            raise DuetError(f"no table {', '.join(missing)} under {lake}")
+        suites = (quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
+                  + ranker_quality.suites_for(present))
+        unchecked = sorted((wanted or set()) - {s.table.path for s in suites})
+        if unchecked:   # e.g. features/_snapshots, read by the sequence suites; or a table missing its input
+            raise DuetError(f"no suite checks {', '.join(unchecked)} in this lake on its own")
+        return [s for s in suites if chosen(s.table.path)]
+
+    # The orphan rate is a figure of raw/conversions: reported when that table is validated.
+    metrics = quality.metrics if chosen(RAW_CONVERSIONS.path) else None
+    return validate_lake(spark, lake, suites_for, metrics_for=metrics, now=now)
+
+
+def validate_training(spark: SparkSession, lake: str) -> LakeReport:
+    """Only the ranker's tables (labels and the training set): the gate before the ranker trains."""
+    from ranker import quality as ranker_quality
+
+    return validate_lake(spark, lake, lambda present, _: ranker_quality.suites_for(present))
+
+
+def check_imported(spark: SparkSession, lake: str, model_version: str) -> LakeReport:
+    """The embedding suite on one model version's rows. Every check of the suite is hereditary to a
+    (snapshot, model version) group (``encoders.quality``), so these rows pass alone exactly when they
+    pass within the whole table."""
+    from encoders import quality as encoder_quality
+    from encoders.model_store import VERSION_PATTERN
+
+    if not VERSION_PATTERN.match(model_version):   # it goes into the filter below
+        raise DuetError(f"not a model version: {model_version!r}")
+
+    def suites_for(present: set[str], _: dict) -> list:
+        return [replace(s, where=f"model_version = '{model_version}'")
+                for s in encoder_quality.suites_for(lake, present)]
+
+    return validate_lake(spark, lake, suites_for)
+
+
+def failed_rows(report: LakeReport, table: str, shown: int = 3) -> list[str]:
+    """One line per failed check of ``table`` in ``report``'s GX results: how many rows, and the first
+    ``shown`` of them (as the check's query returned them)."""
+    path = Path(report.results_dir) / f"{table.replace('/', '_')}.json"
+    try:
+        results = json.loads(path.read_text()).get("results", [])
+    except (OSError, ValueError):
+        return []
+    lines = []
+    for r in results:
+        if r.get("success"):
+            continue
+        config, result = r.get("expectation_config") or {}, r.get("result") or {}
+        count = result.get("unexpected_count", result.get("observed_value"))
+        details = result.get("details") or {}
+        sample = details.get("unexpected_rows") or result.get("partial_unexpected_list") or []
+        lines.append(f"  {config.get('description') or config.get('type')}: {count} row(s)"
+                     + (f", e.g. {json.dumps(sample[:shown], default=str)}" if sample else ""))
+    return lines
