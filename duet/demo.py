@@ -57,7 +57,9 @@ from ranker.delayed import DelayedFeedbackResult
 from ranker.evaluate import AblationConfig, AblationResult
 from ranker.splits import Periods, demo_periods
 from ranker.training_set import TrainingSetReport
+from serving.publish import PublishReport
 from spark_jobs.examples import ExamplesReport, ReportGrace
+from spark_jobs.ingest import FileCounts
 
 DEMO_DAYS = 28   # the demo's generated range: the ranker's four periods need more than the generator's 14
 
@@ -209,12 +211,12 @@ class DemoResult:
 
     seed: int
     generated: GeneratorSummary | None = None
-    ingest: list | None = None                     # spark_jobs.ingest.FileCounts, one per input file
+    ingest: list[FileCounts] | None = None         # one per input file
     plan: Plan | None = None
     sequences: dict | None = None                  # per table: rows, snapshots, write mode
     encoders: Encoders | None = None
     validation: LakeReport | None = None
-    publish: Any = None                            # serving.publish.PublishReport
+    publish: PublishReport | None = None
     examples: ExamplesReport | None = None
     training_set: TrainingSetReport | None = None
     training_validation: LakeReport | None = None
@@ -303,7 +305,7 @@ class Generate(Stage[GeneratorSummary]):
 
 
 @dataclass(frozen=True)
-class Ingest(Stage[list]):
+class Ingest(Stage[list[FileCounts]]):
     """The given files, or the generated ones (``needs`` the generator's summary then)."""
 
     name: ClassVar[str] = "ingest"
@@ -312,7 +314,7 @@ class Ingest(Stage[list]):
     config: InputFiles
     attribution_window: timedelta
 
-    def run(self, ctx: StageContext, inputs: DemoResult) -> list:
+    def run(self, ctx: StageContext, inputs: DemoResult) -> list[FileCounts]:
         from spark_jobs.ingest import IngestConfig, ingest
         from spark_jobs.taobao import ingest_taobao
 
@@ -443,7 +445,7 @@ class Validate(Stage[LakeReport]):
 
 
 @dataclass(frozen=True)
-class Publish(Stage[Any]):
+class Publish(Stage[PublishReport]):
     """The latest snapshot of the duet model to the embedded Feast store (SQLite under the lake), so that
     ``DUET_LAKE=<lake> feast -c feature_repo serve`` serves it."""
 
@@ -452,7 +454,7 @@ class Publish(Stage[Any]):
     needs: ClassVar[tuple[str, ...]] = ("encoders",)
     variant: str = PROPOSED
 
-    def run(self, ctx: StageContext, inputs: DemoResult):
+    def run(self, ctx: StageContext, inputs: DemoResult) -> PublishReport:
         from serving.publish import PublishConfig, publish
         from serving.store import StoreConfig
 
@@ -461,7 +463,7 @@ class Publish(Stage[Any]):
 
 
 @dataclass(frozen=True)
-class Examples(Stage[Any]):
+class Examples(Stage[ExamplesReport]):
     name: ClassVar[str] = "examples"
     output: ClassVar[str] = "examples"
     needs: ClassVar[tuple[str, ...]] = ("plan",)
@@ -473,13 +475,13 @@ class Examples(Stage[Any]):
     def reads(self, lake: Lake) -> list[str]:
         return [lake.table(RAW_CLICKS), lake.table(RAW_CONVERSIONS)]
 
-    def writes(self, lake: Lake, result) -> list[str]:
+    def writes(self, lake: Lake, result: ExamplesReport) -> list[str]:
         return [lake.table(TRAINING_EXAMPLES)]
 
-    def reused(self, result) -> str:
+    def reused(self, result: ExamplesReport) -> str:
         return f"{TRAINING_EXAMPLES.path} at cutoff {result.label_cutoff}"
 
-    def run(self, ctx: StageContext, inputs: DemoResult):
+    def run(self, ctx: StageContext, inputs: DemoResult) -> ExamplesReport:
         from spark_jobs.examples import ExamplesConfig, build_examples
 
         plan = inputs.plan
