@@ -123,10 +123,6 @@ class Lake:
         """The newest validation run's summary."""
         return self._local(QUALITY, LATEST_QUALITY)
 
-    @property
-    def stages(self) -> Path:
-        return self._local(STAGES)
-
     def stage_record(self, stage: str) -> Path:
         return self._local(STAGES, f"{stage.replace(' ', '_')}.json")
 
@@ -134,3 +130,7 @@ class Lake:
         """``location`` relative to the root (for records that must not depend on where the lake is)."""
         text = str(location)
         return os.path.relpath(text, self.root) if self.is_local else text.removeprefix(self.root + "/")
+
+    def resolve(self, relative: str) -> str:
+        """The location of ``relative`` (what ``relative`` gave) under this lake's root."""
+        return self._path(relative)

@@ -47,7 +47,7 @@ def to_dict(record: Any) -> dict[str, Any]:
     if not dataclasses.is_dataclass(record) or isinstance(record, type):
         raise TypeError(f"to_dict takes a dataclass instance, not {type(record).__name__}")
     values = ((f, getattr(record, f.name)) for f in dataclasses.fields(record))
-    return {f.name: _plain(v) for f, v in values if not (v is None and f.metadata.get(_OPTIONAL_KEY))}
+    return {f.name: plain(v) for f, v in values if not (v is None and f.metadata.get(_OPTIONAL_KEY))}
 
 
 def _own_layout(kind: type) -> bool:
@@ -55,7 +55,8 @@ def _own_layout(kind: type) -> bool:
     return callable(getattr(kind, "to_dict", None)) and callable(getattr(kind, "from_dict", None))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Any value ``to_dict`` may meet (a record, a list of them, a time, a mapping) as JSON-able data."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return value.to_dict() if _own_layout(type(value)) else to_dict(value)
     if isinstance(value, datetime):
@@ -63,9 +64,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 

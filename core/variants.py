@@ -73,9 +73,6 @@ REGISTRY: tuple[Variant, ...] = (
     Variant("duet", "encoders.variants:DuetEncoder", True, "#2ca02c",
             "a click encoder and a conversion encoder reading the click tokens (cross-attention)"),
 )
-# The shipped variants' names, fixed at import: the demo's default ablation (duet/demo.py) only. A reader
-# that must also see a registered variant calls variant_names().
-VARIANTS = tuple(v.name for v in REGISTRY)
 
 _registered: list[Variant] = []   # what register() added, while its with block runs
 

@@ -1,14 +1,16 @@
 """Which of the demo's derived stages can be skipped: their inputs have not changed since they last passed.
 
 A re-run of ``duet demo`` on an unchanged workdir repeats ingest and sequences (both idempotent by design,
-and what the re-run checks), then finds that pre-training, validation and the ranker's chain would read
-exactly what they read last time. Re-doing them costs most of a re-run and gives the same models, the
-same verdicts and the same metrics (CPU training is deterministic), so the conductor reuses their
-recorded results instead, and says so on each stage's line.
+and what the re-run checks), then finds that each cached stage after them (``duet.stages``: pre-training
+and embedding, validation, examples, the training set and its validation, the ranker, the ceiling,
+delayed feedback) would read exactly what it read last time. Re-doing them costs most of a re-run and
+gives the same models, the same verdicts and the same metrics (CPU training is deterministic), so the
+conductor reuses their recorded results instead, and says so on each stage's line.
 
 A stage is reused only when **all** of these hold (``StageCache.lookup``):
 
-- the same *key*: the stage's settings, the contents of the tables it reads, the project's source code
+- the same *key*: the stage's config and declared inputs (``Stage.key``), the contents of the tables it
+  declares it reads, the project's source code
   (every ``.py`` of its packages) and the versions of the libraries that compute results;
 - the tables it wrote are still at the versions it left them (nobody wrote them since) and the folders it
   wrote (model checkpoints) are still there;
@@ -97,9 +99,9 @@ class StageCache:
             record = json.loads(path.read_text())
             if record["key"] != key:
                 return None
-            if any(table_version(self._absolute(t)) != v for t, v in record["tables"].items()):
+            if any(table_version(self.lake.resolve(t)) != v for t, v in record["tables"].items()):
                 return None
-            if not all(os.path.isdir(self._absolute(d)) for d in record["folders"]):
+            if not all(os.path.isdir(self.lake.resolve(d)) for d in record["folders"]):
                 return None
         except (ValueError, KeyError, TypeError, AttributeError):   # not a record this module wrote: run
             return None
@@ -113,9 +115,6 @@ class StageCache:
                   "tables": {self.lake.relative(t): table_version(t) for t in tables},
                   "folders": [self.lake.relative(w) for w in writes if w not in tables]}
         write_atomic(self.lake.stage_record(stage), json.dumps(record, indent=1, default=str))
-
-    def _absolute(self, relative: str) -> str:
-        return f"{self.lake.root}/{relative}"
 
 
 def sequence_records(lake: Lake) -> list[list]:

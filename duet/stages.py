@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Generic, TypeVar
 
 from core.lake import Lake
-from core.records import from_dict, to_dict
+from core.records import from_dict, plain, to_dict
 
 R = TypeVar("R")
 
@@ -87,17 +87,7 @@ class Stage(Generic[R]):
     def key(self, inputs: Any) -> dict:
         """The settings part of the cache key: every field of the stage (its config) and the declared
         inputs' values."""
-        return {"stage": to_dict(self), "inputs": {n: _plain(getattr(inputs, n)) for n in self.needs}}
-
-
-def _plain(value: Any) -> Any:
-    if value is None:
-        return None
-    if hasattr(value, "__dataclass_fields__"):
-        return to_dict(value)
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        return {"stage": to_dict(self), "inputs": {n: plain(getattr(inputs, n)) for n in self.needs}}
 
 
 def only(result: Any, needs: Sequence[str]) -> Any:

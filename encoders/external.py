@@ -27,7 +27,7 @@ optionally, ``conversion_embedding`` (list of numbers). Other columns are ignore
   never exist without its widths.
 
 The embedding suite (norms, coverage of the users with sequences at each snapshot, stale rows) needs
-Spark; the conductor runs it on the landed rows (``duet.pipeline.check_imported``).
+Spark; the conductor runs it on the landed rows (``duet.validation.check_imported``).
 """
 
 from __future__ import annotations

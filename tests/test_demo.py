@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 
 from core.contracts import RAW_CONVERSIONS, TRAINING_EXAMPLES, TRAINING_SET, USER_EMBEDDINGS
 from core.errors import DuetError
-from core.variants import VARIANTS
+from core.variants import variant_names
 from duet.cli import main as duet
 from feature_repo.views import EMBEDDING_TTL
 from ranker.splits import demo_periods
@@ -110,7 +110,7 @@ def test_the_feast_training_set_equals_a_duckdb_asof_join_row_by_row(demo):
            OR t.click_embedding IS DISTINCT FROM w.want_click
            OR t.conversion_embedding IS DISTINCT FROM w.want_conversion""").fetchone()[0]
     total, versions = con.execute("SELECT count(*), count(DISTINCT model_version) FROM ts").fetchone()
-    assert versions == len(VARIANTS) and total > 0 and mismatches == 0
+    assert versions == len(variant_names()) and total > 0 and mismatches == 0
     # The summary's conversion count: only conversions reported before the embedding's snapshot (a
     # conversion reported later cannot reach the snapshot's features), capped at the sequence length 16.
     wrong = con.execute("""
@@ -150,11 +150,11 @@ def test_the_report_holds_the_contract_metrics_every_plot_and_the_table(demo):
     work, _, report = demo
     metrics_doc = json.loads((work / "report" / "metrics.json").read_text())
     assert set(metrics_doc) == {"seed", "test_rows", "test_positives", "variants"}
-    assert list(metrics_doc["variants"]) == ["none", *VARIANTS]      # the registry's order
+    assert list(metrics_doc["variants"]) == ["none", *variant_names()]      # the registry's order
     # each test row's predictions, per variant and ranker seed, for analyses that pool runs
     predictions = pq.read_table(work / "report" / "test_predictions.parquet")
     assert predictions.num_rows == metrics_doc["test_rows"]
-    assert predictions.column_names == ["user_id", "label", *(f"{v}/{s}" for v in ["none", *VARIANTS]
+    assert predictions.column_names == ["user_id", "label", *(f"{v}/{s}" for v in ["none", *variant_names()]
                                                                for s in (1, 2, 3))]
     assert int(pc.sum(predictions.column("label")).as_py()) == metrics_doc["test_positives"]
     for figures in metrics_doc["variants"].values():
@@ -262,7 +262,7 @@ def test_make_demo_runs_as_the_readme_says(demo_run):
     assert report["validation"]["success"] is True
     assert report["ingest"][0]["ingested"] == report["generated"]["clicks"]
     assert report["sequences"]["features/click_sequences"]["rows"] > 0
-    assert sorted(report["encoders"]["models"]) == sorted(VARIANTS)
+    assert sorted(report["encoders"]["models"]) == sorted(variant_names())
     assert "PASS embeddings/user_embeddings" in result.stdout
     assert re.search(r"^duet\s+\d\.\d{4}\s+\[", result.stdout, re.M)          # the NE table
     assert "relative NE reduction" in result.stdout and "p(convert) =" in result.stdout
@@ -288,7 +288,7 @@ def test_demo_reruns_idempotently(spark, demo_run, capsys):
     # ranker's joins can reach and the latest (published) one.
     encoders = report["encoders"]
     assert encoders["train_until"] == report["periods"]["pretrain_until"]
-    assert sorted(encoders["models"]) == sorted(VARIANTS)
+    assert sorted(encoders["models"]) == sorted(variant_names())
     for variant, model in encoders["models"].items():
         assert model["model_version"].startswith(f"{variant}-")
         assert model["split"]["train_until"] <= encoders["train_until"]
