@@ -4,7 +4,7 @@ WORKDIR ?= demo-work
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint lock clean
+.PHONY: setup demo test test-cluster bench lint lock clean
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,10 @@ bench: setup
 	.venv/bin/python -m benchmarks.online_lookup
 	.venv/bin/python -m benchmarks.validate_query_checks
 	.venv/bin/python -m benchmarks.ranker_ablation
+
+# The tests that start a Spark standalone cluster or an S3 API server on loopback (marked `cluster`).
+test-cluster: setup
+	DUET_TEST_MARKERS=cluster bash scripts/test.sh $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

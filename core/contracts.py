@@ -179,6 +179,33 @@ SEQUENCE_SNAPSHOTS = Table(
     ),
 )
 
+# Not in the shared contract: duet's ingest log, one row per input file ingested (appended only after the
+# file's raw and quarantine commits), so that ingesting the same bytes again costs a checksum and this
+# look-up instead of a Spark job over its rows (``spark_jobs.ingest_log``). A file is known by its content:
+# ``sha256`` with ``kind`` and ``settings`` (JSON: format, parse rules, the Taobao attribution window);
+# ``tables`` (JSON: contract path -> Delta table id) pins the tables its rows went to, ``by_table`` (JSON)
+# its per-table figures. Two runs may log one file: any of its rows gives the same account.
+INGEST_LOG = Table(
+    "raw/_ingested",
+    ("source", "sha256", "ingested_at"),
+    _columns(
+        ("source", "string"),
+        ("kind", "string"),
+        ("size", "long"),
+        ("sha256", "string"),
+        ("settings", "string"),
+        ("read", "long"),
+        ("ingested", "long"),
+        ("already_present", "long"),
+        ("quarantined", "long"),
+        ("skipped", "long"),
+        ("quarantine_added", "long"),
+        ("by_table", "string"),
+        ("tables", "string"),
+        ("ingested_at", "timestamp"),
+    ),
+)
+
 # event_timestamp is the snapshot the embedding was computed for (Feast's name for it);
 # conversion_embedding is null for the single-embedding variants; model_version starts with the variant.
 USER_EMBEDDINGS = Table(
@@ -193,6 +220,10 @@ USER_EMBEDDINGS = Table(
         ("model_version", "string"),
     ),
 )
+
+# The tables kept per snapshot, by path: the column that names a row's snapshot.
+PER_SNAPSHOT = {CLICK_SEQUENCES.path: "snapshot_ts", CONVERSION_SEQUENCES.path: "snapshot_ts",
+                USER_EMBEDDINGS.path: "event_timestamp"}
 
 # One row per click up to the label cutoff: the label as the contract defines it (attributed conversion
 # within the attribution window, reported by label_cutoff) and whether it can still change (matured).
@@ -256,5 +287,5 @@ REPORT_GRACE = timedelta(days=1)
 RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)
 QUARANTINE_TABLES = (QUARANTINE_CLICKS, QUARANTINE_CONVERSIONS)
 # Every table of the lake, in the order data flows into them.
-TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, CLICK_SEQUENCES, CONVERSION_SEQUENCES, SEQUENCE_SNAPSHOTS,
-          USER_EMBEDDINGS, TRAINING_EXAMPLES, TRAINING_SET)
+TABLES = (*RAW_TABLES, *QUARANTINE_TABLES, INGEST_LOG, CLICK_SEQUENCES, CONVERSION_SEQUENCES,
+          SEQUENCE_SNAPSHOTS, USER_EMBEDDINGS, TRAINING_EXAMPLES, TRAINING_SET)

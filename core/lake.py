@@ -8,7 +8,8 @@ A lake is a folder (or any Hadoop URI such as ``s3a://bucket/lake``) holding the
 ``_rankers``   one folder per ranker, named by the model version it ranks with
 ``_feast``     the Feast registry, the embedded SQLite online store, ``serving.json`` (what is served)
 ``_quality``   one folder per validation run, and ``latest.json``
-``_stages``    the demo's stage records (``duet.stage_cache``)
+``_stages``    the demo's stage records (``duet.stage_cache``); ``_stages/daily/<YYYY-MM-DD>/``: the records
+               of ``duet daily`` per day and step, and ``_stages/daily.lock`` (one daily run at a time)
 =============  ==============================================================================
 
 Code asks a ``Lake`` for a path, never joins these names itself (``tests/test_lake_layout.py`` fails on a
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,7 @@ MODELS, RANKERS, FEAST, QUALITY, STAGES = "_models", "_rankers", "_feast", "_qua
 FOLDERS = (MODELS, RANKERS, FEAST, QUALITY, STAGES)
 REGISTRY_FILE, ONLINE_FILE, SERVING_FILE = "registry.db", "online.db", "serving.json"
 LATEST_QUALITY = "latest.json"
+DAILY = "daily"
 # A validation run's folder is named by its UTC instant, so names sort as the runs happened.
 QUALITY_RUN_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -125,6 +127,15 @@ class Lake:
 
     def stage_record(self, stage: str) -> Path:
         return self._local(STAGES, f"{stage.replace(' ', '_')}.json")
+
+    def day_record(self, day: date, step: str) -> Path:
+        """The record of ``duet daily``'s ``step`` for the snapshot of ``day`` (``duet.daily``)."""
+        return self._local(STAGES, DAILY, day.isoformat(), f"{step}.json")
+
+    @property
+    def daily_lock(self) -> Path:
+        """The file a ``duet daily`` run holds locked while it runs (``duet.daily``)."""
+        return self._local(STAGES, f"{DAILY}.lock")
 
     def relative(self, location: str | Path) -> str:
         """``location`` relative to the root (for records that must not depend on where the lake is)."""

@@ -4,6 +4,8 @@ the contract tables as Spark schemas.
 Every job and test gets its session from ``spark_session``; nothing else calls ``SparkSession.builder``.
 The Delta jars come from ``.jars/`` in the checkout (fetched once by scripts/setup.sh with Maven), or
 from ``$DUET_JARS``; without either, Spark's Ivy downloads them (``configure_spark_with_delta_pip``).
+A session whose lake or input is an ``s3a://`` URI also gets S3A (``.jars-s3/`` or ``$DUET_S3_JARS``) and
+the S3 server's settings (``core.object_storage``; docs/OBJECT_STORAGE.md).
 Under ``spark-submit`` the master and jars given there win: this module only fills in what is unset.
 """
 
@@ -12,12 +14,14 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
+from core import object_storage
 from core.contracts import Table
 from core.errors import DuetError
 
@@ -114,6 +118,23 @@ def delta_jars(jars_dir: str | os.PathLike | None = None) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
 
 
+def s3_jars(jars_dir: str | os.PathLike | None = None) -> list[str]:
+    """hadoop-aws and the AWS SDK bundle (S3A, for an ``s3a://`` lake), or [] if they are not fetched.
+
+    Kept out of ``delta_jars``: a local session copies every jar of ``spark.jars`` into its temporary
+    folder, 641 MB for the bundle alone, so only a session that reads or writes S3 gets them
+    (``uses_s3``; docs/OBJECT_STORAGE.md has the measurements)."""
+    folder = Path(jars_dir or os.environ.get("DUET_S3_JARS") or _REPO_ROOT / ".jars-s3")
+    return sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
+
+
+def uses_s3(locations: Sequence[str] = ()) -> bool:
+    """Whether a session reads or writes S3: one of ``locations`` (the caller's lake and inputs), or else
+    one of this process's arguments (``duet ingest --lake s3a://...``, the same under spark-submit), is
+    an ``s3a://`` URI."""
+    return object_storage.any_on_s3([*locations, *sys.argv[1:]])
+
+
 def class_archive() -> Path | None:
     """The driver's class-data archive, if one has been built (``CLASS_ARCHIVE``, ``$DUET_CLASS_ARCHIVE``)."""
     named = os.environ.get("DUET_CLASS_ARCHIVE")
@@ -154,11 +175,13 @@ def spark_session(
     conf: Mapping[str, str] | None = None,
     app_name: str = "duet",
     verbose: bool = False,
+    locations: Sequence[str] = (),
 ) -> SparkSession:
     """Return the active SparkSession or build one with Delta, UTC and local defaults.
 
     ``master`` is ``local[*]`` unless given or already set by spark-submit. ``conf`` overrides every
-    default except the Delta/UTC settings in ``REQUIRED_CONF``, which jobs rely on.
+    default except the Delta/UTC settings in ``REQUIRED_CONF``, which jobs rely on. ``locations`` (the
+    lake, the inputs) decide with the process's arguments whether S3A is added (``uses_s3``).
     """
     user_conf = dict(conf or {})
     for key, value in REQUIRED_CONF.items():
@@ -169,8 +192,13 @@ def spark_session(
     if active is not None:
         return active
 
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
 
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit the JVM is already running and holds the submitted settings (the master
+        # included); a SparkConf made before Python connects to it is empty, and the job would run on
+        # local[*] inside the driver whatever --master said.
+        SparkContext._ensure_initialized()
     submitted = SparkConf()  # holds what spark-submit / PYSPARK_SUBMIT_ARGS already set
     builder = SparkSession.builder.appName(app_name)
     resolved_master = master or submitted.get("spark.master", None) or "local[*]"
@@ -183,6 +211,10 @@ def spark_session(
         # the jobs need; PySpark would otherwise start whatever `python3` is on the PATH. PySpark reads
         # the variable when the context starts (the spark.pyspark.python setting is spark-submit's).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    s3 = uses_s3(locations)
+    if s3:
+        s3_settings = object_storage.spark_settings()
+        settings.update({k: v for k, v in s3_settings.items() if not submitted.contains(k)})
     settings.update(user_conf)
     settings.update(REQUIRED_CONF)
     for key in JAVA_OPTIONS:
@@ -196,6 +228,12 @@ def spark_session(
 
     jars = delta_jars()
     if not submitted.contains("spark.jars.packages") and not submitted.contains("spark.jars"):
+        if s3:
+            found = s3_jars()
+            if not found:
+                raise DuetError("a lake or input on S3 (s3a://) needs hadoop-aws on Spark's class path: run "
+                                "scripts/setup.sh (it fetches .jars-s3/) or set DUET_S3_JARS to their folder")
+            settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), *found]))
         if jars:
             settings["spark.jars"] = ",".join(filter(None, [settings.get("spark.jars"), *jars]))
         else:
@@ -208,3 +246,19 @@ def spark_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN" if verbose else "ERROR")
     return spark
+
+
+@contextmanager
+def session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """The session's ``settings`` inside the block, its own values (or none) after it."""
+    before = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

@@ -2,30 +2,46 @@
 
 Two consumers decide from these whether something computed on a table still holds: the demo's stage cache
 (``duet.stage_cache``: may a stage be skipped?) and the publish gate (``core.quality.reusable_pass``: does
-an earlier validation pass still describe the rows?). Both treat a MERGE that inserted, updated and
-deleted nothing (what a sequence re-run commits when no input changed) as no change, and every other
-commit as one, even a commit that changed nothing (an OPTIMIZE): when unsure, the work is done again.
+an earlier validation pass still describe the rows?). Both treat as no change a MERGE that inserted, updated
+and deleted nothing (what a sequence re-run commits when no input changed) and the commits of table
+maintenance (``duet maintain``): an OPTIMIZE, which rewrites files without changing a row (its actions
+carry ``dataChange: false``, the protocol's mark of a rearrangement, so the change data feed has nothing
+for it either), and a VACUUM's start and end, which carry no file at all. Every other commit counts as a
+change, even one that changed nothing (an empty overwrite): when unsure, the work is done again.
 """
 
 from __future__ import annotations
 
 # Spark's MERGE metrics that count changed rows; a MERGE whose every one is 0 changed nothing.
 MERGE_ROW_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
+# Operations whose commits never change a row (module docstring): Delta writes OPTIMIZE's files with
+# dataChange false (Spark and delta-rs alike), VACUUM's commits (its logging) hold no file action.
+NO_ROW_OPERATIONS = ("OPTIMIZE", "VACUUM START", "VACUUM END")
 
 
 def _changed_no_rows(commit: dict) -> bool:
+    if commit.get("operation") in NO_ROW_OPERATIONS:
+        return True
     metrics = commit.get("operationMetrics") or {}
     return commit.get("operation") == "MERGE" and all(str(metrics.get(m)) == "0" for m in MERGE_ROW_METRICS)
+
+
+def _open(location: str):
+    """The Delta table at ``location`` (delta-rs), told where its S3 server is if it is on S3."""
+    from deltalake import DeltaTable
+
+    from core.object_storage import delta_rs_options
+
+    return DeltaTable(location, storage_options=delta_rs_options(location))
 
 
 def _history(location: str, since: int | None = None) -> list[dict] | None:
     """The table's commits, newest first (those after ``since`` and ``since`` itself, when given: the log
     is not read further back); None if there is no Delta table at ``location``."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(location)
+        table = _open(location)
     except TableNotFoundError:
         return None
     if since is None:
@@ -36,11 +52,10 @@ def _history(location: str, since: int | None = None) -> list[dict] | None:
 
 def table_version(location: str) -> int | None:
     """The table's current Delta version; None if there is no Delta table at ``location``."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(location).version()
+        return _open(location).version()
     except TableNotFoundError:
         return None
 
@@ -61,22 +76,22 @@ def pin(location: str) -> tuple[int, int] | None:
     """(current version, its commit stamp in ms since the epoch) of the table at ``location``, from one
     read of the log's newest commit; None if there is no Delta table there. The stamp makes the pair name
     one commit: a table deleted and re-created reaches the same version number again, not the same stamp."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        [newest] = DeltaTable(location).history(limit=1)
+        [newest] = _open(location).history(limit=1)
     except TableNotFoundError:
         return None
     return int(newest["version"]), int(newest["timestamp"])
 
 
-def unchanged_since(location: str, version: int, stamp: int) -> bool:
+def unchanged_since(location: str, version: int, stamp: int | None = None) -> bool:
     """Whether the table's rows are those of ``pin``'s (``version``, ``stamp``): that commit is still in
-    its history and every later commit is a MERGE that changed no row."""
+    its history and every later commit changed no row (module docstring). Without ``stamp`` (a record that
+    kept the version number only) any commit numbered ``version`` counts."""
     for commit in _history(location, since=version) or []:     # newest first, down to ``version``
         if int(commit["version"]) == version:
-            return int(commit["timestamp"]) == stamp
+            return stamp is None or int(commit["timestamp"]) == stamp
         if not _changed_no_rows(commit):
             return False
     return False

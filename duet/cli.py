@@ -61,7 +61,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from duet.generate import generate, setting
 
     cfg = configure(args, setting(args.setting))
-    print(generate(cfg, args.out, args.truth).to_json())
+    summary = generate(cfg, args.out, args.truth)
+    if args.landing:
+        from duet.generate import write_landing
+
+        days = write_landing(summary.clicks_path, summary.conversions_path, args.landing)
+        print(f"landed {len(days)} day(s) under {args.landing}: {days[0]} .. {days[-1]}", file=sys.stderr)
+    print(summary.to_json())
     return 0
 
 
@@ -78,7 +84,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         check_exists(args.events)
     else:
         check_inputs(args.clicks, args.conversions, args.format)
-    cfg = configure(args, IngestConfig(lake=args.lake))
+    cfg = configure(args, IngestConfig(lake=args.lake, reingest=args.reingest))
     spark = _spark(args, "ingest")
     if taobao:
         results = [ingest_taobao(spark, cfg, args.events)]
@@ -104,7 +110,8 @@ def _cmd_sequences(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from duet.validation import validate
 
-    report = validate(_spark(args, "validate"), args.lake, tables=args.table or None)
+    snapshots = _snapshots(args) if args.snapshot or args.date_from or args.date_to else None
+    report = validate(_spark(args, "validate"), args.lake, tables=args.table or None, snapshots=snapshots)
     print(report.summary())
     if not report.tables:
         raise ValidationFailed(f"no duet tables under {args.lake}: is it the lake root?")
@@ -318,6 +325,68 @@ def _report_grace(value: str) -> timedelta | None:
     return timedelta(days=days)
 
 
+def _daily(args: argparse.Namespace, command: str, days) -> int:
+    from duet.daily import DailyConfig, plan, run_daily, summary
+
+    cfg = configure(args, DailyConfig(lake=args.lake, days=days, landing=args.landing,
+                                      model_version=args.model_version,
+                                      feature_store_yaml=args.feature_store_yaml, redis=args.redis,
+                                      force=args.force))
+    if args.dry_run:
+        for step in plan(cfg):
+            print(f"{step.step} {step.day}: {'runs (' + step.why + ')' if step.ran else step.why}")
+        return 0
+    record = run_daily(lambda: _spark(args, command), cfg, command)
+    print(summary(record), file=sys.stderr if record.exit else sys.stdout)
+    print(record.to_json(), flush=True)    # the last line: the run record a scheduler reads
+    return record.exit
+
+
+def _cmd_daily(args: argparse.Namespace) -> int:
+    from core.lake import Lake
+    from duet.daily import plan_days
+
+    day = _passed(_day(args.date), "--date", "its snapshot would be read as final while events before it "
+                  "are still arriving").date()
+    first = _day(args.first_date).date() if args.first_date else None
+    return _daily(args, "daily", plan_days(Lake(args.lake), day, first))
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from duet.daily import backfill_days
+
+    why = "its snapshot would be read as final while events before it are still arriving"
+    last = _passed(_day(args.date_to), "--to", why).date()
+    return _daily(args, "backfill", backfill_days(_day(args.date_from).date(), last))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from duet.status import lake_status, today
+
+    status = lake_status(args.lake, args.landing, today())
+    print("\n".join(status.lines()))
+    print(status.to_json())
+    return 0
+
+
+def _day(text: str):
+    from core.snapshots import parse_snapshot
+
+    instant = parse_snapshot(text)
+    if instant.timetz().replace(tzinfo=None) != instant.min.time():
+        raise DuetError(f"{text}: give a date (YYYY-MM-DD), the snapshot at its 00:00 UTC")
+    return instant
+
+
+def _cmd_maintain(args: argparse.Namespace) -> int:
+    from duet.maintain import plan_maintenance, run_maintenance
+
+    plans = plan_maintenance(args.lake, args.retention_hours, args.table)   # refusals before Spark starts
+    report = run_maintenance(_spark(args, "maintain"), args.lake, plans, dry_run=args.dry_run)
+    print(report.to_json(), flush=True)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from duet.demo import DemoConfig, InputFiles, RankerStageConfig, run_demo
 
@@ -327,6 +396,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ranker=RankerStageConfig(delayed_feedback=args.delayed_feedback)))
     print(json.dumps(run_demo(lambda: _spark(args, "demo"), cfg), indent=1))
     return 0
+
+
+def _sequence_flags(p: argparse.ArgumentParser, owner: str, prefix: str = "") -> None:
+    """The sequence windows and caps, bound to ``owner``'s SequenceConfig fields (under ``prefix``)."""
+    add_field(p, "--click-lookback-days", owner, f"{prefix}click_lookback", type=float,
+              help="clicks this long before a snapshot are kept")
+    add_field(p, "--conversion-lookback-days", owner, f"{prefix}conversion_lookback", type=float,
+              help="conversions that happened this long before a snapshot are kept")
+    add_field(p, "--max-clicks", owner, f"{prefix}max_clicks", type=int,
+              help="most recent clicks kept per user")
+    add_field(p, "--max-conversions", owner, f"{prefix}max_conversions", type=int,
+              help="most recent conversions kept per user")
 
 
 def _store_options(p: argparse.ArgumentParser, verb: str) -> None:
@@ -349,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for clicks.parquet and conversions.parquet")
     p.add_argument("--truth", metavar="DIR", help="also write each user's latents and each advertiser's "
                    "topic here, a folder apart from --out (duet.ceiling reads it)")
+    p.add_argument("--landing", metavar="DIR",
+                   help="also split the files into DIR/YYYY-MM-DD/ day folders of reports with a _SUCCESS "
+                        "file each, the landing layout `duet daily --landing` reads")
     p.add_argument("--setting", default="default",
                    help="named generator setting, default or duet-targeted (duet.generate.SETTINGS): its "
                         "values replace the defaults below, and the flags given replace its values")
@@ -383,19 +467,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_field(p, "--attribution-window-days", INGEST, "attribution_window_s", type=float,
               help="Taobao layout: a buy is attributed to the same user's latest pv of the item at most "
                    "this long before it")
+    p.add_argument("--reingest", action="store_true",
+                   help="read every file, even one the ingest log holds with the same bytes and settings "
+                        "(which is otherwise skipped, its account taken from the log)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_ingest)
 
     p = sub.add_parser("sequences", help="build per-user click and conversion sequences per snapshot")
     p.add_argument("--lake", required=True, help="lake root (reads raw/*, writes features/*)")
     _snapshot_options(p)
-    add_field(p, "--click-lookback-days", SEQUENCES, "click_lookback", type=float,
-              help="clicks this long before a snapshot are kept")
-    add_field(p, "--conversion-lookback-days", SEQUENCES, "conversion_lookback", type=float,
-              help="conversions that happened this long before a snapshot are kept")
-    add_field(p, "--max-clicks", SEQUENCES, "max_clicks", type=int, help="most recent clicks kept per user")
-    add_field(p, "--max-conversions", SEQUENCES, "max_conversions", type=int,
-              help="most recent conversions kept per user")
+    _sequence_flags(p, SEQUENCES)
     _spark_options(p)
     p.set_defaults(handler=_cmd_sequences)
 
@@ -434,6 +515,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="append", metavar="PATH",
                    help=f"validate only this table (a contract path such as {RAW_CLICKS.path}; repeatable; "
                         "default: every table present)")
+    p.add_argument("--snapshot", action="append", default=[], metavar="TS",
+                   help="check only these snapshots' rows of the tables kept per snapshot (sequences, "
+                        "embeddings; repeatable, or --from/--to); the others are checked whole. Without "
+                        "it, every snapshot (`duet daily` checks its new snapshots only)")
+    p.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
+    p.add_argument("--to", dest="date_to", metavar="D", help="last daily snapshot (inclusive)")
     _spark_options(p)
     p.set_defaults(handler=_cmd_validate)
 
@@ -536,6 +623,65 @@ def build_parser() -> argparse.ArgumentParser:
     add_field(p, "--registry-ttl-sec", SERVER, "registry_ttl_sec", type=int,
               help="re-read the registry this often (a publish's new model version)")
     p.set_defaults(handler=_cmd_serve)
+
+    daily = "duet.daily:DailyConfig"
+    for name, text in (("daily", "the day's work, and only that: ingest the landed files, build the missing "
+                        "snapshots up to --date, embed them with the served model, validate, publish, build "
+                        "the matured labels (each step skipped when it is up to date; the last line is a "
+                        "JSON run record; exit 0 done, 1 failed, 75 the day has not landed)"),
+                       ("backfill", "`duet daily` for every day from --from to --to (the snapshots built in "
+                        "one Spark job, the last day published)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--lake", required=True, help="lake root")
+        if name == "daily":
+            p.add_argument("--date", required=True, metavar="D",
+                           help="the day whose snapshot (00:00 UTC) to build, YYYY-MM-DD")
+            p.add_argument("--first-date", metavar="D",
+                           help="a new lake's first snapshot (without it, --date's); a lake behind catches "
+                                "up from the day after its newest snapshot")
+        else:
+            p.add_argument("--from", dest="date_from", required=True, metavar="D", help="first day")
+            p.add_argument("--to", dest="date_to", required=True, metavar="D", help="last day (inclusive)")
+        p.add_argument("--landing", metavar="DIR",
+                       help="where input files land: DIR/YYYY-MM-DD/{clicks,conversions}*.{csv,parquet,"
+                            "jsonl} and a _SUCCESS file once the day is complete (`duet generate --landing`)")
+        p.add_argument("--model-version", help="embed and publish this model version (default: the served "
+                                               "one, else the newest duet model)")
+        add_field(p, "--engine", daily, "engine", choices=["local", "spark"],
+                  help="embedding on this machine or on Spark's executors")
+        _sequence_flags(p, daily, "sequences.")
+        add_field(p, "--attribution-window-days", daily, "attribution_window", type=float,
+                  help="labels: a conversion counts within this many days of its click")
+        add_field(p, "--report-grace-days", daily, "report_grace", type=float,
+                  help="labels: a click is mature this long after its attribution window")
+        _store_options(p, "publish")
+        p.add_argument("--force", action="store_true", help="run every step, whatever the records say")
+        p.add_argument("--dry-run", action="store_true",
+                       help="say which steps would run for which days, and why; start nothing")
+        _spark_options(p)
+        p.set_defaults(handler=_cmd_daily if name == "daily" else _cmd_backfill)
+
+    p = sub.add_parser("maintain", help="OPTIMIZE (compaction) and VACUUM the lake's Delta tables, keeping "
+                                        "every file a pending `embed --changed-only` still reads")
+    p.add_argument("--lake", required=True, help="lake root")
+    p.add_argument("--retention-hours", type=int, metavar="H",
+                   help="VACUUM keeps what the versions of the last H hours need (default: Delta's 7 days, "
+                        "or longer for a table a pending `embed --changed-only` reads; less than it needs is "
+                        "refused)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="no OPTIMIZE; list what VACUUM would delete and delete nothing")
+    p.add_argument("--table", action="append", metavar="PATH",
+                   help=f"maintain only this table (a contract path such as {RAW_CLICKS.path}; repeatable; "
+                        "default: every table present)")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_maintain)
+
+    p = sub.add_parser("status", help="table versions and rows, the newest snapshot per stage, what is "
+                                      "served, the last validation and what `duet daily` would do next "
+                                      "(no Spark)")
+    p.add_argument("--lake", required=True, help="lake root")
+    p.add_argument("--landing", metavar="DIR", help="the landing folder, to say whether the next day landed")
+    p.set_defaults(handler=_cmd_status)
 
     p = sub.add_parser("demo", help="the whole pipeline on the embedded default")
     demo = "duet.demo:DemoConfig"

@@ -347,6 +347,31 @@ def read_truth(truth_dir: str | os.PathLike) -> tuple[GeneratorConfig, pa.Table,
     return cfg, users, advertisers.column("topic").to_numpy()
 
 
+def write_landing(clicks: str | os.PathLike, conversions: str | os.PathLike,
+                  landing: str | os.PathLike) -> list[str]:
+    """Split generated files into a landing folder (``duet.daily.Landing``), one folder per UTC day of
+    reports: the clicks made that day, the conversions reported that day, then its ``_SUCCESS`` file;
+    return the days written. What a day's delivery would be, for ``duet daily`` to ingest."""
+    import pyarrow.compute as pc
+
+    from duet.daily import SUCCESS_MARKER
+
+    tables = {"clicks": (pq.read_table(clicks), "click_ts"),
+              "conversions": (pq.read_table(conversions), "report_ts")}
+    days_of = {kind: pc.cast(pc.floor_temporal(t[column], unit="day"), pa.timestamp("us", "UTC"))
+               for kind, (t, column) in tables.items()}
+    days = sorted(set().union(*(set(d.to_pylist()) for d in days_of.values())))
+    for day in days:
+        folder = Path(landing, day.date().isoformat())
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind, (table, _) in tables.items():
+            rows = table.filter(pc.equal(days_of[kind], pa.scalar(day, pa.timestamp("us", "UTC"))))
+            with atomic_path(folder / f"{kind}.parquet") as tmp:
+                pq.write_table(rows, tmp)
+        (folder / SUCCESS_MARKER).touch()
+    return [d.date().isoformat() for d in days]
+
+
 def generate(cfg: GeneratorConfig, out_dir: str | os.PathLike,
              truth_dir: str | os.PathLike | None = None) -> GeneratorSummary:
     """Write ``clicks.parquet`` and ``conversions.parquet`` under ``out_dir``; return their counts. With

@@ -12,14 +12,16 @@ A stage is reused only when **all** of these hold (``StageCache.lookup``):
 - the same *key*: the stage's config and declared inputs (``Stage.key``), the contents of the tables it
   declares it reads, the project's source code
   (every ``.py`` of its packages) and the versions of the libraries that compute results;
-- the tables it wrote are still at the versions it left them (nobody wrote them since) and the folders it
-  wrote (model checkpoints) are still there;
+- the tables it wrote still hold the rows of the versions it left them (every later commit changed no
+  row: ``core.table_versions.unchanged_since``, so a ``duet maintain`` OPTIMIZE or VACUUM keeps the record)
+  and the folders it wrote (model checkpoints) are still there;
 - it succeeded: a stage is recorded only then (``store``), so a failed validation is never reused.
 
 A table's *content* is its latest Delta version that changed rows (``core.table_versions.content_version``):
 a MERGE that inserted, updated and deleted nothing (what a sequence re-run commits when no input changed)
-does not count; any other commit does, even one that changed nothing (an OPTIMIZE): when unsure, the stage
-runs.
+and the commits of ``duet maintain`` (OPTIMIZE, VACUUM) do not count; any other commit does, even one that
+changed nothing: when unsure, the stage runs. A record holds version numbers only: no stage reads an older
+version's rows back, so ``VACUUM`` (which never touches the log) cannot break one.
 The records live in ``<lake>/_stages/<stage>.json``, written atomically after the stage succeeded;
 ``duet demo --force`` ignores them.
 """
@@ -38,7 +40,7 @@ from pathlib import Path
 from core.contracts import SEQUENCE_SNAPSHOTS
 from core.files import write_atomic
 from core.lake import Lake
-from core.table_versions import content_version, table_version
+from core.table_versions import content_version, table_version, unchanged_since
 
 # The packages whose code computes what the stages write (the conductor's own included).
 CODE_PACKAGES = ("core", "spark_jobs", "encoders", "feature_repo", "serving", "ranker", "duet")
@@ -99,7 +101,7 @@ class StageCache:
             record = json.loads(path.read_text())
             if record["key"] != key:
                 return None
-            if any(table_version(self.lake.resolve(t)) != v for t, v in record["tables"].items()):
+            if not all(unchanged_since(self.lake.resolve(t), v) for t, v in record["tables"].items()):
                 return None
             if not all(os.path.isdir(self.lake.resolve(d)) for d in record["folders"]):
                 return None

@@ -56,6 +56,25 @@ class StageContext:
     def spark(self):
         return self.spark_factory()
 
+    @property
+    def lazy_spark(self) -> Any:
+        """The session, started when first used rather than when handed over (for a callee that may
+        need none: an ingest whose files the ingest log already holds)."""
+        return _LazySession(self.spark_factory)
+
+
+class _LazySession:
+    """Forwards every attribute to the session ``factory`` makes, calling it on first use."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._session = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._session is None:
+            self._session = self._factory()
+        return getattr(self._session, name)
+
 
 class Stage(Generic[R]):
     """The base of every stage (module docstring). Subclasses are frozen dataclasses with a ``config``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-JOBS = ("ingest", "sequences", "embed", "validate")
+JOBS = ("ingest", "sequences", "embed", "validate", "daily", "backfill", "maintain")
 
 
 def check_job(name: str) -> int:

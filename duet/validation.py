@@ -21,12 +21,17 @@ from core.quality import LakeReport, validate_lake
 
 
 def validate(spark: SparkSession, lake: str, now: datetime | None = None,
-             tables: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> LakeReport:
+             tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
+             snapshots: Sequence[datetime] | None = None) -> LakeReport:
     """Run every stage's suites on the tables present under ``lake``; write and return the report.
 
     ``tables`` (contract paths such as ``raw/clicks``) restricts the run to those tables' suites (their
     cross-table checks still read the tables they need); a name that is not a contract table, or one the
     lake does not hold, is an error; None means every table present. ``exclude`` leaves tables out either way.
+    ``snapshots`` restricts the tables kept per snapshot (the sequence tables, the embeddings) to the rows
+    of those snapshots (``duet daily``, ``duet validate --snapshot``): every check of their suites holds
+    per snapshot, so the rows of new snapshots pass alone exactly when they pass within the whole table.
+    Tables with no snapshot (raw, quarantine, the ranker's) are checked whole.
     """
     from core.contracts import RAW_CONVERSIONS, TABLES
     from encoders import quality as encoder_quality
@@ -53,11 +58,23 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
         unchecked = sorted((wanted or set()) - {s.table.path for s in suites})
         if unchecked:   # e.g. features/_snapshots, read by the sequence suites; or a table missing its input
             raise DuetError(f"no suite checks {', '.join(unchecked)} in this lake on its own")
-        return [s for s in suites if chosen(s.table.path)]
+        return [_of_snapshots(s, snapshots) for s in suites if chosen(s.table.path)]
 
     # The orphan rate is a figure of raw/conversions: reported when that table is validated.
     metrics = quality.metrics if chosen(RAW_CONVERSIONS.path) else None
     return validate_lake(spark, lake, suites_for, metrics_for=metrics, now=now)
+
+
+def _of_snapshots(suite, snapshots: Sequence[datetime] | None):
+    """``suite`` restricted to ``snapshots`` when its table is kept per snapshot (``validate``)."""
+    from core.contracts import PER_SNAPSHOT
+    from core.times import sql_timestamp
+
+    column = PER_SNAPSHOT.get(suite.table.path)
+    if snapshots is None or column is None:
+        return suite
+    where = f"{column} IN ({', '.join(sql_timestamp(s) for s in snapshots)})"
+    return replace(suite, where=f"({suite.where}) AND {where}" if suite.where else where)
 
 
 def validate_training(spark: SparkSession, lake: str) -> LakeReport:

@@ -216,31 +216,40 @@ def _commit(location: str, version: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _change_files(location: str, version: int) -> list[dict]:
+    """The file actions that carry commit ``version``'s changes in the change data feed, by the protocol's
+    rules as Delta's own reader applies them: a commit's cdc files when it has any, else the add/remove
+    files of a write."""
+    actions = _commit(location, version)
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
+    for a in actions:
+        config = a.get("metaData", {}).get("configuration", {})
+        if "metaData" in a and config.get("delta.enableChangeDataFeed") != "true":
+            raise DuetError(f"{location}: the change data feed is off at version {version}: embed every "
+                            "user, not the changed ones only", fields=("changed_only",))
+    files = [a["cdc"] for a in actions if "cdc" in a]
+    if not files and info.get("operation") in _FILE_CHANGE_OPERATIONS:
+        files = [a[kind] for a in actions for kind in ("add", "remove")
+                 if kind in a and a[kind].get("dataChange", True)]
+    return files
+
+
+def _in_snapshot(action: dict, snapshot: datetime) -> bool:
+    value = (action.get("partitionValues") or {}).get("snapshot_ts")
+    return value is not None and _instant(value) == snapshot
+
+
 def _feed_users(location: str, snapshot: datetime, start: int, end: int) -> list[pa.Array]:
     """The user ids in the change data feed of one sequence table, versions ``start..end``, restricted to
     the partition of ``snapshot``.
 
-    Read from the Delta log and the change files directly, by the protocol's rules as Delta's own reader
-    applies them: a commit's cdc files when it has any, else the add/remove files of a write. (deltalake's
-    ``load_cdf`` treats a MERGE's copied files as changes and cannot open Spark's percent-encoded
-    partition folders.)
+    Read from the Delta log and the change files directly (``_change_files``). (deltalake's ``load_cdf``
+    treats a MERGE's copied files as changes and cannot open Spark's percent-encoded partition folders.)
     """
     users = []
     for version in range(start, end + 1):
-        actions = _commit(location, version)
-        info = next((a["commitInfo"] for a in actions if "commitInfo" in a), {})
-        for a in actions:
-            config = a.get("metaData", {}).get("configuration", {})
-            if "metaData" in a and config.get("delta.enableChangeDataFeed") != "true":
-                raise DuetError(f"{location}: the change data feed is off at version {version}: embed every "
-                                "user, not the changed ones only", fields=("changed_only",))
-        files = [a["cdc"] for a in actions if "cdc" in a]
-        if not files and info.get("operation") in _FILE_CHANGE_OPERATIONS:
-            files = [a[kind] for a in actions for kind in ("add", "remove")
-                     if kind in a and a[kind].get("dataChange", True)]
-        for f in files:
-            value = (f.get("partitionValues") or {}).get("snapshot_ts")
-            if value is None or _instant(value) != snapshot:
+        for f in _change_files(location, version):
+            if not _in_snapshot(f, snapshot):
                 continue
             path = Path(location) / unquote(f["path"])
             try:
@@ -249,6 +258,64 @@ def _feed_users(location: str, snapshot: datetime, start: int, end: int) -> list
                 raise DuetError(f"{path} is gone (vacuumed?): embed every user, not the changed ones only",
                                 fields=("changed_only",)) from e
     return users
+
+
+@dataclass(frozen=True)
+class PendingFeed:
+    """What the next ``--changed-only`` run of ``run``'s (snapshot, model version) will read of one
+    sequence table: the change files in the snapshot's partition of the commits after the version ``run``
+    recorded. ``version`` is the oldest such commit; ``files`` are local paths, every commit's."""
+
+    run: EmbeddingRun
+    table: str              # contract path
+    version: int
+    files: tuple[Path, ...]
+
+
+def last_runs(lake: str) -> list[EmbeddingRun]:
+    """The newest embedding run recorded for each (snapshot, model version): what ``last_run`` finds for
+    each, from one read of the table's history."""
+    location = USER_EMBEDDINGS.location(lake)
+    if not DeltaTable.is_deltatable(location):
+        return []
+    runs: dict[tuple[datetime, str], EmbeddingRun] = {}
+    for commit in DeltaTable(location).history():  # newest first
+        run = EmbeddingRun.from_json(commit.get("userMetadata"))
+        if run:
+            runs.setdefault((run.snapshot, run.model_version), run)
+    return list(runs.values())
+
+
+def pending_feeds(lake: str) -> list[PendingFeed]:
+    """The change files that the next ``--changed-only`` run of each recorded (snapshot, model version)
+    would read (``changed_users``), by sequence table: what ``duet maintain`` must not vacuum. None for a
+    run whose feed is unreadable already (a commit cleaned from the log, the feed off: its next
+    ``--changed-only`` run fails asking for a full one, whatever is kept), nor on a lake on object storage,
+    which the encoders do not read."""
+    runs = last_runs(lake)
+    pending = []
+    for table in SEQUENCE_TABLES:
+        location = table.location(lake)
+        if not runs or not DeltaTable.is_deltatable(location):
+            continue
+        now = DeltaTable(location).version()
+        changes: dict[int, list[dict]] = {}
+        for run in runs:
+            since = run.sequence_versions.get(table.path)
+            if since is None:
+                continue
+            found: list[tuple[int, dict]] = []
+            try:
+                for version in range(since + 1, now + 1):
+                    if version not in changes:
+                        changes[version] = _change_files(location, version)
+                    found += [(version, f) for f in changes[version] if _in_snapshot(f, run.snapshot)]
+            except DuetError:
+                continue
+            if found:
+                pending.append(PendingFeed(run, table.path, found[0][0],
+                                           tuple(Path(location) / unquote(f["path"]) for _, f in found)))
+    return pending
 
 
 def changed_users(lake: str, snapshot: datetime, since: dict[str, int]) -> tuple[pa.Array, dict[str, int]]:

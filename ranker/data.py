@@ -141,13 +141,18 @@ def training_set_versions(lake: str) -> list[str]:
 
 def training_set_record(lake: str) -> dict | None:
     """What the build of the current ``training/training_set`` recorded (its periods and model versions),
-    or None (no table, or a table written otherwise)."""
+    or None (no table, or a table written otherwise). The newest commit that wrote rows holds it: a
+    maintenance commit after it (``duet maintain``'s OPTIMIZE, VACUUM) changes no row and records nothing."""
     from deltalake import DeltaTable
+
+    from core.table_versions import NO_ROW_OPERATIONS
 
     location = TRAINING_SET.location(lake)
     if not DeltaTable.is_deltatable(location):
         return None
-    for commit in DeltaTable(location).history(limit=1):
+    for commit in DeltaTable(location).history():     # newest first
+        if commit.get("operation") in NO_ROW_OPERATIONS:
+            continue
         try:
             return json.loads(commit.get("userMetadata") or "{}").get(RECORD_KEY)
         except (ValueError, AttributeError):

@@ -2,6 +2,7 @@
 # Brings a checkout to a working state, from nothing or from a previous run:
 #   .venv/   the locked Python dependencies (requirements.lock) and duet itself (editable)
 #   .jars/   the Delta Lake jars for Spark (infra/jars/pom.xml, fetched with Maven)
+#   .jars-s3/   S3A for an s3a:// lake: hadoop-aws and the AWS SDK bundle (infra/jars/s3/pom.xml)
 #   .venv/share/duet/spark-classes.jsa   the Spark driver's class-data archive (duet/class_archive.py)
 # Each part is skipped when its inputs have not changed since it last succeeded (a stamp file
 # holds the hash of its inputs), so a warm re-run takes seconds. Downloads are cached by uv
@@ -64,6 +65,25 @@ if [ "$(cat .jars/.duet-stamp 2>/dev/null)" != "$want" ]; then
   rm -rf .jars && mv .jars.tmp .jars   # swap in whole: a half-fetched folder is never used
 else
   say ".jars is up to date"
+fi
+# --- S3A jars: hadoop-aws and the AWS SDK v2 bundle, for a lake on S3 (docs/OBJECT_STORAGE.md) ---------
+# A folder of their own: core/spark.py puts them on the class path only of a session whose lake or input
+# is an s3a:// URI, as a local session copies each of its jars into its temporary folder (641 MB for the
+# bundle). Hard-linked from ~/.m2 where it is on the same file system (no second copy), copied otherwise.
+want=$(hash_of infra/jars/s3/pom.xml)
+if [ "$(cat .jars-s3/.duet-stamp 2>/dev/null)" != "$want" ]; then
+  command -v mvn >/dev/null || die "Maven is needed once to fetch the S3A jars (apt-get install maven)"
+  say "fetching the S3A jars with Maven into .jars-s3/ (first time: ~650 MB into ~/.m2)"
+  rm -rf .jars-s3.tmp && mkdir .jars-s3.tmp
+  mvn -q -B -f infra/jars/s3/pom.xml dependency:build-classpath -Dmdep.outputFile="$PWD/.jars-s3.tmp/.classpath" >&2 \
+    || die "Maven could not fetch the S3A jars (see the output above)"
+  IFS=: read -r -a s3_jars < .jars-s3.tmp/.classpath || true   # one line, no newline at its end
+  for jar in "${s3_jars[@]}"; do ln -f "$jar" .jars-s3.tmp/ 2>/dev/null || cp "$jar" .jars-s3.tmp/; done
+  rm .jars-s3.tmp/.classpath
+  echo "$want" > .jars-s3.tmp/.duet-stamp
+  rm -rf .jars-s3 && mv .jars-s3.tmp .jars-s3
+else
+  say ".jars-s3 is up to date"
 fi
 # --- The Spark driver's class-data archive --------------------------------------------------------
 # Built once per environment and Java (about 3 minutes on a 2-core machine); every later driver maps it

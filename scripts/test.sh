@@ -18,4 +18,4 @@ if [ "$workers" != 0 ]; then
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
   xdist=(-n "$workers" --dist loadfile --no-loadscope-reorder)
 fi
-exec .venv/bin/python -m pytest -m "not benchmark" "${xdist[@]}" "$@"
+exec .venv/bin/python -m pytest -m "${DUET_TEST_MARKERS:-not benchmark and not cluster}" "${xdist[@]}" "$@"

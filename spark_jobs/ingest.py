@@ -18,6 +18,15 @@ retries a conflicting commit). For every file,
 with ``read`` counted from the file itself (``readers.file_rows``; blank lines are skipped): before
 anything is written, the records Spark's reader returned must be exactly the file's non-blank rows.
 
+Incremental by construction: before Spark reads a file, its size and SHA-256 are computed (streamed, no
+Spark job) and looked up in the ingest log ``raw/_ingested`` (``spark_jobs.ingest_log``). A file the log
+holds (the same bytes, kind and settings, under any path, its tables not re-created since) is not read:
+its account is the log's as a re-read would give it (what it ingested then is already present now), with
+``unchanged_since`` set; nothing is committed. A changed file is read as above, and so is every file with
+``IngestConfig.reingest`` (``duet ingest --reingest``). A file's log row is appended only after its raw
+and quarantine commits succeeded and its account balanced, so a crash in between leaves it unlogged and
+the next run reads it again, adding nothing.
+
 ``ingest_frame`` is the part every input layout shares (``spark_jobs.taobao`` maps its layout to the same
 frames). The conductor runs it as ``duet ingest`` (``duet.cli``), also under spark-submit.
 """
@@ -28,6 +37,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -35,6 +45,7 @@ from pyspark.sql import functions as F
 
 from core.contracts import (
     ATTRIBUTION_WINDOW,
+    INGEST_LOG,
     QUARANTINE_CLICKS,
     QUARANTINE_CONVERSIONS,
     RAW_CLICKS,
@@ -44,7 +55,8 @@ from core.contracts import (
 from core.errors import DuetError
 from core.lake import absolute
 from core.spark import require_utc
-from spark_jobs import delta_io
+from spark_jobs import delta_io, ingest_log
+from spark_jobs.ingest_log import Fingerprint, Logged
 from spark_jobs.parse import ParseRules, parse_events
 from spark_jobs.readers import (
     KIND_COLUMNS,
@@ -73,6 +85,8 @@ class IngestConfig:
     rules: ParseRules = field(default_factory=ParseRules)
     # Taobao layout: how far back a buy looks for its pv (seconds)
     attribution_window_s: float = ATTRIBUTION_WINDOW.total_seconds()
+    # read every file, even one the ingest log holds with the same bytes and settings
+    reingest: bool = False
 
 
 @dataclass
@@ -88,6 +102,11 @@ class FileCounts:
     skipped: int = 0
     quarantine_added: int = 0
     by_table: dict[str, dict[str, int]] = field(default_factory=dict)
+    sha256: str | None = None
+    # Set when the ingest log held the file (``ingest_log``) and nothing was read: when it was ingested
+    # (ISO-8601), and under which path if another; the account is then what reading it again would give.
+    unchanged_since: str | None = None
+    logged_as: str | None = None
 
     @property
     def balanced(self) -> bool:
@@ -95,8 +114,13 @@ class FileCounts:
 
     def line(self) -> str:
         new_q = f" ({self.quarantine_added} new)" if self.quarantined else ""
-        return (f"{self.source}: read {self.read} = ingested {self.ingested} + already present "
-                f"{self.already_present} + quarantined {self.quarantined}{new_q} + skipped {self.skipped}")
+        account = (f"read {self.read} = ingested {self.ingested} + already present {self.already_present} + "
+                   f"quarantined {self.quarantined}{new_q} + skipped {self.skipped}")
+        if self.unchanged_since is None:
+            return f"{self.source}: {account}"
+        as_ = f" as {self.logged_as}" if self.logged_as else ""
+        return (f"{self.source}: unchanged since its ingest at {self.unchanged_since}{as_}, nothing read: "
+                f"{account}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -264,21 +288,79 @@ def read_records(spark: SparkSession, frame: DataFrame, path: str, fmt: str,
     return held, row_number, records
 
 
+def file_settings(cfg: IngestConfig, kind: str, fmt: str) -> dict[str, Any]:
+    """What decides how a file's rows are classified besides its bytes (the ingest log's ``settings``)."""
+    rules = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(cfg.rules).items()}
+    settings: dict[str, Any] = {"format": fmt, "rules": rules}
+    if kind == "taobao":
+        settings["attribution_window_s"] = cfg.attribution_window_s
+    return settings
+
+
+def unchanged_account(file: Fingerprint, logged: Logged) -> FileCounts:
+    """The account of a file the ingest log holds, as reading it again would give it: every row it
+    ingested then is present now; its quarantined rows are quarantined again, and none is new there."""
+    c = logged.counts
+    by_table = {path: {NEW: 0, PRESENT: t[NEW] + t[PRESENT], QUARANTINED: t[QUARANTINED]}
+                for path, t in logged.by_table.items()}
+    return FileCounts(source=file.source, kind=file.kind, read=c["read"], ingested=0,
+                      already_present=c["ingested"] + c["already_present"], quarantined=c["quarantined"],
+                      skipped=c["skipped"], by_table=by_table, sha256=file.sha256,
+                      unchanged_since=logged.ingested_at.isoformat(),
+                      logged_as=logged.source if logged.source != file.source else None)
+
+
+def known_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
+               fmt: str) -> tuple[Fingerprint, FileCounts | None]:
+    """``path``'s fingerprint (its size and SHA-256: no Spark job) and, unless ``cfg.reingest``, its
+    account if the ingest log holds the file (``unchanged_account``), else None."""
+    try:
+        file = ingest_log.fingerprint(spark, path, kind, file_settings(cfg, kind, fmt))
+    except Exception as e:  # noqa: BLE001 - Python's or Hadoop's errors
+        raise read_error(path, e) from e
+    logged = None if cfg.reingest else ingest_log.find(spark, cfg.lake, file)
+    return file, None if logged is None else unchanged_account(file, logged)
+
+
+def log_file(spark: SparkSession, cfg: IngestConfig, file: Fingerprint, counts: FileCounts,
+             ingested_at: datetime, kinds: tuple[str, ...]) -> None:
+    """Append ``file``'s row to the ingest log: only once its rows are committed and its account balances."""
+    tables = [t for k in kinds for t in (RAW[k], QUARANTINE[k])]
+    try:
+        ingest_log.record(spark, cfg.lake, file, {c: getattr(counts, c) for c in ingest_log.COUNTS},
+                          counts.by_table, ingested_at, tables)
+    except Exception as e:  # noqa: BLE001 - whatever failed, the rows are in and a re-run is cheap
+        raise DuetError(f"{file.source}: its rows are committed but its row in the ingest log "
+                        f"({INGEST_LOG.path}) could not be written ({root_cause(e)}); the next run reads "
+                        "the file again and adds nothing") from e
+
+
 def ingest_file(spark: SparkSession, cfg: IngestConfig, kind: str, path: str,
                 fmt: str | None = None) -> FileCounts:
-    """Ingest one clicks or conversions file; return its conservation account."""
-    require_utc(spark)
+    """Ingest one clicks or conversions file; return its conservation account. A file the ingest log holds
+    is not read (``known_file``; for a local file and lake that check touches no Spark session, so a
+    caller handing a session started on first use starts none)."""
     path = absolute(path)
+    check_exists(path)
+    fmt = format_of(path, fmt)
+    file, known = known_file(spark, cfg, kind, path, fmt)
+    if known is not None:
+        check_balance(known)
+        return known
+    require_utc(spark)
+    ingested_at = datetime.now(UTC)
     with strict_reads(spark):
         frame = read_input(spark, path, kind, fmt).persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            held, row_number, records = read_records(spark, frame, path, format_of(path, fmt))
-            counts = FileCounts(source=path, kind=kind, read=held.rows, skipped=held.blank)
+            held, row_number, records = read_records(spark, frame, path, fmt)
+            counts = FileCounts(source=path, kind=kind, read=held.rows, skipped=held.blank,
+                                sha256=file.sha256)
             if records:
-                ingest_frame(spark, cfg, kind, frame, path, counts, datetime.now(UTC), row_number)
+                ingest_frame(spark, cfg, kind, frame, path, counts, ingested_at, row_number)
         finally:
             frame.unpersist()
     check_balance(counts)
+    log_file(spark, cfg, file, counts, ingested_at, (kind,))
     return counts
 
 

@@ -25,8 +25,6 @@ corrupt or vanished file quietly.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from pyspark.sql.utils import AnalysisException
 from core.contracts import CLICK_COLUMNS, CONVERSION_COLUMNS
 from core.errors import InputError
 from core.lake import absolute, is_uri
+from core.spark import session_settings
 
 FORMATS = ("csv", "parquet", "jsonl")
 KIND_COLUMNS = {"clicks": CLICK_COLUMNS, "conversions": CONVERSION_COLUMNS}
@@ -294,20 +293,9 @@ def file_rows(spark: SparkSession, path: str, fmt: str, header: bool = True) -> 
     return FileRows(lines.rows - int(has_header), lines.blank)
 
 
-@contextmanager
-def strict_reads(spark: SparkSession) -> Iterator[None]:
+def strict_reads(spark: SparkSession):
     """Pin ``STRICT_READS`` whatever ``--conf`` set, for the reads inside; restore the settings after."""
-    before = {key: spark.conf.get(key, None) for key in STRICT_READS}
-    for key, value in STRICT_READS.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
+    return session_settings(spark, STRICT_READS)
 
 
 def root_cause(e: Exception) -> str:

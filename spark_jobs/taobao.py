@@ -24,7 +24,15 @@ from pyspark.sql import types as T
 
 from core.lake import absolute
 from core.spark import require_utc
-from spark_jobs.ingest import FileCounts, IngestConfig, check_balance, ingest_frame, read_records
+from spark_jobs.ingest import (
+    FileCounts,
+    IngestConfig,
+    check_balance,
+    ingest_frame,
+    known_file,
+    log_file,
+    read_records,
+)
 from spark_jobs.readers import (
     CORRUPT,
     check_exists,
@@ -90,21 +98,28 @@ def to_events(events: DataFrame, attribution_window_s: float) -> tuple[DataFrame
 
 
 def ingest_taobao(spark: SparkSession, cfg: IngestConfig, path: str) -> FileCounts:
-    """Ingest one Taobao UserBehavior file into raw/clicks and raw/conversions."""
+    """Ingest one Taobao UserBehavior file into raw/clicks and raw/conversions. A file the ingest log
+    holds is not read (``spark_jobs.ingest.known_file``)."""
     require_utc(spark)
     path = absolute(path)
+    check_exists(path)
+    file, known = known_file(spark, cfg, "taobao", path, "taobao")
+    if known is not None:
+        check_balance(known)
+        return known
+    now = datetime.now(UTC)
     with strict_reads(spark):
         events = read_taobao(spark, path).persist(StorageLevel.MEMORY_AND_DISK)
         try:
             held, row_number, _ = read_records(spark, events, path, "csv", header=False)
-            counts = FileCounts(source=path, kind="taobao", read=held.rows)
+            counts = FileCounts(source=path, kind="taobao", read=held.rows, sha256=file.sha256)
             counts.skipped = held.blank + events.where(F.col("_malformed").isNull()
                                                        & F.col("behavior").isin(*SKIPPED_BEHAVIORS)).count()
             clicks, conversions = to_events(events, cfg.attribution_window_s)
-            now = datetime.now(UTC)
             ingest_frame(spark, cfg, "clicks", clicks, path, counts, now, row_number)
             ingest_frame(spark, cfg, "conversions", conversions, path, counts, now, row_number)
         finally:
             events.unpersist()
     check_balance(counts)
+    log_file(spark, cfg, file, counts, now, ("clicks", "conversions"))
     return counts

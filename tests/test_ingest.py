@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from core.contracts import INGEST_LOG, QUARANTINE_CLICKS, RAW_CLICKS
 from core.errors import DuetError, InputError
 from duet.cli import main as duet
 from spark_jobs.ingest import IngestConfig, ingest
@@ -291,3 +298,106 @@ def test_a_directory_or_a_reserved_column_name_is_refused(spark, tmp_path):
     with pytest.raises(InputError, match="_session"):
         ingest(spark, IngestConfig(lake=str(lake)), clicks=str(underscore))
     assert not lake.exists()
+
+
+@contextmanager
+def _spark_jobs(spark) -> Iterator[list[int]]:
+    """The ids of the Spark jobs run inside the block (from this thread: a job group), filled on exit."""
+    sc, group = spark.sparkContext, f"probe-{uuid.uuid4()}"
+    sc.setJobGroup(group, "ingest log probe")
+    jobs: list[int] = []
+    try:
+        yield jobs
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        jobs += sc.statusTracker().getJobIdsForGroup(group)
+
+
+def _versions(lake: Path) -> dict[str, int]:
+    return {t.path: DeltaTable(t.location(str(lake))).version()
+            for t in (RAW_CLICKS, QUARANTINE_CLICKS, INGEST_LOG)}
+
+
+def _log(lake: Path) -> pd.DataFrame:
+    return DeltaTable(INGEST_LOG.location(str(lake))).to_pandas()
+
+
+# read 5 = ingested 2 (c1, c3) + already present 1 (c1 again) + quarantined 1 (c2) + skipped 1 (blank)
+LOG_ROWS = ["c1,u1,a1,v1,2026-01-05T10:00:00Z", "c2,u1,a1,v1,yesterday", "c1,u1,a1,v1,2026-01-05T10:00:00Z",
+            "", "c3,u1,a1,v1,2026-01-05T11:00:00Z"]
+
+
+def test_a_file_ingested_before_is_not_read_again(spark, tmp_path):
+    """Issue 25: the second ingest of the same bytes is a checksum and a look-up in the ingest log (no
+    Spark job, no commit) and reports what reading it again would; the same bytes elsewhere too. A changed
+    file, or ``reingest``, is read."""
+    lake, cfg = tmp_path / "lake", IngestConfig(lake=str(tmp_path / "lake"))
+    src = _write_csv(tmp_path / "clicks.csv", CLICKS_HEADER, LOG_ROWS)
+    (first,) = ingest(spark, cfg, clicks=str(src))
+    assert _counts(first) == (5, 2, 1, 1, 1) and first.unchanged_since is None
+    versions = _versions(lake)
+    [logged] = _log(lake).to_dict("records")
+    assert (logged["source"], logged["kind"], logged["size"]) == (str(src), "clicks", src.stat().st_size)
+    assert logged["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest() == first.sha256
+    assert (logged["read"], logged["ingested"], logged["quarantine_added"]) == (5, 2, 1)
+
+    copy = tmp_path / "elsewhere.csv"
+    shutil.copy(src, copy)
+    with _spark_jobs(spark) as jobs:
+        (second,) = ingest(spark, cfg, clicks=str(src))
+        (moved,) = ingest(spark, cfg, clicks=str(copy))
+    assert jobs == [] and _versions(lake) == versions
+    assert _counts(second) == _counts(moved) == (5, 0, 3, 1, 1) and second.balanced
+    assert (second.quarantine_added, second.by_table["raw/clicks"]) == \
+        (0, {"new": 0, "already_present": 3, "quarantined": 1})
+    assert second.unchanged_since == logged["ingested_at"].isoformat()
+    assert second.line().startswith(f"{src}: unchanged since its ingest at {second.unchanged_since}, "
+                                    "nothing read: read 5 = ingested 0 + already present 3")
+    assert moved.logged_as == str(src) and f" as {src}, nothing read" in moved.line()
+
+    with _spark_jobs(spark) as jobs:  # the probe sees the jobs of a real read
+        (again,) = ingest(spark, replace(cfg, reingest=True), clicks=str(src))
+    assert jobs and _counts(again) == (5, 0, 3, 1, 1) and again.unchanged_since is None
+
+    _write_csv(src, CLICKS_HEADER, [*LOG_ROWS, "c4,u1,a1,v1,2026-01-05T12:00:00Z"])  # changed in place
+    (changed,) = ingest(spark, cfg, clicks=str(src))
+    assert _counts(changed) == (6, 1, 3, 1, 1) and changed.unchanged_since is None
+    assert len(_log(lake)) == 3  # first, reingest, changed
+
+
+def test_a_crash_before_the_log_row_means_the_next_run_reads_the_file_again(spark, tmp_path, monkeypatch):
+    """The log row is written after the file's commits: if it fails, the rows are in, the next run reads
+    the file again (adding nothing) and logs it. A log row whose table was re-created since is void."""
+    from spark_jobs import ingest_log
+
+    lake, cfg = tmp_path / "lake", IngestConfig(lake=str(tmp_path / "lake"))
+    src = _write_csv(tmp_path / "clicks.csv", CLICKS_HEADER, LOG_ROWS)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ingest_log, "record", crash)
+    with pytest.raises(DuetError, match="rows are committed.*disk full.*next run reads the file again"):
+        ingest(spark, cfg, clicks=str(src))
+    monkeypatch.undo()
+    assert len(_table(lake, "raw/clicks")) == 2
+    assert not DeltaTable.is_deltatable(INGEST_LOG.location(str(lake)))
+
+    (rerun,) = ingest(spark, cfg, clicks=str(src))
+    assert _counts(rerun) == (5, 0, 3, 1, 1) and rerun.quarantine_added == 0 and rerun.unchanged_since is None
+    assert len(_log(lake)) == 1
+
+    shutil.rmtree(lake / "raw/clicks")  # the table the logged rows went to is gone
+    (rebuilt,) = ingest(spark, cfg, clicks=str(src))
+    assert _counts(rebuilt) == (5, 2, 1, 1, 1) and len(_table(lake, "raw/clicks")) == 2
+
+
+def test_the_checksum_of_a_uri_is_that_of_the_local_path(spark, tmp_path):
+    """A URI is checksummed in the driver's JVM through Hadoop's FileSystem (no Spark job)."""
+    from spark_jobs.ingest_log import checksum
+
+    src = _write_csv(tmp_path / "c.csv", CLICKS_HEADER, LOG_ROWS * 1000)
+    with _spark_jobs(spark) as jobs:
+        assert checksum(spark, src.as_uri()) == checksum(spark, str(src)) == \
+            (src.stat().st_size, hashlib.sha256(src.read_bytes()).hexdigest())
+    assert jobs == []

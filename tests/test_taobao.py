@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from deltalake import DeltaTable
 
-from spark_jobs.ingest import IngestConfig
+from spark_jobs.ingest import IngestConfig, known_file
 from spark_jobs.taobao import ingest_taobao
 
 WINDOW_S = 7 * 86400
@@ -84,3 +84,10 @@ def test_edge_cases_of_the_layout(spark, tmp_path):
     assert "unknown behavior 'click'" in qc.reason.iloc[0] and "malformed Taobao record" in qc.reason.iloc[1]
     qv = DeltaTable(str(lake / "quarantine/conversions")).to_pandas()
     assert list(qv.source_row) == [11] and "conversion_ts: cannot parse 'yesterday'" in qv.reason.iloc[0]
+
+    again = ingest_taobao(spark, IngestConfig(lake=str(lake)), str(path))  # the ingest log holds it: not read
+    assert again.unchanged_since is not None and again.balanced
+    assert (again.read, again.ingested, again.already_present, again.quarantined, again.skipped) == \
+        (11, 0, 6, 3, 2)
+    other_window = IngestConfig(lake=str(lake), attribution_window_s=2 * WINDOW_S)  # it would be read again
+    assert known_file(spark, other_window, "taobao", str(path), "taobao")[1] is None
