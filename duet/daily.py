@@ -39,7 +39,8 @@ or not, the tables whose versions changed. A second run of the same date changes
 
 One daily run writes a lake at a time: a run holds an exclusive lock on ``Lake.daily_lock``
 (``fcntl.flock``, released by the kernel when the process dies, even by SIGKILL); a second run waits for
-it, then finds the work done. (A lake on object storage keeps this folder local: ``core.lake``.)
+it, then finds the work done. (The lock and the records are files of the lake's ``_stages`` folder,
+which ``core.lake`` keeps on a file system: a lake on object storage is refused here for now.)
 """
 
 from __future__ import annotations
