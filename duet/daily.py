@@ -71,7 +71,7 @@ from core.files import write_atomic
 from core.lake import Lake
 from core.records import plain
 from core.table_versions import content_version, table_version
-from duet.stage_cache import code_fingerprint
+from duet.stage_cache import code_fingerprint, snapshot_records
 from duet.stages import StageClock, StageContext
 from spark_jobs.sequences import SequenceConfig
 
@@ -238,22 +238,6 @@ class DayRecords:
 
 
 # --- what the steps read from the lake (delta-rs, no Spark) ------------------------------------------------
-
-def snapshot_records(lake: Lake) -> dict[datetime, dict]:
-    """Each snapshot's current record in ``features/_snapshots`` (its newest row: settings, the tables it
-    is complete in, ``updated_at``)."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        rows = DeltaTable(lake.table(SEQUENCE_SNAPSHOTS)).to_pyarrow_table().to_pylist()
-    except TableNotFoundError:
-        return {}
-    latest: dict[datetime, dict] = {}
-    for row in sorted(rows, key=lambda r: r["updated_at"]):
-        latest[row["snapshot_ts"].astimezone(UTC)] = row
-    return latest
-
 
 def complete_days(lake: Lake) -> list[date]:
     """The days whose snapshot is complete in both sequence tables, ascending."""

@@ -119,22 +119,28 @@ class StageCache:
         write_atomic(self.lake.stage_record(stage), json.dumps(record, indent=1, default=str))
 
 
-def sequence_records(lake: Lake) -> list[list]:
-    """Each snapshot's current record in ``features/_snapshots`` (its settings and the tables complete
-    in it; not when it was written), sorted: the log gains rows on every sequence run, so its version is
-    no measure of what the stages downstream read from it."""
+def snapshot_records(lake: Lake) -> dict:
+    """Each snapshot's current record in ``features/_snapshots`` (its newest row: settings, the tables it
+    is complete in, ``updated_at``), by its UTC instant; empty without the log."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
         rows = DeltaTable(lake.table(SEQUENCE_SNAPSHOTS)).to_pyarrow_table().to_pylist()
     except TableNotFoundError:
-        return []
+        return {}
     latest: dict = {}
     for row in sorted(rows, key=lambda r: r["updated_at"]):
-        latest[row["snapshot_ts"]] = row
+        latest[row["snapshot_ts"].astimezone(UTC)] = row
+    return latest
+
+
+def sequence_records(lake: Lake) -> list[list]:
+    """Each snapshot's current record (``snapshot_records``) without when it was written, sorted: the log
+    gains rows on every sequence run, so its version is no measure of what the stages downstream read
+    from it."""
     return [[str(t), *(str(v) for k, v in sorted(r.items()) if k not in ("snapshot_ts", "updated_at"))]
-            for t, r in sorted(latest.items())]
+            for t, r in sorted(snapshot_records(lake).items())]
 
 
 def checkpoint_configs(lake: Lake) -> dict[str, str]:
