@@ -38,12 +38,26 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """How a table is partitioned on disk: by ``column``, either one of its contract columns or, with
+    ``generated`` (a Spark SQL expression over contract columns) and its ``type``, a column Delta computes
+    on every write (a generated column). Layout, not contract: a reader filtering on the source column gets
+    partition filters from Delta for free (``click_ts >= X`` prunes ``click_date`` folders)."""
+
+    column: str
+    generated: str | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True)
 class Table:
-    """A Delta table under the lake root: its relative path, key columns and columns in order."""
+    """A Delta table under the lake root: its relative path, key columns, columns in order, and the
+    partitioning new tables get (``core.spark.create_table``; a table made before keeps its own)."""
 
     path: str
     key: tuple[str, ...]
     fields: tuple[Column, ...]
+    partition: Partition | None = None
 
     def location(self, lake: str | Path) -> str:
         """The table's folder under ``lake`` (a local path or any Hadoop URI such as s3a://...), as
@@ -95,6 +109,10 @@ RAW_CLICKS = Table(
         ("advertiser_id", "string"),
         ("click_ts", "timestamp"),
     ),
+    # Clicks are the dense stream: a day's snapshot needs only the click_lookback's days of them
+    # (spark_jobs.sequences), so raw/clicks is partitioned by the UTC day of click_ts (the contract allows
+    # extra columns). Conversions are sparse and read whole; their columns are fixed by the contract.
+    Partition("click_date", generated="CAST(click_ts AS DATE)", type="date"),
 )
 
 RAW_CONVERSIONS = Table(
@@ -145,6 +163,7 @@ CLICK_SEQUENCES = Table(
         ("click_ts", "array<timestamp>"),
         ("length", "int"),
     ),
+    Partition("snapshot_ts"),
 )
 
 CONVERSION_SEQUENCES = Table(
@@ -159,6 +178,7 @@ CONVERSION_SEQUENCES = Table(
         ("attributed", "array<boolean>"),
         ("length", "int"),
     ),
+    Partition("snapshot_ts"),
 )
 
 # Not in the shared contract: duet's record of how each snapshot of the two sequence tables was built, a
@@ -219,10 +239,12 @@ USER_EMBEDDINGS = Table(
         ("conversion_embedding", "array<float>", True),
         ("model_version", "string"),
     ),
+    Partition("model_version"),
 )
 
 # The tables kept per snapshot, by path: the column that names a row's snapshot.
 PER_SNAPSHOT = {CLICK_SEQUENCES.path: "snapshot_ts", CONVERSION_SEQUENCES.path: "snapshot_ts",
+                SEQUENCE_SNAPSHOTS.path: "snapshot_ts",
                 USER_EMBEDDINGS.path: "event_timestamp"}
 
 # One row per click up to the label cutoff: the label as the contract defines it (attributed conversion

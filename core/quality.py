@@ -28,14 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.contracts import TABLES, Table
+from core.contracts import PER_SNAPSHOT, TABLES, Table
 from core.errors import DuetError
 from core.files import write_atomic
 from core.lake import Lake
-from core.table_versions import pin, unchanged_since
+from core.sources import source
+from core.table_versions import only_inserted_since, pin, snapshot_files, unchanged_since
 
 if TYPE_CHECKING:
     from great_expectations.expectations.expectation import Expectation
@@ -54,6 +54,8 @@ class Suite:
     expectations: list[Expectation]
     needs: tuple[Table, ...] = ()
     where: str | None = None
+    # The snapshots ``where`` restricts a table kept per snapshot to (``duet.validation``); None: all.
+    snapshots: tuple[datetime, ...] | None = None
 
 
 # (paths of the tables present, their Delta properties by path) -> the suites to run.
@@ -176,6 +178,9 @@ class TableResult:
     versions: dict[str, list[int]] = field(default_factory=dict)
     suite: str = ""                                   # suite_fingerprint
     where: str | None = None                          # the suite's row filter; None: the whole table
+    # For a table kept per snapshot, and each such table the suite read: the snapshots checked, each with
+    # the digest of its files at the version read (``core.table_versions.snapshot_files``), by path.
+    snapshot_files: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +191,9 @@ class LakeReport:
     metrics: dict[str, float]
     results_dir: str
     reused: bool = False      # an earlier run's pass, found by ``reusable_pass``; nothing was run now
+    # What was left out because an earlier pass still holds for it (``duet validate`` without ``--all``):
+    # table path -> why, e.g. "12 snapshots unchanged since a pass".
+    unchanged: dict[str, str] = field(default_factory=dict)
 
     @property
     def success(self) -> bool:
@@ -198,7 +206,8 @@ class LakeReport:
             lines.append(f"{mark} {t.table} ({t.rows} rows, {t.evaluated} expectations)")
             lines += [f"     failed: {d}" for d in t.failed]
         lines += [f"     {k}: {v:.4f}" for k, v in self.metrics.items()]
-        if not self.tables:
+        lines += [f"SKIP {path}: {why}" for path, why in self.unchanged.items()]
+        if not self.tables and not self.unchanged:
             lines.append("no duet tables found under the lake")
         reused = " (an earlier run, same rows)" if self.reused else ""
         lines.append(f"GX results: {self.results_dir}{reused}")
@@ -207,7 +216,7 @@ class LakeReport:
     def to_dict(self) -> dict:
         return {"lake": self.lake, "run_at": self.run_at, "success": self.success, "metrics": self.metrics,
                 "tables": [t.__dict__ for t in self.tables], "results_dir": self.results_dir,
-                "reused": self.reused}
+                "reused": self.reused, "unchanged": self.unchanged}
 
 
 def present_tables(spark: SparkSession, lake: str) -> dict[str, dict[str, str]]:
@@ -232,7 +241,7 @@ def suite_fingerprint(suite: Suite) -> str:
         expectations.append(config)
     document = {"table": suite.table.path, "expectations": expectations,
                 "needs": [t.path for t in suite.needs], "gx": gx.__version__,
-                "runner": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
+                "runner": hashlib.sha256(source("core", "quality.py")).hexdigest()}
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -277,23 +286,56 @@ def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[T
               for r in result.results if not r.success]
     versions = {} if None in pins.values() else pins
     return TableResult(suite.table.path, rows, bool(result.success), failed, len(result.results), versions,
-                       suite_fingerprint(suite), suite.where), result.to_json_dict()
+                       suite_fingerprint(suite), suite.where, _checked_files(lake, suite, versions)), \
+        result.to_json_dict()
+
+
+def _checked_files(lake: str, suite: Suite, pins: dict[str, list[int]]) -> dict[str, dict[str, str]]:
+    """``TableResult.snapshot_files`` of a run of ``suite`` that read ``pins`` ({} for a table not kept per
+    snapshot, or when a table's files cannot be told apart: then no later run reuses this one)."""
+    if suite.table.path not in PER_SNAPSHOT or not pins:
+        return {}
+    wanted = None if suite.snapshots is None else set(suite.snapshots)
+    checked = {}
+    for table in (suite.table, *suite.needs):
+        if table.path not in PER_SNAPSHOT:
+            continue
+        digests = snapshot_files(table.location(lake), PER_SNAPSHOT[table.path], pins[table.path][0])
+        if digests is None:
+            return {}
+        checked[table.path] = {s.isoformat(): d for s, d in digests.items() if wanted is None or s in wanted}
+    return checked
 
 
 # How many of the newest runs under ``_quality`` ``reusable_pass`` reads.
 RUNS_SEARCHED = 20
 
 
-def reusable_pass(lake: str, suite: Suite) -> LakeReport | None:
+# A suite as a run at an instant (its ``run_at``) built it: for suites whose bounds move with the run's
+# time, such as the raw tables' "no future events" (before run time + slack). Such a bound only widens as
+# time goes on, so the same checks that passed at an earlier instant on the same rows still pass now.
+SuiteAt = Callable[[datetime], Suite]
+
+
+def _fingerprint_at(suite: Suite, at: SuiteAt | None) -> Callable[[str], str]:
+    """The fingerprint an earlier run (by its ``run_at``) must have recorded for its result to count."""
+    fixed = suite_fingerprint(suite)
+    if at is None:
+        return lambda _: fixed
+    return cache(lambda run_at: suite_fingerprint(at(datetime.fromisoformat(run_at))))
+
+
+def reusable_pass(lake: str, suite: Suite, at: SuiteAt | None = None) -> LakeReport | None:
     """An earlier run's pass of ``suite`` that still holds, as a report (``reused``), or None.
 
     The newest whole-table result (no ``where``) of the suite's table among the last ``RUNS_SEARCHED``
-    runs decides: it is reused only if it passed, has this suite's fingerprint, and every table it read
-    still holds the rows of the version it read (``core.table_versions.unchanged_since``). The same suite
-    on the same rows gives the same verdict, so nothing is run; anything else (a failure, other checks,
-    a table written since, a result without pins) is None, and the caller runs the suite.
+    runs decides: it is reused only if it passed, has this suite's fingerprint (with ``at``: that of the
+    suite built for the run's instant, ``SuiteAt``), and every table it read still holds the rows of the
+    version it read (``core.table_versions.unchanged_since``). The same suite on the same rows gives the
+    same verdict, so nothing is run; anything else (a failure, other checks, a table written since, a
+    result without pins) is None, and the caller runs the suite.
     """
-    fingerprint = suite_fingerprint(suite)
+    fingerprint = _fingerprint_at(suite, at)
     wanted = {suite.table.path, *(t.path for t in suite.needs)}
     locations = {t.path: t.location(lake) for t in TABLES}
     runs = sorted(Lake(lake).quality.glob("*/summary.json"), reverse=True)
@@ -305,7 +347,7 @@ def reusable_pass(lake: str, suite: Suite) -> LakeReport | None:
             if found is None:
                 continue
             pins = found.get("versions") or {}
-            holds = (found.get("success") is True and found.get("suite") == fingerprint
+            holds = (found.get("success") is True and found.get("suite") == fingerprint(summary["run_at"])
                      and set(pins) == wanted
                      and all(unchanged_since(locations[p], v, stamp) for p, (v, stamp) in pins.items()))
             return LakeReport(lake, summary["run_at"], [TableResult(**found)], {}, str(summary_path.parent),
@@ -315,12 +357,57 @@ def reusable_pass(lake: str, suite: Suite) -> LakeReport | None:
     return None
 
 
+def checked_snapshots(lake: str, suite: Suite, at: SuiteAt | None = None) -> set[datetime]:
+    """The snapshots of ``suite``'s table (one kept per snapshot) that an earlier pass still covers.
+
+    A snapshot counts when a passing result of the same suite (``suite_fingerprint``, or with ``at`` that of
+    the suite built for that run's instant, ``SuiteAt``) among the newest
+    ``RUNS_SEARCHED`` runs checked it, its files in every table kept per snapshot that the run read are
+    the same now (``core.table_versions.snapshot_files``: its rows were not rebuilt, and the sequences and
+    settings an embedding was checked against neither), and every other table the run read has at most
+    gained rows since (``only_inserted_since``). That last rule is enough because the per-snapshot suites
+    read those tables (raw/conversions) only in anti-joins, "no element without a raw row", which a row
+    added cannot fail; and every per-snapshot check holds per snapshot, so a pass on a set of snapshots is
+    a pass on each.
+    """
+    fingerprint = _fingerprint_at(suite, at)
+    locations = {t.path: t.location(lake) for t in TABLES}
+    now: dict[str, dict[str, str]] = {}
+
+    def files_now(path: str) -> dict[str, str]:
+        if path not in now:
+            digests = snapshot_files(locations[path], PER_SNAPSHOT[path]) or {}
+            now[path] = {s.isoformat(): d for s, d in digests.items()}
+        return now[path]
+
+    covered: set[str] = set()
+    for summary_path in sorted(Lake(lake).quality.glob("*/summary.json"), reverse=True)[:RUNS_SEARCHED]:
+        try:
+            summary = json.loads(summary_path.read_text())
+            for found in summary["tables"]:
+                files = found.get("snapshot_files") or {}
+                if (found["table"] != suite.table.path or found.get("success") is not True
+                        or suite.table.path not in files
+                        or found.get("suite") != fingerprint(summary["run_at"])):
+                    continue
+                others = {p: v for p, v in (found.get("versions") or {}).items() if p not in PER_SNAPSHOT}
+                if not all(only_inserted_since(locations[p], v, stamp) for p, (v, stamp) in others.items()):
+                    continue
+                covered |= {s for s in files[suite.table.path]
+                            if all(files_now(p).get(s) == digests.get(s) for p, digests in files.items())}
+        except (ValueError, KeyError, TypeError, AttributeError):   # not a summary this module wrote
+            continue
+    return {datetime.fromisoformat(s) for s in covered}
+
+
 def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
-                  metrics_for: MetricsFor | None = None, now: datetime | None = None) -> LakeReport:
+                  metrics_for: MetricsFor | None = None, now: datetime | None = None,
+                  unchanged: dict[str, str] | None = None) -> LakeReport:
     """Run the suites ``suites_for`` gives for the tables present under ``lake``; write the GX results.
 
     ``now`` names the run (``_quality/<now>/``); it should be the instant the suites' bounds were built
-    for. ``metrics_for`` adds figures to the summary.
+    for. ``metrics_for`` adds figures to the summary. ``unchanged`` (``LakeReport.unchanged``) is read
+    after ``suites_for`` ran, so that it can say there what it left out.
     """
     from core.spark import require_utc
 
@@ -340,7 +427,7 @@ def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
         tables.append(result)
         raw_results[suite.table.path] = raw
     metrics = metrics_for(spark, lake) if metrics_for else {}
-    report = LakeReport(lake, now.isoformat(), tables, metrics, str(out))
+    report = LakeReport(lake, now.isoformat(), tables, metrics, str(out), unchanged=dict(unchanged or {}))
     out.mkdir(parents=True, exist_ok=True)
     for path, raw in raw_results.items():
         (out / f"{path.replace('/', '_')}.json").write_text(json.dumps(raw, indent=1, default=str))

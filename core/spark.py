@@ -85,16 +85,20 @@ def delta_identifier(location: str) -> str:
     return "delta.`" + location.replace("`", "``") + "`"
 
 
-def create_table(spark: SparkSession, table: Table, location: str, partitioned_by: str | None = None,
+def create_table(spark: SparkSession, table: Table, location: str,
                  properties: Mapping[str, str] | None = None) -> None:
     """Create ``table`` at ``location`` from its contract if it is not there (NOT NULL columns become Delta
-    constraints). By SQL with the path quoted: Delta's ``DeltaTable.createIfNotExists().location(path)``
-    puts the path into an identifier unescaped, so a backtick in a lake path broke it."""
-    columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
-                        for f in spark_schema(table).fields)
-    sql = f"CREATE TABLE IF NOT EXISTS {delta_identifier(location)} ({columns}) USING delta"
-    if partitioned_by:
-        sql += f" PARTITIONED BY (`{partitioned_by}`)"
+    constraints), partitioned as ``table.partition`` declares (a generated partition column is computed by
+    Delta on every write). By SQL with the path quoted: Delta's ``DeltaTable.createIfNotExists()
+    .location(path)`` puts the path into an identifier unescaped, so a backtick in a lake path broke it."""
+    columns = [f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+               for f in spark_schema(table).fields]
+    part = table.partition
+    if part is not None and part.generated:
+        columns.append(f"`{part.column}` {part.type} GENERATED ALWAYS AS ({part.generated})")
+    sql = f"CREATE TABLE IF NOT EXISTS {delta_identifier(location)} ({', '.join(columns)}) USING delta"
+    if part is not None:
+        sql += f" PARTITIONED BY (`{part.column}`)"
     if properties:
         sql += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in properties.items()) + ")"
     spark.sql(sql)

@@ -12,6 +12,9 @@ change, even one that changed nothing (an empty overwrite): when unsure, the wor
 
 from __future__ import annotations
 
+import hashlib
+from datetime import datetime, timedelta
+
 # Spark's MERGE metrics that count changed rows; a MERGE whose every one is 0 changed nothing.
 MERGE_ROW_METRICS = ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsDeleted")
 # Operations whose commits never change a row (module docstring): Delta writes OPTIMIZE's files with
@@ -95,3 +98,71 @@ def unchanged_since(location: str, version: int, stamp: int | None = None) -> bo
         if not _changed_no_rows(commit):
             return False
     return False
+
+
+def _only_inserted(commit: dict) -> bool:
+    """Whether a commit at most added rows: no row change (above), an append, or a MERGE that updated and
+    deleted nothing (the insert-only MERGEs of ``duet ingest``)."""
+    if _changed_no_rows(commit):
+        return True
+    metrics = commit.get("operationMetrics") or {}
+    if commit.get("operation") == "MERGE":
+        return all(str(metrics.get(m)) == "0" for m in ("numTargetRowsUpdated", "numTargetRowsDeleted"))
+    mode = (commit.get("operationParameters") or {}).get("mode")
+    return commit.get("operation") == "WRITE" and mode == "Append"
+
+
+def only_inserted_since(location: str, version: int, stamp: int | None = None) -> bool:
+    """Whether the rows of ``pin``'s (``version``, ``stamp``) are all still there, unchanged, with at most
+    rows added since (``unchanged_since`` allows no added row). A check that only asks whether a row exists
+    in this table (an anti-join against it) keeps its verdict under such commits."""
+    for commit in _history(location, since=version) or []:
+        if int(commit["version"]) == version:
+            return stamp is None or int(commit["timestamp"]) == stamp
+        if not _only_inserted(commit):
+            return False
+    return False
+
+
+# Delta keeps timestamp statistics in milliseconds: a file's [min, max] is widened by this much.
+_STATS_PRECISION = timedelta(milliseconds=1)
+
+
+def snapshot_files(location: str, column: str, version: int | None = None) -> dict[datetime, str] | None:
+    """For each snapshot (a value of ``column``) the table holds at ``version`` (default: the current one),
+    a digest of the files that may hold its rows: the files of its partition when the table is partitioned
+    by ``column``, else every file whose statistics of ``column`` include it (a file without statistics:
+    every snapshot). A Delta data file is never rewritten in place and its name never reused, so an equal
+    digest means the snapshot's rows are the same ones; any rewrite (a rebuilt snapshot, a MERGE, an
+    OPTIMIZE) gives another digest. None when there is no table or that cannot be told: with deletion
+    vectors a file's rows change under the same name."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from core.object_storage import delta_rs_options
+
+    try:
+        table = DeltaTable(location, version=version, storage_options=delta_rs_options(location))
+    except TableNotFoundError:
+        return None
+    if "deletionVectors" in (table.protocol().reader_features or []):
+        return None
+    files = pa.table(table.get_add_actions(flatten=True))
+    paths = files.column("path").to_pylist()
+    holders: dict[datetime, list[str]] = {}
+    if column in table.metadata().partition_columns:
+        for path, value in zip(paths, files.column(f"partition.{column}").to_pylist(), strict=True):
+            holders.setdefault(value, []).append(path)
+    else:
+        values = table.to_pyarrow_dataset().to_table(columns=[column]).column(column)
+        names = files.schema.names
+        lo = files.column(f"min.{column}").to_pylist() if f"min.{column}" in names else [None] * len(paths)
+        hi = files.column(f"max.{column}").to_pylist() if f"max.{column}" in names else [None] * len(paths)
+        for snapshot in pc.unique(values).to_pylist():
+            holders[snapshot] = [p for p, a, b in zip(paths, lo, hi, strict=True)
+                                 if a is None or b is None
+                                 or a - _STATS_PRECISION <= snapshot <= b + _STATS_PRECISION]
+    return {snapshot: hashlib.sha256("\n".join(sorted(found)).encode()).hexdigest()
+            for snapshot, found in holders.items() if snapshot is not None}

@@ -96,14 +96,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_sequences(args: argparse.Namespace) -> int:
-    from spark_jobs.sequences import SequenceConfig, build_sequences
+    from spark_jobs.sequences import SequenceConfig, build_sequences, report_lines
 
     # Every argument is checked before Spark starts.
     snapshots = _snapshots(args)
     cfg = configure(args, SequenceConfig())
     report = build_sequences(_spark(args, "sequences"), args.lake, snapshots, cfg)
-    for path, figures in report.items():
-        print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshot(s) ({figures['mode']})")
+    print("\n".join(report_lines(report)))
     return 0
 
 
@@ -111,9 +110,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from duet.validation import validate
 
     snapshots = _snapshots(args) if args.snapshot or args.date_from or args.date_to else None
-    report = validate(_spark(args, "validate"), args.lake, tables=args.table or None, snapshots=snapshots)
+    if snapshots is not None and args.all:
+        raise DuetError("--all checks every snapshot: give it or --snapshot/--from/--to, not both")
+    report = validate(_spark(args, "validate"), args.lake, tables=args.table or None, snapshots=snapshots,
+                      new_only=not args.all)
     print(report.summary())
-    if not report.tables:
+    if not report.tables and not report.unchanged:
         raise ValidationFailed(f"no duet tables under {args.lake}: is it the lake root?")
     if not report.success:
         failed = [f"{t.table}: {d}" for t in report.tables for d in t.failed]
@@ -518,7 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", action="append", default=[], metavar="TS",
                    help="check only these snapshots' rows of the tables kept per snapshot (sequences, "
                         "embeddings; repeatable, or --from/--to); the others are checked whole. Without "
-                        "it, every snapshot (`duet daily` checks its new snapshots only)")
+                        "it (and without --all), the snapshots no earlier pass covers, and the other "
+                        "tables unless no row changed since their last pass")
+    p.add_argument("--all", action="store_true",
+                   help="check every table whole, whatever earlier passes hold")
     p.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
     p.add_argument("--to", dest="date_to", metavar="D", help="last daily snapshot (inclusive)")
     _spark_options(p)

@@ -417,14 +417,13 @@ class BuildSequences(DailyStep):
         return None
 
     def run(self, ctx: DailyContext, days: list[date]) -> dict[date, dict]:
-        from spark_jobs.sequences import build_sequences
+        from spark_jobs.sequences import build_sequences, report_lines
 
         report = build_sequences(ctx.spark, ctx.lake.root, [day_start(d) for d in days],
                                  self.config.sequences)
-        for path, figures in report.items():
-            print(f"{path}: {figures['rows']} rows for {figures['snapshots']} snapshot(s) "
-                  f"({figures['mode']})")
-        return {d: {"built_at": built_at(ctx.lake, d)} for d in days}
+        print("\n".join(report_lines(report)))
+        read = {path: [f["files_read"], f["files"]] for path, f in report.items()}
+        return {d: {"built_at": built_at(ctx.lake, d), "raw_files_read": read} for d in days}
 
 
 @dataclass(frozen=True)

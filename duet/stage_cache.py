@@ -40,6 +40,7 @@ from pathlib import Path
 from core.contracts import SEQUENCE_SNAPSHOTS
 from core.files import write_atomic
 from core.lake import Lake
+from core.sources import package_sources
 from core.table_versions import content_version, table_version, unchanged_since
 
 # The packages whose code computes what the stages write (the conductor's own included).
@@ -51,11 +52,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 @cache
 def code_fingerprint() -> str:
-    """A hash of every ``.py`` file of the project's packages (path and bytes) and the library versions."""
+    """A hash of every ``.py`` file of the project's packages (path and bytes, ``core.sources``) and the
+    library versions."""
     digest = hashlib.sha256()
-    for package in CODE_PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
-            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for package in CODE_PACKAGES:     # read the same from a checkout and from spark-submit's zip
+        for name, data in package_sources(package):
+            digest.update(name.encode() + b"\0" + data + b"\0")
     for library in LIBRARIES:
         try:
             version = metadata.version(library)

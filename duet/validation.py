@@ -22,7 +22,7 @@ from core.quality import LakeReport, validate_lake
 
 def validate(spark: SparkSession, lake: str, now: datetime | None = None,
              tables: Sequence[str] | None = None, exclude: Sequence[str] = (),
-             snapshots: Sequence[datetime] | None = None) -> LakeReport:
+             snapshots: Sequence[datetime] | None = None, new_only: bool = False) -> LakeReport:
     """Run every stage's suites on the tables present under ``lake``; write and return the report.
 
     ``tables`` (contract paths such as ``raw/clicks``) restricts the run to those tables' suites (their
@@ -32,8 +32,15 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
     of those snapshots (``duet daily``, ``duet validate --snapshot``): every check of their suites holds
     per snapshot, so the rows of new snapshots pass alone exactly when they pass within the whole table.
     Tables with no snapshot (raw, quarantine, the ranker's) are checked whole.
+
+    ``new_only`` (``duet validate`` without ``--all``; ignored with ``snapshots``) leaves out what an earlier
+    pass still holds for: the snapshots ``core.quality.checked_snapshots`` finds covered, and a table not
+    kept per snapshot whose last whole pass still holds (``core.quality.reusable_pass``: no row changed
+    since). The report's ``unchanged`` says what was left out.
     """
-    from core.contracts import RAW_CONVERSIONS, TABLES
+    from core.contracts import PER_SNAPSHOT, RAW_CONVERSIONS, TABLES
+    from core.quality import checked_snapshots, reusable_pass
+    from core.table_versions import snapshot_files
     from encoders import quality as encoder_quality
     from ranker import quality as ranker_quality
     from spark_jobs import quality
@@ -53,16 +60,45 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
         missing = sorted((wanted or set()) - present)
         if missing:
             raise DuetError(f"no table {', '.join(missing)} under {lake}")
-        suites = (quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
-                  + ranker_quality.suites_for(present))
+        suites = all_suites(cfg, present, properties)
         unchecked = sorted((wanted or set()) - {s.table.path for s in suites})
         if unchecked:   # e.g. features/_snapshots, read by the sequence suites; or a table missing its input
             raise DuetError(f"no suite checks {', '.join(unchecked)} in this lake on its own")
-        return [_of_snapshots(s, snapshots) for s in suites if chosen(s.table.path)]
+        chosen_suites = [s for s in suites if chosen(s.table.path)]
+        if not new_only or snapshots is not None:
+            return [_of_snapshots(s, snapshots) for s in chosen_suites]
+
+        def at(path: str):   # the suite of ``path`` as a run at an earlier instant built it
+            return lambda instant: next(s for s in all_suites(quality.QualityConfig(now=instant), present,
+                                                              properties) if s.table.path == path)
+        return [r for r in (new_rows(s, at(s.table.path)) for s in chosen_suites) if r is not None]
+
+    def all_suites(cfg, present: set[str], properties: dict[str, dict[str, str]]) -> list:
+        return (quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
+                + ranker_quality.suites_for(present))
+
+    unchanged: dict[str, str] = {}
+
+    def new_rows(suite, at):
+        """``suite`` restricted to what no earlier pass holds for; None when that is nothing."""
+        path = suite.table.path
+        if path not in PER_SNAPSHOT:
+            if reusable_pass(lake, suite, at) is None:
+                return suite
+            unchanged[path] = "no row changed since a pass"
+            return None
+        present = set(snapshot_files(suite.table.location(lake), PER_SNAPSHOT[path]) or {})
+        done = checked_snapshots(lake, suite, at) & present
+        if done:
+            unchanged[path] = f"{len(done)} of {len(present)} snapshot(s) unchanged since a pass"
+        if not done:
+            return suite                      # all new: the whole table
+        new = sorted(present - done)
+        return _of_snapshots(suite, new) if new else None
 
     # The orphan rate is a figure of raw/conversions: reported when that table is validated.
     metrics = quality.metrics if chosen(RAW_CONVERSIONS.path) else None
-    return validate_lake(spark, lake, suites_for, metrics_for=metrics, now=now)
+    return validate_lake(spark, lake, suites_for, metrics_for=metrics, now=now, unchanged=unchanged)
 
 
 def _of_snapshots(suite, snapshots: Sequence[datetime] | None):
@@ -74,7 +110,8 @@ def _of_snapshots(suite, snapshots: Sequence[datetime] | None):
     if snapshots is None or column is None:
         return suite
     where = f"{column} IN ({', '.join(sql_timestamp(s) for s in snapshots)})"
-    return replace(suite, where=f"({suite.where}) AND {where}" if suite.where else where)
+    return replace(suite, where=f"({suite.where}) AND {where}" if suite.where else where,
+                   snapshots=tuple(snapshots))
 
 
 def validate_training(spark: SparkSession, lake: str) -> LakeReport:

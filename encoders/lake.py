@@ -201,9 +201,10 @@ def last_run(lake: str, snapshot: datetime, model_version: str) -> EmbeddingRun 
 
 
 # Operations whose commits carry their changes as add/remove files when they have no cdc files. DML
-# (MERGE, UPDATE, DELETE) write cdc files for every row they change while the change data feed is on;
-# their add/remove files without cdc files only copy unchanged rows (Delta's own reader reports no
-# change for them), and OPTIMIZE-like operations change no data.
+# (MERGE, UPDATE, DELETE) write cdc files for every row they update or delete while the change data feed
+# is on; their add/remove files without cdc files only copy unchanged rows (Delta's own reader reports no
+# change for them), except a MERGE that only inserted (``_inserted_only``), whose added files are its new
+# rows and carry no cdc copy; OPTIMIZE-like operations change no data.
 _FILE_CHANGE_OPERATIONS = ("WRITE", "STREAMING UPDATE", "CREATE TABLE", "CREATE TABLE AS SELECT",
                            "REPLACE TABLE", "REPLACE TABLE AS SELECT", "CREATE OR REPLACE TABLE AS SELECT")
 
@@ -214,6 +215,14 @@ def _commit(location: str, version: int) -> list[dict]:
         raise DuetError(f"{location}: commit {version} is no longer in the Delta log (cleaned up after a "
                         "checkpoint): embed every user, not the changed ones only", fields=("changed_only",))
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _inserted_only(info: dict) -> bool:
+    """A MERGE commit that inserted rows and removed no file (so copied none): what
+    ``spark_jobs.sequences.write_snapshots`` commits when a rebuilt snapshot only gained users."""
+    metrics = info.get("operationMetrics") or {}
+    return (info.get("operation") == "MERGE" and str(metrics.get("numTargetFilesRemoved")) == "0"
+            and str(metrics.get("numTargetRowsInserted", "0")) != "0")
 
 
 def _change_files(location: str, version: int) -> list[dict]:
@@ -228,7 +237,7 @@ def _change_files(location: str, version: int) -> list[dict]:
             raise DuetError(f"{location}: the change data feed is off at version {version}: embed every "
                             "user, not the changed ones only", fields=("changed_only",))
     files = [a["cdc"] for a in actions if "cdc" in a]
-    if not files and info.get("operation") in _FILE_CHANGE_OPERATIONS:
+    if not files and (info.get("operation") in _FILE_CHANGE_OPERATIONS or _inserted_only(info)):
         files = [a[kind] for a in actions for kind in ("add", "remove")
                  if kind in a and a[kind].get("dataChange", True)]
     return files
@@ -378,7 +387,7 @@ def write_embeddings(lake: str, batches: Iterator[pa.RecordBatch], run: Embeddin
     exists = DeltaTable.is_deltatable(location)
     write_deltalake(location, rows, mode="overwrite" if exists else "error",
                     predicate=predicate if exists else None,
-                    partition_by=None if exists else ["model_version"],
+                    partition_by=None if exists else [USER_EMBEDDINGS.partition.column],
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": run.to_json()}))
 
 
@@ -429,6 +438,6 @@ def replace_version(lake: str, model_version: str, rows: pa.Table, record: dict)
     write_deltalake(location, rows.cast(USER_EMBEDDINGS.arrow_schema()),
                     mode="overwrite" if exists else "error",
                     predicate=f"model_version = '{model_version}'" if exists else None,
-                    partition_by=None if exists else ["model_version"],
+                    partition_by=None if exists else [USER_EMBEDDINGS.partition.column],
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}))
     return DeltaTable(location).version()

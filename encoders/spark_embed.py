@@ -87,7 +87,7 @@ def _embedder(model_version: str, broadcast, created: datetime, batch_size: int)
 
 
 def _ensure_table(spark: SparkSession, lake: str) -> DeltaTable:
-    create_table(spark, USER_EMBEDDINGS, USER_EMBEDDINGS.location(lake), "model_version")
+    create_table(spark, USER_EMBEDDINGS, USER_EMBEDDINGS.location(lake))
     return DeltaTable.forPath(spark, USER_EMBEDDINGS.location(lake))
 
 

@@ -4,9 +4,11 @@
 #   infra/submit.sh --master local[2] -- ingest --lake /data/lake --clicks /data/clicks.csv
 #   infra/submit.sh --master spark://head:7077 --conf spark.executor.memory=8g -- ingest --lake s3a://...
 # JOB is one of the Spark jobs of the duet command line (duet/submit_entry.py JOBS: ingest, sequences,
-# embed (with --engine spark), validate); the driver runs `duet JOB args` through duet/submit_entry.py. The project's packages are
-# shipped to executors as a zip (--py-files); the Delta jars come from .jars/ (scripts/setup.sh) or, if
-# absent, from Maven via --packages. spark-submit is the one in .venv (pyspark 4.1) unless SPARK_HOME is set.
+# embed (with --engine spark), validate, daily, backfill, maintain); the driver runs `duet JOB args` through
+# duet/submit_entry.py. The packages the executors run (core duet spark_jobs encoders) are shipped as a zip
+# (--py-files); the driver also needs the project installed (serving, ranker, and feature_repo, which Feast
+# reads as a folder, never from a zip). The Delta jars come from .jars/ (scripts/setup.sh) or, if absent,
+# from Maven via --packages. spark-submit is the one in .venv (pyspark 4.1) unless SPARK_HOME is set.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 

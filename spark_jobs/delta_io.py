@@ -54,11 +54,15 @@ def insert_new(spark: SparkSession, table: Table, lake: str, rows: DataFrame,
     """MERGE ``rows`` into ``table``, inserting only keys not present; return how many were inserted.
 
     ``evolve_schema`` lets extra columns of ``rows`` (click context columns) be added to the table.
+    Without it the insert names ``rows``' columns, so that Delta computes a generated partition column
+    (``Table.partition``) that ``rows`` lacks; "insert all" would ask ``rows`` for it.
     """
     target = ensure_table(spark, table, lake)
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in table.key)
-    merge = target.alias("t").merge(rows.alias("s"), on).whenNotMatchedInsertAll()
+    merge = target.alias("t").merge(rows.alias("s"), on)
     if evolve_schema:
-        merge = merge.withSchemaEvolution()
+        merge = merge.whenNotMatchedInsertAll().withSchemaEvolution()
+    else:
+        merge = merge.whenNotMatchedInsert(values={f"`{c}`": f"s.`{c}`" for c in rows.columns})
     metrics = merge.execute()
     return int(metrics.first()["num_inserted_rows"]) if metrics is not None else -1

@@ -123,13 +123,28 @@ def _per_snapshot(events: DataFrame, order: list[str], keep: Callable[[Column, C
     return rows.select("user_id", "s.snapshot_ts", "s.seq").where(F.size("seq") > 0)
 
 
+def relevant_clicks(clicks: DataFrame, snapshots: list[datetime], cfg: SequenceConfig) -> DataFrame:
+    """The clicks some snapshot of ``snapshots`` can use: ``min T - click_lookback <= click_ts < max T``.
+    On raw/clicks partitioned by ``click_date`` (``core.contracts.RAW_CLICKS.partition``) Delta turns this
+    filter into partition filters, so only those days' files are read: a day's snapshot reads the
+    lookback's days, however long the lake's history."""
+    lo = min(snapshots) - cfg.click_lookback
+    return clicks.where((F.col("click_ts") >= F.lit(lo)) & (F.col("click_ts") < F.lit(max(snapshots))))
+
+
+def relevant_conversions(conversions: DataFrame, snapshots: list[datetime], cfg: SequenceConfig) -> DataFrame:
+    """The conversions some snapshot of ``snapshots`` can use (reported before the last, happened within
+    the first's lookback). raw/conversions is not partitioned, so this prunes row groups, not files."""
+    lo = min(snapshots) - cfg.conversion_lookback
+    return conversions.where((F.col("conversion_ts") >= F.lit(lo))
+                             & (F.col("report_ts") < F.lit(max(snapshots))))
+
+
 def click_sequences(clicks: DataFrame, snapshots: list[datetime], cfg: SequenceConfig) -> DataFrame:
     """raw/clicks -> features/click_sequences rows for ``snapshots``. Pure transform."""
     lookback = F.expr(f"INTERVAL {int(cfg.click_lookback.total_seconds())} SECONDS")
-    lo = min(snapshots) - cfg.click_lookback
-    relevant = clicks.where((F.col("click_ts") >= F.lit(lo))
-                            & (F.col("click_ts") < F.lit(max(snapshots))))
-    events = relevant.select("user_id", "click_ts", "click_id", "ad_id", "advertiser_id")
+    events = relevant_clicks(clicks, snapshots, cfg).select("user_id", "click_ts", "click_id", "ad_id",
+                                                             "advertiser_id")
     rows = _per_snapshot(events, ["click_ts", "click_id"],
                          lambda e, t: (e["click_ts"] < t) & (e["click_ts"] >= t - lookback),
                          snapshots, cfg.max_clicks)
@@ -149,12 +164,9 @@ def conversion_sequences(conversions: DataFrame, snapshots: list[datetime], cfg:
     reported, and is then ordered by when it happened.
     """
     lookback = F.expr(f"INTERVAL {int(cfg.conversion_lookback.total_seconds())} SECONDS")
-    lo = min(snapshots) - cfg.conversion_lookback
-    relevant = conversions.where((F.col("conversion_ts") >= F.lit(lo))
-                                 & (F.col("report_ts") < F.lit(max(snapshots))))
-    events = relevant.select("user_id", "conversion_ts", "conversion_id", "report_ts", "advertiser_id",
-                             "conversion_type",
-                             F.col("attributed_click_id").isNotNull().alias("attributed"))
+    events = relevant_conversions(conversions, snapshots, cfg).select(
+        "user_id", "conversion_ts", "conversion_id", "report_ts", "advertiser_id", "conversion_type",
+        F.col("attributed_click_id").isNotNull().alias("attributed"))
     rows = _per_snapshot(events, ["conversion_ts", "conversion_id"],
                          lambda e, t: (e["report_ts"] < t) & (e["conversion_ts"] >= t - lookback),
                          snapshots, cfg.max_conversions)
@@ -179,14 +191,14 @@ def _creating_elsewhere(e: Exception) -> bool:
 
 
 def _ensure(spark: SparkSession, table: Table, lake: str) -> DeltaTable:
-    """The table, created empty if missing (a sequence table partitioned by ``snapshot_ts`` with the
-    change data feed on). Of two runs creating it at once, one commits its first version and the other
+    """The table, created empty if missing (partitioned as its contract declares; a sequence table with
+    the change data feed on). Of two runs creating it at once, one commits its first version and the other
     finds the table there and goes on."""
     location = table.location(lake)
-    partition, properties = ("snapshot_ts", CDF) if table.path in SEQUENCE_TABLES else (None, None)
+    properties = CDF if table.path in SEQUENCE_TABLES else None
     for _ in range(CREATE_ATTEMPTS):
         try:
-            create_table(spark, table, location, partition, properties)
+            create_table(spark, table, location, properties)
             return DeltaTable.forPath(spark, location)
         except Exception as e:
             if not _creating_elsewhere(e):
@@ -246,12 +258,27 @@ def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFram
         seen = target.toDF().alias("t").where(in_snapshots).agg(
             F.count("*").alias("rows"), F.count_distinct("user_id", "snapshot_ts").alias("keys")).first()
         if seen["rows"] and seen["rows"] == seen["keys"]:
-            changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in table.columns if c not in table.key)
+            # Only the rows that differ go into the MERGE: a file none of them is in is left alone. (The
+            # obvious MERGE of every row with a NOT MATCHED BY SOURCE delete makes Delta scan and rewrite
+            # every file of the table, all snapshots included.) The snapshots are in the condition too, so
+            # the MERGE reads their partitions only, and a concurrent commit to them still conflicts.
+            key = list(table.key)
+            old = target.toDF().alias("t").where(in_snapshots).select(*table.columns)
+            joined = rows.withColumn("_new", F.lit(True)).alias("n").join(
+                old.withColumn("_old", F.lit(True)).alias("o"), key, "full_outer")
+            values = [c for c in table.columns if c not in key]
+            differs = F.lit(False)
+            for c in values:
+                differs |= ~F.col(f"n.{c}").eqNullSafe(F.col(f"o.{c}"))
+            diff = joined.where(F.col("n._new").isNull() | F.col("o._old").isNull() | differs).select(
+                *key, *[F.col(f"n.{c}").alias(c) for c in values], F.col("n._new").isNull().alias("_delete"))
             (target.alias("t")
-             .merge(rows.alias("s"), "t.user_id = s.user_id AND t.snapshot_ts = s.snapshot_ts")
-             .whenMatchedUpdateAll(condition=changed)
-             .whenNotMatchedInsertAll()
-             .whenNotMatchedBySourceDelete(condition=f"({in_snapshots})")
+             .merge(diff.alias("s"),
+                    f"t.user_id = s.user_id AND t.snapshot_ts = s.snapshot_ts AND ({in_snapshots})")
+             .whenMatchedDelete(condition="s._delete")
+             .whenMatchedUpdate(set={f"`{c}`": f"s.`{c}`" for c in values})
+             .whenNotMatchedInsert(condition="NOT s._delete",
+                                   values={f"`{c}`": f"s.`{c}`" for c in table.columns})
              .execute())
             return "merge"
         # Not a blind append: the overwrite reads the partitions it replaces, so a concurrent writer of
@@ -264,25 +291,35 @@ def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFram
         raise DuetError(_another_run(table)) from e
 
 
+def report_lines(report: Mapping[str, dict]) -> list[str]:
+    """``build_sequences``'s report as the lines ``duet sequences`` and ``duet daily`` print."""
+    return [f"{path}: {f['rows']} rows for {f['snapshots']} snapshot(s) ({f['mode']}; read {f['files_read']} "
+            f"of {f['files']} raw files)" for path, f in report.items()]
+
+
 def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
                     cfg: SequenceConfig | None = None) -> dict[str, dict]:
-    """Build both sequence tables for ``snapshots``; return per-table row counts and write mode."""
+    """Build both sequence tables for ``snapshots``; return per-table row counts, write mode, and how many
+    of the raw table's files the windows read (``files_read`` of ``files``: partition pruning at work)."""
     cfg = cfg or SequenceConfig()
     snapshots = check_snapshots(snapshots)
     require_utc(spark)
-    jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences),
-            (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences))
-    for raw, _, _ in jobs:  # both inputs must be there before either table is written
+    jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences, relevant_clicks),
+            (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences, relevant_conversions))
+    for raw, *_ in jobs:  # both inputs must be there before either table is written
         if not DeltaTable.isDeltaTable(spark, raw.location(lake)):
             raise DuetError(f"{raw.location(lake)} is not a Delta table: run `duet ingest` first")
     record_snapshots(spark, lake, snapshots, cfg, [])  # incomplete until both tables are written
     report = {}
-    for raw, table, build in jobs:
-        rows = build(spark.read.format("delta").load(raw.location(lake)), snapshots, cfg)
+    for raw, table, build, relevant in jobs:
+        events = spark.read.format("delta").load(raw.location(lake))
+        files = {"files_read": len(relevant(events, snapshots, cfg).inputFiles()),
+                 "files": len(events.inputFiles())}
+        rows = build(events, snapshots, cfg)
         mode = write_snapshots(spark, table, lake, rows, snapshots)
         counts = (spark.read.format("delta").load(table.location(lake))
                   .where(F.col("snapshot_ts").isin(snapshots))
                   .groupBy().agg(F.count("*").alias("rows")).first())
-        report[table.path] = {"rows": int(counts["rows"]), "snapshots": len(snapshots), "mode": mode}
+        report[table.path] = {"rows": int(counts["rows"]), "snapshots": len(snapshots), "mode": mode, **files}
     record_snapshots(spark, lake, snapshots, cfg, list(SEQUENCE_TABLES))
     return report

@@ -220,8 +220,10 @@ def test_generated_events_land_with_exactly_the_contract_schema(spark, tmp_path,
 
     # The Delta log's own types, as any Delta reader sees them ...
     delta_types = lambda name: [(f.name, f.type.type) for f in _delta_schema(lake / name)]  # noqa: E731
+    # (raw/clicks also has click_date, its partition column, which Delta generates from click_ts)
     assert delta_types("raw/clicks") == [("click_id", "string"), ("user_id", "string"), ("ad_id", "string"),
-                                         ("advertiser_id", "string"), ("click_ts", "timestamp")]
+                                         ("advertiser_id", "string"), ("click_ts", "timestamp"),
+                                         ("click_date", "date")]
     assert delta_types("raw/conversions") == [
         ("conversion_id", "string"), ("user_id", "string"), ("advertiser_id", "string"),
         ("conversion_type", "string"), ("conversion_ts", "timestamp"), ("report_ts", "timestamp"),

@@ -61,7 +61,7 @@ def test_validate_gives_the_same_results_on_a_host_outside_utc(spark, tmp_path):
     assert here.success, here.summary()
 
     env = {**SHORT_RUN_ENV, "TZ": "America/Los_Angeles"}  # the lower bound would be 08:00 UTC there
-    result = subprocess.run([sys.executable, "-m", "duet.cli", "validate", "--lake", str(lake),
+    result = subprocess.run([sys.executable, "-m", "duet.cli", "validate", "--lake", str(lake), "--all",
                              "--master", "local[1]", "--conf", "spark.ui.enabled=false",
                              "--conf", "spark.sql.shuffle.partitions=1"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

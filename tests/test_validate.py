@@ -131,6 +131,49 @@ def test_cli_exits_non_zero_naming_the_expectation(spark, clean_lake, tmp_path, 
     assert "no suite checks features/_snapshots" in capsys.readouterr().err
 
 
+def test_by_default_only_what_no_earlier_pass_covers_is_checked(spark, clean_lake, tmp_path, capsys):
+    lake = _copy(clean_lake, tmp_path)
+    shutil.rmtree(lake / "_quality", ignore_errors=True)
+    sequences = ["features/click_sequences", "features/conversion_sequences"]
+    first = validate(spark, str(lake), new_only=True)       # no pass yet: every table, whole
+    assert first.success and first.unchanged == {}
+    assert [t.where for t in first.tables] == [None] * 4
+
+    again = validate(spark, str(lake), new_only=True)       # nothing changed: nothing checked
+    assert again.tables == [] and set(again.unchanged) == {"raw/clicks", "raw/conversions", *sequences}
+    assert again.unchanged["features/click_sequences"] == "3 of 3 snapshot(s) unchanged since a pass"
+
+    new_day = datetime(2026, 1, 10, tzinfo=UTC)
+    build_sequences(spark, str(lake), [new_day])            # a new snapshot; raw unchanged
+    third = validate(spark, str(lake), new_only=True)
+    assert [t.table for t in third.tables] == sequences
+    assert all(set(t.snapshot_files[t.table]) == {new_day.isoformat()} for t in third.tables)
+    assert third.unchanged["features/click_sequences"] == "3 of 4 snapshot(s) unchanged since a pass"
+
+    clicks = f"delta.`{lake}/raw/clicks`"                     # a late click, an old snapshot rebuilt
+    user = spark.sql(f"SELECT min(user_id) FROM {clicks}").first()[0]
+    spark.sql(f"INSERT INTO {clicks} (click_id, user_id, ad_id, advertiser_id, click_ts) "
+              f"VALUES ('late-1', '{user}', 'ad1', 'adv1', TIMESTAMP '2026-01-07 12:00:00')")
+    rebuilt = datetime(2026, 1, 8, tzinfo=UTC)
+    build_sequences(spark, str(lake), [rebuilt])
+    fourth = validate(spark, str(lake), new_only=True)
+    assert fourth.success, fourth.summary()
+    checked = {t.table: set(t.snapshot_files.get(t.table, {})) for t in fourth.tables}
+    assert checked == {"raw/clicks": set(), "raw/conversions": set(),   # its orphan check reads raw/clicks
+                       "features/click_sequences": {rebuilt.isoformat()},
+                       "features/conversion_sequences": {rebuilt.isoformat()}}   # its settings row is new
+
+    table = f"delta.`{lake}/raw/conversions`"                # a raw row added: that table checked again
+    spark.sql(f"INSERT INTO {table} SELECT * FROM {table} LIMIT 1")
+    assert duet(["validate", "--lake", str(lake)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL raw/conversions" in out and "SKIP raw/clicks: no row changed since a pass" in out
+    assert "SKIP features/click_sequences: 4 of 4 snapshot(s)" in out      # rows added to raw: still held
+    assert duet(["validate", "--lake", str(lake), "--all", "--table", "raw/clicks"]) == 0
+    assert "PASS raw/clicks" in capsys.readouterr().out
+    assert duet(["validate", "--lake", str(lake), "--all", "--snapshot", "2026-01-08"]) == 1
+
+
 def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
     lake = tmp_path / "lake"
     shutil.copytree(clean_lake, lake)
