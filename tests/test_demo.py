@@ -297,8 +297,8 @@ def test_demo_reruns_idempotently(spark, demo_run, capsys):
     _assert_latest_duet_snapshot_is_online(work / "lake", report)
     assert DeltaTable(str(work / "lake/raw/conversions")).to_pyarrow_table().num_rows == \
         generated["conversions"]
-    tables = ("raw/clicks", "raw/conversions", "embeddings/user_embeddings", "training/examples",
-              "training/training_set")
+    tables = ("raw/clicks", "raw/conversions", "features/click_sequences", "features/conversion_sequences",
+              "embeddings/user_embeddings", "training/examples", "training/training_set")
     versions = {t: DeltaTable(str(work / "lake" / t)).version() for t in tables}
     metrics_before = json.loads((work / "report" / "metrics.json").read_text())
     capsys.readouterr()
@@ -324,15 +324,9 @@ def test_demo_reruns_idempotently(spark, demo_run, capsys):
     assert {t["table"] for t in again["ranker"]["training_validation"]["tables"]} == \
         {"training/examples", "training/training_set"}
     assert again["ingest"][0]["already_present"] == generated["clicks"]
-    # Nothing new: no commit at all on the raw tables or the tables of the reused stages, and not one
-    # changed row in the sequences.
+    # Nothing new: no commit at all on the raw tables, on the sequences (their re-run found no row that
+    # differs, so committed nothing) or on the tables of the reused stages.
     assert versions == {t: DeltaTable(str(work / "lake" / t)).version() for t in versions}
-    for table in ("click_sequences", "conversion_sequences"):
-        path = str(work / "lake" / "features" / table)
-        latest = DeltaTable(path).version()
-        changes = spark.read.format("delta").option("readChangeFeed", "true") \
-            .option("startingVersion", latest).load(path)
-        assert changes.count() == 0
 
 
 def _assert_latest_duet_snapshot_is_online(lake, report) -> None:
