@@ -2,12 +2,13 @@
 
 Two consumers decide from these whether something computed on a table still holds: the demo's stage cache
 (``duet.stage_cache``: may a stage be skipped?) and the publish gate (``core.quality.reusable_pass``: does
-an earlier validation pass still describe the rows?). Both treat as no change a MERGE that inserted, updated
-and deleted nothing (what a sequence re-run commits when no input changed) and the commits of table
-maintenance (``duet maintain``): an OPTIMIZE, which rewrites files without changing a row (its actions
-carry ``dataChange: false``, the protocol's mark of a rearrangement, so the change data feed has nothing
-for it either), and a VACUUM's start and end, which carry no file at all. Every other commit counts as a
-change, even one that changed nothing (an empty overwrite): when unsure, the work is done again.
+an earlier validation pass still describe the rows?). Both treat as no change a MERGE that inserted,
+updated and deleted nothing (what a sequence re-run committed when no input changed, before it learned to
+commit nothing then; older lakes hold such commits) and the commits of table maintenance
+(``duet maintain``): an OPTIMIZE, which rewrites files without changing a row (its actions carry
+``dataChange: false``, the protocol's mark of a rearrangement, so the change data feed has nothing for it
+either), and a VACUUM's start and end, which carry no file at all. Every other commit counts as a change,
+even one that changed nothing (an empty overwrite): when unsure, the work is done again.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ A stage is reused only when **all** of these hold (``StageCache.lookup``):
 - it succeeded: a stage is recorded only then (``store``), so a failed validation is never reused.
 
 A table's *content* is its latest Delta version that changed rows (``core.table_versions.content_version``):
-a MERGE that inserted, updated and deleted nothing (what a sequence re-run commits when no input changed)
+a MERGE that inserted, updated and deleted nothing (what a sequence re-run committed
+when no input changed, before it learned to commit nothing then; older lakes hold such commits)
 and the commits of ``duet maintain`` (OPTIMIZE, VACUUM) do not count; any other commit does, even one that
 changed nothing: when unsure, the stage runs. A record holds version numbers only: no stage reads an older
 version's rows back, so ``VACUUM`` (which never touches the log) cannot break one.
