@@ -105,18 +105,19 @@ def daily(lake: Path, landing: Path, *extra: str, kill_step: str | None = None, 
             "killed": killed.is_set(), "tail": lines[-3:]}
 
 
-def digest(lake: Path) -> dict:
-    """Per table: (sha256 of the canonical rows, rows, distinct keys, the keys themselves' hash set)."""
-    from deltalake import DeltaTable
+def digest(lake: Path | str) -> dict:
+    """Per table: (sha256 of the canonical rows, rows, distinct keys, the keys themselves' hash set). The
+    lake may be on S3."""
     from deltalake.exceptions import TableNotFoundError
 
     from core.contracts import INGEST_LOG, SEQUENCE_SNAPSHOTS, TABLES
     from core.lake import Lake
+    from core.object_storage import delta_table
 
     out = {}
     for table in TABLES:
         try:
-            rows = DeltaTable(Lake(str(lake)).table(table)).to_pyarrow_table().to_pylist()
+            rows = delta_table(Lake(str(lake)).table(table)).to_pyarrow_table().to_pylist()
         except TableNotFoundError:
             continue
         if table is SEQUENCE_SNAPSHOTS:    # each snapshot's current record

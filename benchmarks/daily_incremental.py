@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lake = work / "lake"
     shutil.copytree(Lake(str(model_lake)).models, Lake(str(lake)).models)
-    rebuild, _ = timed(DUET, "backfill", "--lake", str(lake), "--landing", str(landing), "--from",
-                       first.isoformat(), "--to", last.isoformat(), *SPARK)
+    rebuild, out = timed(DUET, "backfill", "--lake", str(lake), "--landing", str(landing), "--from",
+                         first.isoformat(), "--to", last.isoformat(), *SPARK)
+    rebuild_record = json.loads(out.strip().splitlines()[-1])
     nxt = (last + timedelta(days=1)).isoformat()
     day = (DUET, "daily", "--lake", str(lake), "--landing", str(landing), "--date", nxt, *SPARK)
     next_day, out = timed(*day)
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         "rebuild_s": rebuild, "next_day_s": next_day, "noop_s": noop,
         "next_over_rebuild": round(next_day / rebuild, 3),
         "next_day_steps": {s["step"]: s["why"] for s in next_record["steps"]},
+        "next_day_step_seconds": next_record.get("step_seconds"),
+        "rebuild_step_seconds": rebuild_record.get("step_seconds"),
         "next_day_raw_files_read": next(s["result"].get("raw_files_read") for s in next_record["steps"]
                                         if s["step"] == "sequences"),
         "noop_status": noop_record["status"], "noop_tables_changed": noop_record["tables_changed"],

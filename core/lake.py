@@ -14,7 +14,13 @@ A lake is a folder (or any Hadoop URI such as ``s3a://bucket/lake``) holding the
 
 Code asks a ``Lake`` for a path, never joins these names itself (``tests/test_lake_layout.py`` fails on a
 spelling elsewhere), so that moving a folder, or the whole lake to object storage, is a change here.
-Standard library only.
+
+**A lake on object storage** keeps its tables there and these folders in its *home*, a local or mounted
+folder: ``$DUET_HOME/<scheme>/<bucket>/<prefix>/`` (``home_of``). They are written with Python's file API
+(atomic renames, SQLite, a lock file), which S3 does not offer; a team gives ``DUET_HOME`` a persistent
+volume of the machine that runs the driver (docs/OBJECT_STORAGE.md). Without ``DUET_HOME`` a command that
+needs one of them stops, naming it. A local lake's home is its root.
+Standard library only (and ``core.errors``).
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
+
+from core.errors import DuetError
 
 MODELS, RANKERS, FEAST, QUALITY, STAGES = "_models", "_rankers", "_feast", "_quality", "_stages"
 FOLDERS = (MODELS, RANKERS, FEAST, QUALITY, STAGES)
 REGISTRY_FILE, ONLINE_FILE, SERVING_FILE = "registry.db", "online.db", "serving.json"
 LATEST_QUALITY = "latest.json"
+# The local folder under which the project folders of lakes on object storage live (module docstring).
+HOME_VARIABLE = "DUET_HOME"
 DAILY = "daily"
 # A validation run's folder is named by its UTC instant, so names sort as the runs happened.
 QUALITY_RUN_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -45,6 +56,13 @@ class Table(Protocol):
 def is_uri(path: str | Path) -> bool:
     """Whether ``path`` names a location by URI (``s3a://...``, ``file:///...``) rather than a local path."""
     return "://" in str(path)
+
+
+def home_of(root: str, base: str | Path) -> Path:
+    """The home of the lake at URI ``root`` under ``base`` (a ``$DUET_HOME``): ``base/<scheme>/<bucket>/
+    <prefix>``, so that one machine can hold the homes of several lakes."""
+    parts = urlsplit(root)
+    return Path(absolute(base), parts.scheme, parts.netloc, *[p for p in parts.path.split("/") if p])
 
 
 def absolute(path: str | Path) -> str:
@@ -71,11 +89,22 @@ class Lake:
     def _path(self, *parts: str) -> str:
         return "/".join((self.root, *parts))
 
+    @property
+    def home(self) -> Path:
+        """Where the project's folders are: the root of a local lake; for a lake on object storage, its
+        folder under ``$DUET_HOME`` (module docstring)."""
+        if self.is_local:
+            return Path(self.root)
+        base = os.environ.get(HOME_VARIABLE)
+        if not base:
+            raise DuetError(f"the lake {self.root} is on object storage, and its models, Feast registry and "
+                            f"online store, validation results and run records live on a local or mounted "
+                            f"file system: set {HOME_VARIABLE} to a folder there (a persistent volume; "
+                            "docs/OBJECT_STORAGE.md)")
+        return home_of(self.root, base)
+
     def _local(self, *parts: str) -> Path:
-        if not self.is_local:
-            raise NotImplementedError(f"{'/'.join(parts)} of a lake on object storage ({self.root}) is not "
-                                      "supported yet: keep the lake on a local or mounted file system")
-        return Path(self.root, *parts)
+        return self.home.joinpath(*parts)
 
     def table(self, table: Table) -> str:
         """A contract table's location (a path or URI, what Spark and delta-rs open)."""
@@ -138,10 +167,17 @@ class Lake:
         return self._local(STAGES, f"{DAILY}.lock")
 
     def relative(self, location: str | Path) -> str:
-        """``location`` relative to the root (for records that must not depend on where the lake is)."""
+        """``location`` relative to the root, or to the home for a project folder of a lake on object
+        storage (for records that must not depend on where the lake is)."""
         text = str(location)
-        return os.path.relpath(text, self.root) if self.is_local else text.removeprefix(self.root + "/")
+        if self.is_local:
+            return os.path.relpath(text, self.root)
+        if not is_uri(text):
+            return os.path.relpath(text, self.home)
+        return text.removeprefix(self.root + "/")
 
     def resolve(self, relative: str) -> str:
-        """The location of ``relative`` (what ``relative`` gave) under this lake's root."""
+        """The location of ``relative`` (what ``relative`` gave) in this lake."""
+        if relative.split("/", 1)[0] in FOLDERS:
+            return str(self.home / relative)
         return self._path(relative)

@@ -13,6 +13,10 @@ log. What is read:
 
 A custom endpoint is addressed path-style (``http://host/bucket/key``: a server on an address has no
 per-bucket host names) and, when it is ``http://``, without TLS.
+
+Every delta-rs open of a table and every Arrow read of a file by location goes through ``delta_table``,
+``is_delta_table`` and ``arrow_filesystem`` here (they import ``deltalake`` and ``pyarrow`` when called), so
+that code reading the lake never needs to know where it is.
 """
 
 from __future__ import annotations
@@ -78,3 +82,32 @@ def delta_rs_options(location: str | os.PathLike,
         if urlsplit(url).scheme == "http":
             options["AWS_ALLOW_HTTP"] = "true"
     return options
+
+
+def delta_table(location: str | os.PathLike, version: int | None = None):
+    """The delta-rs ``DeltaTable`` at ``location`` (at ``version``, else the latest), told where its S3
+    server is if it is on S3. Raises deltalake's ``TableNotFoundError`` where there is no table."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(location), version=version, storage_options=delta_rs_options(location))
+
+
+def is_delta_table(location: str | os.PathLike) -> bool:
+    from deltalake import DeltaTable
+
+    return DeltaTable.is_deltatable(str(location), storage_options=delta_rs_options(location))
+
+
+def arrow_filesystem(location: str | os.PathLike):
+    """A pyarrow file system for ``location`` and the path to give it: the local one, or S3 (the same
+    endpoint and region as Spark and delta-rs; credentials from the AWS default chain)."""
+    from pyarrow import fs
+
+    if not on_s3(location):
+        return fs.LocalFileSystem(), str(location)
+    parts = urlsplit(str(location))
+    url = endpoint()
+    options = {"region": region()}
+    if url:
+        options.update(endpoint_override=url, scheme=urlsplit(url).scheme)
+    return fs.S3FileSystem(**options), f"{parts.netloc}{parts.path}"

@@ -32,11 +32,9 @@ def _changed_no_rows(commit: dict) -> bool:
 
 def _open(location: str):
     """The Delta table at ``location`` (delta-rs), told where its S3 server is if it is on S3."""
-    from deltalake import DeltaTable
+    from core.object_storage import delta_table
 
-    from core.object_storage import delta_rs_options
-
-    return DeltaTable(location, storage_options=delta_rs_options(location))
+    return delta_table(location)
 
 
 def _history(location: str, since: int | None = None) -> list[dict] | None:
@@ -139,13 +137,12 @@ def snapshot_files(location: str, column: str, version: int | None = None) -> di
     vectors a file's rows change under the same name."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from core.object_storage import delta_rs_options
+    from core.object_storage import delta_table
 
     try:
-        table = DeltaTable(location, version=version, storage_options=delta_rs_options(location))
+        table = delta_table(location, version)
     except TableNotFoundError:
         return None
     if "deletionVectors" in (table.protocol().reader_features or []):

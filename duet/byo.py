@@ -25,7 +25,7 @@ from duet.validation import check_imported, failed_rows, validate_training
 from encoders.external import Landed
 from ranker.evaluate import AblationConfig
 from ranker.splits import Periods, Splits, demo_periods
-from ranker.training_set import TrainingSetReport
+from ranker.training_set import SNAPSHOT, TrainingSetReport
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,13 @@ def import_embeddings(lake: str, model_version: str, path: str, spark: Callable[
 def embedded_versions(lake: str) -> list[str]:
     """The model versions with a ``_models`` entry (checkpoint or imported record) and rows in
     ``embeddings/user_embeddings``, oldest first."""
-    from deltalake import DeltaTable
-
+    from core.object_storage import delta_table, is_delta_table
     from encoders.model_store import list_versions
 
     location = USER_EMBEDDINGS.location(lake)
-    if not DeltaTable.is_deltatable(location):
+    if not is_delta_table(location):
         return []
-    present = {p["model_version"] for p in DeltaTable(location).partitions()}
+    present = {p["model_version"] for p in delta_table(location).partitions()}
     return [v for v in list_versions(lake) if v in present]
 
 
@@ -135,10 +134,11 @@ def check_pretraining_ends(lake: str, versions: list[str], splits: Splits) -> No
 
 
 def build_lake_training_set(spark: SparkSession, lake: str, model_versions: list[str] | None = None,
-                            periods: Periods | None = None) -> LakeTrainingSet:
+                            periods: Periods | None = None, available_at: str = SNAPSHOT) -> LakeTrainingSet:
     """``duet training-set``: ``training/training_set`` through Feast for ``model_versions`` (default:
     every version with embeddings, the encoders' and the imported ones) over ``periods`` (default: the
-    demo's plan, ``lake_periods``), then the ranker tables' suites, as the demo does. The registry is
+    demo's plan, ``lake_periods``), joining the embedding rows available at each click (``available_at``,
+    ``ranker.training_set``), then the ranker tables' suites, as the demo does. The registry is
     applied first (as ``feast apply`` would: the served version is kept), so a version imported since
     has its FeatureService."""
     from duet.console import training_set_lines
@@ -156,7 +156,8 @@ def build_lake_training_set(spark: SparkSession, lake: str, model_versions: list
     store = feature_store(StoreConfig(lake))
     apply(store, spec_from_lake(lake))
     built = build_training_set(spark, store, lake, periods.splits, versions,
-                               record={"label_cutoff": periods.label_cutoff.isoformat()})
+                               record={"label_cutoff": periods.label_cutoff.isoformat()},
+                               available_at=available_at)
     print("\n".join(training_set_lines(built)))
     quality = validate_training(spark, lake)
     print(quality.summary())

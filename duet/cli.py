@@ -34,6 +34,7 @@ EMBED = "encoders.config:EmbedConfig"
 EXAMPLES = "spark_jobs.examples:ExamplesConfig"
 ABLATION = "ranker.evaluate:AblationConfig"
 SERVER = "serving.server:serve"
+CONSISTENCY = "serving.consistency:ConsistencyConfig"
 
 
 def _spark_options(p: argparse.ArgumentParser) -> None:
@@ -211,8 +212,59 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     resolve_version(args.lake, args.model_version)  # a missing model fails before Spark starts
     publish(_spark(args, "publish"), PublishConfig(store=store, snapshot=snapshot,
                                                     model_version=args.model_version,
-                                                    revalidate=args.revalidate))
+                                                    revalidate=args.revalidate, promote=args.promote,
+                                                    allow_drift=args.allow_drift))
     return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from serving.publish import resolve_version
+    from serving.store import StoreConfig
+
+    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
+    resolve_version(args.lake, args.model_version)   # an unknown model fails before Spark starts
+    from serving.versions import promote
+
+    _spark(args, "promote")       # the contract views' refresh materializes through Feast's Spark store
+    print(json.dumps(promote(store, args.model_version, allow_drift=args.allow_drift).to_dict()))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from serving.store import StoreConfig
+    from serving.versions import record, rollback
+
+    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
+    if not record(args.lake).get("previous"):
+        rollback(store)            # says why, before Spark starts
+    _spark(args, "rollback")
+    print(json.dumps(rollback(store).to_dict()))
+    return 0
+
+
+def _cmd_retire(args: argparse.Namespace) -> int:
+    from serving.store import StoreConfig
+    from serving.versions import retire
+
+    retire(StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis),
+           args.model_version)
+    return 0
+
+
+def _cmd_consistency(args: argparse.Namespace) -> int:
+    """Exit 0: every reader path gave the lake's rows; 1: a mismatch, a missing or an extra row, or a
+    reader that failed (the lines say which), or an error (``duet: error: ...``)."""
+    from core.snapshots import parse_snapshot
+    from serving.consistency import ConsistencyConfig, check_consistency
+    from serving.store import StoreConfig
+
+    store = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
+    snapshot = parse_snapshot(args.snapshot) if args.snapshot else None
+    cfg = configure(args, ConsistencyConfig(store=store, model_version=args.model_version, snapshot=snapshot,
+                                            server_url=args.server))
+    report = check_consistency(cfg, log=lambda line: print(line, flush=True))
+    print(json.dumps(report.to_dict()), flush=True)
+    return 0 if report.ok else 1
 
 
 def _cmd_examples(args: argparse.Namespace) -> int:
@@ -260,13 +312,15 @@ def _cmd_training_set(args: argparse.Namespace) -> int:
     if splits is not None:
         splits.check()
     from duet.byo import build_lake_training_set, examples_cutoff, lake_periods
+    from ranker.training_set import build_training_set
     from spark_jobs.examples import ExamplesConfig
 
+    available_at = values(args, build_training_set)["available_at"]
     spark = _spark(args, "training-set")
     labels = configure(args, ExamplesConfig(lake=args.lake, label_cutoff=examples_cutoff(spark, args.lake)))
     periods = lake_periods(spark, args.lake, labels.label_cutoff, labels.attribution_window,
                            labels.report_grace, splits)
-    build_lake_training_set(spark, args.lake, args.model_version, periods)
+    build_lake_training_set(spark, args.lake, args.model_version, periods, available_at)
     return 0
 
 
@@ -293,9 +347,10 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from ranker.score import resolve_candidates, score
     from serving.publish import resolve_version
     from serving.store import StoreConfig, feature_store
+    from serving.versions import record
 
     deployment = StoreConfig(lake=args.lake, yaml_path=args.feature_store_yaml, redis=args.redis)
-    version = resolve_version(args.lake, args.model_version)
+    version = resolve_version(args.lake, args.model_version or record(args.lake).get("model_version"))
     candidates = resolve_candidates(args.lake, _parse_ads(args.ads))
     store = feature_store(deployment)
     as_of = parse_snapshot(args.as_of) if args.as_of else None
@@ -422,6 +477,14 @@ def _store_options(p: argparse.ArgumentParser, verb: str) -> None:
                         "$DUET_REDIS_PASSWORD_FILE or $DUET_REDIS_PASSWORD, never here)")
 
 
+def _allow_drift_option(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--allow-drift``: publish or promote even when a stability gate fails (serving.drift)."""
+    p.add_argument("--allow-drift", action="store_true",
+                   help=f"{verb} even when the stability gate (drift against the previous snapshot, or "
+                        "against the served version) fails; the failed figures are recorded with the "
+                        "version's publish record")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="duet", description="DUET user embeddings: events -> Delta -> "
                                      "encoders -> Feast -> ranker. See README.md.")
@@ -539,8 +602,53 @@ def build_parser() -> argparse.ArgumentParser:
     _store_options(p, "publish to")
     p.add_argument("--revalidate", action="store_true",
                    help="run the gate even when an earlier `duet validate` pass holds for the same rows")
+    p.add_argument("--promote", action="store_true",
+                   help="then move the serving alias to this version (without it the alias moves only when "
+                        "nothing is served yet, or to a new snapshot of the version it names)")
+    _allow_drift_option(p, "publish")
     _spark_options(p)
     p.set_defaults(handler=_cmd_publish)
+
+    p = sub.add_parser("promote", help="move the serving alias to a model version whose snapshot is fully "
+                                       "published (one atomic write), then refresh the contract views")
+    p.add_argument("--lake", required=True, help=f"lake root (the alias in {FEAST}/serving.json)")
+    p.add_argument("--model-version", required=True, help="e.g. duet-3f2a9c1")
+    _store_options(p, "promote on")
+    _allow_drift_option(p, "promote")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_promote)
+
+    p = sub.add_parser("rollback", help="move the serving alias back to the version it named before the "
+                                        "last promote")
+    p.add_argument("--lake", required=True, help=f"lake root (the alias in {FEAST}/serving.json)")
+    _store_options(p, "roll back on")
+    _spark_options(p)
+    p.set_defaults(handler=_cmd_rollback)
+
+    p = sub.add_parser("retire", help="delete a model version's online rows (not the served one's); it can "
+                                      "be promoted again only after a new publish")
+    p.add_argument("--lake", required=True, help=f"lake root (the alias in {FEAST}/serving.json)")
+    p.add_argument("--model-version", required=True, help="e.g. duet-3f2a9c1")
+    _store_options(p, "retire from")
+    p.set_defaults(handler=_cmd_retire)
+
+    p = sub.add_parser("consistency", help="read a sample of users online (Feast's SDK, the fast path) and "
+                                           "compare them with the Delta rows of the version's published "
+                                           "snapshot: mismatch, missing and extra rates (exit 0 consistent, "
+                                           "1 not)")
+    p.add_argument("--lake", required=True, help=f"lake root ({USER_EMBEDDINGS.path}, {FEAST}/serving.json)")
+    p.add_argument("--model-version", help="the version to check (default: the one the serving alias names)")
+    p.add_argument("--snapshot", metavar="TS",
+                   help="compare with this snapshot (default: the version's fully published one)")
+    add_field(p, "--sample", CONSISTENCY, "sample", type=int, metavar="N",
+              help="users of the snapshot read online (and half as many users outside it)")
+    add_field(p, "--seed", CONSISTENCY, "seed", type=int, help="the sample's seed (the same users every run)")
+    add_field(p, "--tolerance", CONSISTENCY, "tolerance", type=float,
+              help="largest absolute difference per element that still matches")
+    p.add_argument("--server", metavar="URL",
+                   help="also read through this feature server (`duet serve`, e.g. http://127.0.0.1:6566)")
+    _store_options(p, "check")
+    p.set_defaults(handler=_cmd_consistency)
 
     p = sub.add_parser("examples", help=f"label every click at a cutoff into {TRAINING_EXAMPLES.path}")
     p.add_argument("--lake", required=True)
@@ -587,6 +695,12 @@ def build_parser() -> argparse.ArgumentParser:
               help="the examples' attribution window, for the default periods")
     add_field(p, "--report-grace-days", EXAMPLES, "report_grace", type=float,
               help="the examples' report grace, for the default periods")
+    add_field(p, "--available-at", "ranker.training_set:build_training_set", "available_at",
+              choices=("snapshot", "created"),
+              help="when an embedding row counts as available to a click: 'snapshot', its snapshot "
+                   "precedes the click (the contract's rule); 'created', also written "
+                   "(created_timestamp) by then, as a served system saw it; else the click falls back "
+                   "to an earlier snapshot's row within the ttl, or null")
     _spark_options(p)
     p.set_defaults(handler=_cmd_training_set)
 
@@ -608,7 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.add_argument("--ads", required=True, metavar="A,B,C",
                    help="candidate ad ids, comma separated; AD@ADVERTISER for an ad the lake has not seen")
-    p.add_argument("--model-version", help="the served duet model (default: the newest duet model)")
+    p.add_argument("--model-version", help="the ranker of this model version, reading this version's "
+                                          "embeddings (default: the one the serving alias names, else the "
+                                          "newest duet model)")
     p.add_argument("--as-of", metavar="TS",
                    help="the time of the request (default: now); a stored vector older than the views' ttl "
                         "at this time counts as missing")

@@ -69,6 +69,7 @@ from core.contracts import (
 from core.errors import DuetError
 from core.files import write_atomic
 from core.lake import Lake
+from core.object_storage import arrow_filesystem
 from core.records import plain
 from core.table_versions import content_version, table_version
 from duet.stage_cache import code_fingerprint, snapshot_records
@@ -97,35 +98,52 @@ class Landing:
     """Where input files land, one folder per day of reports: ``<root>/<YYYY-MM-DD>/clicks*.{csv,parquet,
     jsonl}`` and ``conversions*...`` (the clicks made and the conversions *reported* that day, in the
     input layout of ``duet ingest``), complete once its ``_SUCCESS`` file exists (Hadoop's convention: a
-    writer adds it last, so a half-copied day is never read). ``duet generate --landing DIR`` writes it."""
+    writer adds it last, so a half-copied day is never read). ``duet generate --landing DIR`` writes it.
+    ``root`` is a folder or an ``s3a://`` URI (listed through ``core.object_storage.arrow_filesystem``;
+    the files it gives are read by ``duet ingest`` there)."""
 
     root: str
 
-    def folder(self, day: date) -> Path:
-        return Path(self.root, day.isoformat())
+    def folder(self, day: date) -> str:
+        return f"{self.root.rstrip('/')}/{day.isoformat()}"
+
+    def marker(self, day: date) -> str:
+        return f"{self.folder(day)}/{SUCCESS_MARKER}"
 
     def landed(self, day: date) -> bool:
-        return (self.folder(day) / SUCCESS_MARKER).is_file()
+        from pyarrow.fs import FileType
+
+        fs, path = arrow_filesystem(self.marker(day))
+        return fs.get_file_info(path).type == FileType.File
+
+    def _children(self, location: str):
+        from pyarrow.fs import FileSelector
+
+        fs, path = arrow_filesystem(location)
+        return sorted(fs.get_file_info(FileSelector(path, allow_not_found=True)), key=lambda i: i.base_name)
 
     def days(self) -> list[date]:
         """The landed days, ascending."""
+        from pyarrow.fs import FileType
+
         found = []
-        for child in Path(self.root).iterdir() if Path(self.root).is_dir() else ():
+        for child in self._children(self.root):
             try:
-                day = date.fromisoformat(child.name)
+                day = date.fromisoformat(child.base_name)
             except ValueError:
                 continue
-            if self.landed(day):
+            if child.type == FileType.Directory and self.landed(day):
                 found.append(day)
         return sorted(found)
 
     def files(self, through: date) -> list[tuple[str, str]]:
-        """(kind, path) of every file of the landed days up to ``through``, in day order, clicks first."""
+        """(kind, location) of every file of the landed days up to ``through``, in day order, clicks first."""
         out = []
         for day in (d for d in self.days() if d <= through):
+            names = [c.base_name for c in self._children(self.folder(day))]
             for kind in KINDS:
-                out += [(kind, str(p)) for p in sorted(self.folder(day).iterdir())
-                        if p.name.startswith(kind) and p.suffix in FORMATS]
+                out += [(kind, f"{self.folder(day)}/{name}") for name in names
+                        if name.startswith(kind) and Path(name).suffix in FORMATS]
         return out
 
 
@@ -182,6 +200,7 @@ class DailyRun:
     steps: list[StepRun] = field(default_factory=list)
     tables_changed: dict[str, list] = field(default_factory=dict)
     seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=dict)   # each step's wall time, decisions included
 
     def to_json(self) -> str:
         return json.dumps(plain(self), sort_keys=False, default=str)
@@ -264,11 +283,12 @@ def raw_contents(lake: Lake) -> dict[str, int | None]:
 
 def examples_cutoff(lake: Lake) -> datetime | None:
     """The label cutoff ``training/examples`` holds (one per table), None if there is none."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from core.object_storage import delta_table
+
     try:
-        dataset = DeltaTable(lake.table(TRAINING_EXAMPLES)).to_pyarrow_dataset()
+        dataset = delta_table(lake.table(TRAINING_EXAMPLES)).to_pyarrow_dataset()
         head = dataset.head(1, columns=["label_cutoff"])
     except TableNotFoundError:
         return None
@@ -389,7 +409,7 @@ class IngestLanded(DailyStep):
             return {self.config.date: {"files": 0, "note": "no --landing: nothing ingested"}}
         if not landing.landed(last):
             raise NotLanded(f"the reports of {last} have not landed: no "
-                            f"{landing.folder(last) / SUCCESS_MARKER} (a scheduler retries later)")
+                            f"{landing.marker(last)} (a scheduler retries later)")
         files = landing.files(through=last)
         cfg = IngestConfig(lake=ctx.lake.root)
         counts = [ingest_file(ctx.lazy_spark, cfg, kind, path) for kind, path in files]
@@ -521,7 +541,7 @@ class PublishDay(DailyStep):
                             redis=self.config.redis)
         [day] = days
         report = publish(ctx.spark, PublishConfig(store, snapshot=day_start(day),
-                                                  model_version=ctx.model_version))
+                                                  model_version=ctx.model_version, promote=True))
         return {day: {"users": report.users, "online_store": report.online_store}}
 
 
@@ -649,6 +669,7 @@ def run_daily(spark_factory: Callable[[], Any], cfg: DailyConfig, command: str =
             record.status, record.exit = "failed", EXIT_FAILED
             record.reason = f"{type(e).__name__}: {first} (a re-run converges)"
         after = _versions(lake)
+        record.step_seconds = dict(ctx.clock.seconds)
     record.tables_changed = {k: [before[k], after[k]] for k in after if before.get(k) != after[k]}
     if record.status == "up to date" and record.tables_changed:
         record.status = "done"

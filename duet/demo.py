@@ -2,11 +2,12 @@
 
 generate (unless input files are given) -> ingest -> plan (the daily snapshots and the periods) ->
 sequences -> pretrain and embed (every variant) -> validate -> publish (the latest snapshot of the duet
-model to Feast's SQLite online store under the lake, gated by the embedding suite) -> examples (labels at
-the cutoff) -> training set (Feast point-in-time joins) -> validate training tables -> ranker (the NE
-ablation) -> ceiling (generated data only) -> delayed feedback (``--delayed-feedback``) -> online scoring;
-then the report (``report/metrics.json``, ``report/demo.json``, ``report/index.html``). Each stage prints
-its time; the times are in the report.
+model to Feast's SQLite online store under the lake, gated by the embedding suite) -> consistency (a
+sample of its users read back online and compared with the Delta rows, ``serving.consistency``) -> examples
+(labels at the cutoff) -> training set (Feast point-in-time joins) -> validate training tables -> ranker
+(the NE ablation) -> ceiling (generated data only) -> delayed feedback (``--delayed-feedback``) -> online
+scoring; then the report (``report/metrics.json``, ``report/demo.json``, ``report/index.html``). Each stage
+prints its time; the times are in the report.
 
 Periods (``ranker.splits.demo_periods``), chosen from the data's time range so that nothing leaks: the
 label cutoff is the last snapshot; clicks are mature until ``cutoff - attribution window - report grace``;
@@ -57,6 +58,7 @@ from ranker.delayed import DelayedFeedbackResult
 from ranker.evaluate import AblationConfig, AblationResult
 from ranker.splits import Periods, demo_periods
 from ranker.training_set import TrainingSetReport
+from serving.consistency import ConsistencyReport
 from serving.publish import PublishReport
 from spark_jobs.examples import ExamplesReport, ReportGrace
 from spark_jobs.ingest import FileCounts
@@ -217,6 +219,7 @@ class DemoResult:
     encoders: Encoders | None = None
     validation: LakeReport | None = None
     publish: PublishReport | None = None
+    consistency: ConsistencyReport | None = None
     examples: ExamplesReport | None = None
     training_set: TrainingSetReport | None = None
     training_validation: LakeReport | None = None
@@ -239,7 +242,7 @@ class DemoResult:
                 out["report_grace"] = self.plan.measured_grace.to_dict()
             out["snapshots"] = [s.isoformat() for s in self.plan.snapshots]
             out["periods"] = self.plan.periods.to_dict()
-        for name in ("sequences", "encoders", "validation", "publish"):
+        for name in ("sequences", "encoders", "validation", "publish", "consistency"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value if isinstance(value, dict) else _dict(value)
@@ -459,7 +462,32 @@ class Publish(Stage[PublishReport]):
         from serving.store import StoreConfig
 
         version = inputs.encoders.versions[self.variant]
-        return publish(ctx.spark, PublishConfig(store=StoreConfig(lake=ctx.lake.root), model_version=version))
+        return publish(ctx.spark, PublishConfig(store=StoreConfig(lake=ctx.lake.root), model_version=version,
+                                                promote=True))
+
+
+@dataclass(frozen=True)
+class Consistency(Stage[ConsistencyReport]):
+    """The published snapshot read back online (Feast's SDK, the fast path, the contract views) for a seeded
+    sample of its users and compared with its Delta rows (``serving.consistency``): a mismatch, a missing
+    or an extra row stops the demo. Never reused: it checks the store as it is now."""
+
+    name: ClassVar[str] = "consistency"
+    output: ClassVar[str] = "consistency"
+    needs: ClassVar[tuple[str, ...]] = ("publish",)
+    sample: int = 200
+
+    def run(self, ctx: StageContext, inputs: DemoResult) -> ConsistencyReport:
+        from serving.consistency import ConsistencyConfig, check_consistency
+        from serving.store import StoreConfig
+
+        return check_consistency(ConsistencyConfig(StoreConfig(lake=ctx.lake.root),
+                                                   model_version=inputs.publish.model_version,
+                                                   sample=self.sample))
+
+    def check(self, result: ConsistencyReport) -> None:
+        if not result.ok:
+            raise DuetError(f"{result.line()}: " + "; ".join(p.line() for p in result.paths if not p.ok))
 
 
 @dataclass(frozen=True)
@@ -693,12 +721,11 @@ class OnlineScoring(Stage[OnlineScore]):
 
 
 def score_one(lake: Lake, model_version: str, as_of: datetime) -> OnlineScore:
-    from deltalake import DeltaTable
-
+    from core.object_storage import delta_table
     from ranker.score import score
     from serving.store import StoreConfig, feature_store
 
-    table = DeltaTable(lake.table(TRAINING_SET)).to_pyarrow_table(
+    table = delta_table(lake.table(TRAINING_SET)).to_pyarrow_table(
         columns=["user_id", "ad_id", "advertiser_id"],
         filters=[("model_version", "=", model_version), ("split", "=", "test")])
     users = table.group_by("user_id").aggregate([("ad_id", "count")]).sort_by([("ad_id_count", "descending")])
@@ -732,7 +759,7 @@ def demo_stages(cfg: DemoConfig) -> list[Stage]:
                PretrainAndEmbed(cfg.encoders, cfg.seed), Validate()]
     publishes = PROPOSED in cfg.encoders.variants
     if publishes:
-        stages.append(Publish())
+        stages += [Publish(), Consistency()]
     stages += [Examples(window), TrainingSet(), ValidateTraining(),
                Ablation(cfg.ranker, str(cfg.report_dir / "test_predictions.parquet"))]
     if not cfg.input.given:
@@ -769,7 +796,8 @@ def run_demo(spark_factory, cfg: DemoConfig) -> dict:
     _write_json(cfg.report_dir / "metrics.json", contract_metrics(cfg.seed, result.ablation))
     page = write_report(ReportPage(cfg.seed, result.ablation, result.plan.periods, result.validation,
                                    result.stage_seconds, result.ceiling,
-                                   delayed_feedback=result.delayed_feedback), cfg.report_dir)
+                                   delayed_feedback=result.delayed_feedback,
+                                   consistency=result.consistency), cfg.report_dir)
     print(f"demo: lake at {lake.root}; report at {page} (metrics: {cfg.report_dir / 'metrics.json'}); "
           f"{sum(clock.seconds.values()):.0f} s in stages")
     return {"lake": lake.root, "report": str(page), "metrics": str(cfg.report_dir / "metrics.json"),

@@ -3,7 +3,8 @@
 
 The page is a function of a ``ReportPage``, the typed results of the stages it shows: the ablation's
 metrics table, its plots (drawn by ``duet.charts``), the time splits, data quality, stage times and, when
-present, the generator's ceiling, the control run and the delayed-feedback experiment. Each section is a
+present, the generator's ceiling, the control run, the delayed-feedback experiment and the online-offline
+consistency check. Each section is a
 function of its part; a part that is absent (None) shows as "not available", or its section is left out.
 The conductor owns the page because it alone holds every stage's result.
 
@@ -29,6 +30,7 @@ from duet.charts import Bar, Series, bar_axis, bar_chart, histogram, line_chart
 from ranker.delayed import DelayedFeedbackResult
 from ranker.evaluate import AblationResult, Interval, LabelDelays, Reduction, SeedResult, VariantResult
 from ranker.splits import Periods
+from serving.consistency import ConsistencyReport
 
 _NONE_COLOR = "#7f7f7f"
 _EXTRA_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79")
@@ -40,7 +42,8 @@ class ReportPage:
     periods the ranker was trained and tested on; ``data_quality``: the lake's validation;
     ``stage_seconds``: seconds per stage, in the order they ran; ``ceiling``: the generator's ceiling on
     the test rows (generated data only); ``control``: the same ablation on data generated with conversion
-    signal 0; ``delayed_feedback``: ``ranker.delayed``'s experiment."""
+    signal 0; ``delayed_feedback``: ``ranker.delayed``'s experiment; ``consistency``: the published
+    snapshot read back online and compared with the lake (``serving.consistency``)."""
 
     seed: int | None
     ablation: AblationResult
@@ -50,6 +53,7 @@ class ReportPage:
     ceiling: CeilingResult | None = None
     control: AblationResult | None = None
     delayed_feedback: DelayedFeedbackResult | None = None
+    consistency: ConsistencyReport | None = None
 
 
 def contract_metrics(seed: int | None, ablation: AblationResult) -> dict:
@@ -86,6 +90,9 @@ def render_html(page: ReportPage) -> str:
     if page.delayed_feedback is not None:
         sections.append(_section("delayed-feedback", "Delayed feedback",
                                  _delayed_feedback(page.delayed_feedback)))
+    if page.consistency is not None:
+        sections.append(_section("online-consistency", "Online-offline consistency",
+                                 _consistency(page.consistency)))
     raw = json.dumps(_as_data(page), indent=1)
     sections.append(_section("raw-report", "The report as data",
                              f"<details><summary>JSON</summary><pre>{_e(raw)}</pre></details>"))
@@ -101,7 +108,7 @@ def _as_data(page: ReportPage) -> dict:
     """The page's figures as one JSON document (its last section): the ablation's keys at the top, as in
     ``ablation.json``, then each other part present."""
     parts = {"ceiling": page.ceiling, "delayed_feedback": page.delayed_feedback, "splits": page.splits,
-             "data_quality": page.data_quality, "control": page.control}
+             "data_quality": page.data_quality, "control": page.control, "consistency": page.consistency}
     data = {"seed": page.seed, **page.ablation.to_dict(),
             **{name: part.to_dict() for name, part in parts.items() if part is not None}}
     if page.stage_seconds is not None:
@@ -350,6 +357,23 @@ def _stage_times(stages: dict[str, float] | None) -> str:
             for name, seconds in stages.items()]
     rows.append(["<strong>total</strong>", f"<strong>{total:.1f}</strong>", ""])
     return _table(["stage", "seconds", "share"], rows, "stages")
+
+
+def _consistency(report: ConsistencyReport) -> str:
+    """Per reader path: the sampled users of the published snapshot that matched its Delta rows, the
+    mismatch, missing and extra rates, the largest difference."""
+    head = (f"<p>Overall: {_verdict(report.ok)}: {_e(report.model_version)} at {_e(report.snapshot)} on the "
+            f"{_e(report.online_store)} online store, {_e(report.delta_rows)} rows in the lake; a sample of "
+            f"{_e(report.sample)} users (seed {_e(report.seed)}) read back online, tolerance "
+            f"{_e(report.tolerance)}.</p>")
+    rows = [[_e(p.path), _e(p.sampled), _e(p.matched), f"{p.mismatch_rate:.2%} ({p.mismatched})",
+             f"{p.missing_rate:.2%} ({p.missing})", f"{p.extra_rate:.2%} ({p.extra} of {p.others_sampled})",
+             _e(p.carried), _num(p.max_abs_diff, 6), _e(p.error or "")] for p in report.paths]
+    note = ('<p class="note">Mismatch: a vector beyond the tolerance or of another snapshot; missing: a user '
+            "of the snapshot not online; extra: a row online for a user outside the snapshot that no Delta "
+            "row of the version backs (an earlier snapshot's row within the ttl is carried, not extra).</p>")
+    return head + _table(["reader", "sampled", "matched", "mismatch", "missing", "extra", "carried",
+                          "max abs diff", "error"], rows, "consistency") + note
 
 
 def _control(control: AblationResult) -> str:

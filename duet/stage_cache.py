@@ -125,11 +125,12 @@ class StageCache:
 def snapshot_records(lake: Lake) -> dict:
     """Each snapshot's current record in ``features/_snapshots`` (its newest row: settings, the tables it
     is complete in, ``updated_at``), by its UTC instant; empty without the log."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from core.object_storage import delta_table
+
     try:
-        rows = DeltaTable(lake.table(SEQUENCE_SNAPSHOTS)).to_pyarrow_table().to_pylist()
+        rows = delta_table(lake.table(SEQUENCE_SNAPSHOTS)).to_pyarrow_table().to_pylist()
     except TableNotFoundError:
         return {}
     latest: dict = {}

@@ -78,12 +78,13 @@ class LakeStatus:
 
 
 def _table(lake: Lake, table) -> TableStatus | None:
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
+
+    from core.object_storage import delta_table
 
     location = lake.table(table)
     try:
-        dt = DeltaTable(location)
+        dt = delta_table(location)
     except TableNotFoundError:
         return None
     import pyarrow as pa
@@ -96,13 +97,13 @@ def _table(lake: Lake, table) -> TableStatus | None:
 
 def embedded_snapshots(lake: Lake) -> dict[str, str]:
     """Each model version's newest embedded snapshot, from the runs recorded in the table's commits."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from core.object_storage import delta_table
     from encoders.lake import EmbeddingRun
 
     try:
-        history = DeltaTable(lake.table(USER_EMBEDDINGS)).history()
+        history = delta_table(lake.table(USER_EMBEDDINGS)).history()
     except TableNotFoundError:
         return {}
     newest: dict[str, str] = {}

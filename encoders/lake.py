@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import numpy as np
@@ -35,13 +36,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, write_deltalake
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS, Table
 from core.errors import DuetError
+from core.object_storage import arrow_filesystem, delta_rs_options, delta_table, is_delta_table
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS
 from encoders.hashing import fnv1a64
 from encoders.model_store import VERSION_PATTERN
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
 
 SEQUENCE_TABLES = (CLICK_SEQUENCES, CONVERSION_SEQUENCES)
 RUN_KEY = "duet.embed"  # key of the embedding run record in a commit's userMetadata
@@ -49,9 +54,9 @@ RUN_KEY = "duet.embed"  # key of the embedding run record in a commit's userMeta
 
 def _table(lake: str, table: Table) -> DeltaTable:
     location = table.location(lake)
-    if not DeltaTable.is_deltatable(location):
+    if not is_delta_table(location):
         raise DuetError(f"{location} is not a Delta table: run `duet sequences` first")
-    return DeltaTable(location)
+    return delta_table(location)
 
 
 def _instant(value: str) -> datetime:
@@ -64,8 +69,8 @@ def sequence_snapshots(lake: str) -> list[datetime]:
     found: set[datetime] = set()
     for table in SEQUENCE_TABLES:
         location = table.location(lake)
-        if DeltaTable.is_deltatable(location):
-            found |= {_instant(p["snapshot_ts"]) for p in DeltaTable(location).partitions()}
+        if is_delta_table(location):
+            found |= {_instant(p["snapshot_ts"]) for p in delta_table(location).partitions()}
     return sorted(found)
 
 
@@ -191,9 +196,9 @@ class EmbeddingRun:
 def last_run(lake: str, snapshot: datetime, model_version: str) -> EmbeddingRun | None:
     """The newest embedding run recorded for (snapshot, model version), from the table's history."""
     location = USER_EMBEDDINGS.location(lake)
-    if not DeltaTable.is_deltatable(location):
+    if not is_delta_table(location):
         return None
-    for commit in DeltaTable(location).history():  # newest first
+    for commit in delta_table(location).history():  # newest first
         run = EmbeddingRun.from_json(commit.get("userMetadata"))
         if run and run.snapshot == snapshot and run.model_version == model_version:
             return run
@@ -210,11 +215,15 @@ _FILE_CHANGE_OPERATIONS = ("WRITE", "STREAMING UPDATE", "CREATE TABLE", "CREATE 
 
 
 def _commit(location: str, version: int) -> list[dict]:
-    path = Path(location) / "_delta_log" / f"{version:020d}.json"
-    if not path.is_file():
+    fs, path = arrow_filesystem(f"{location}/_delta_log/{version:020d}.json")
+    try:
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode()
+    except FileNotFoundError:
         raise DuetError(f"{location}: commit {version} is no longer in the Delta log (cleaned up after a "
-                        "checkpoint): embed every user, not the changed ones only", fields=("changed_only",))
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                        "checkpoint): embed every user, not the changed ones only",
+                        fields=("changed_only",)) from None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _inserted_only(info: dict) -> bool:
@@ -260,9 +269,11 @@ def _feed_users(location: str, snapshot: datetime, start: int, end: int) -> list
         for f in _change_files(location, version):
             if not _in_snapshot(f, snapshot):
                 continue
-            path = Path(location) / unquote(f["path"])
+            path = f"{location}/{unquote(f['path'])}"
+            fs, within = arrow_filesystem(path)
             try:
-                users.append(pq.read_table(path, columns=["user_id"]).column("user_id").combine_chunks())
+                users.append(pq.read_table(within, columns=["user_id"], filesystem=fs)
+                             .column("user_id").combine_chunks())
             except FileNotFoundError as e:
                 raise DuetError(f"{path} is gone (vacuumed?): embed every user, not the changed ones only",
                                 fields=("changed_only",)) from e
@@ -285,10 +296,10 @@ def last_runs(lake: str) -> list[EmbeddingRun]:
     """The newest embedding run recorded for each (snapshot, model version): what ``last_run`` finds for
     each, from one read of the table's history."""
     location = USER_EMBEDDINGS.location(lake)
-    if not DeltaTable.is_deltatable(location):
+    if not is_delta_table(location):
         return []
     runs: dict[tuple[datetime, str], EmbeddingRun] = {}
-    for commit in DeltaTable(location).history():  # newest first
+    for commit in delta_table(location).history():  # newest first
         run = EmbeddingRun.from_json(commit.get("userMetadata"))
         if run:
             runs.setdefault((run.snapshot, run.model_version), run)
@@ -305,9 +316,9 @@ def pending_feeds(lake: str) -> list[PendingFeed]:
     pending = []
     for table in SEQUENCE_TABLES:
         location = table.location(lake)
-        if not runs or not DeltaTable.is_deltatable(location):
+        if not runs or not is_delta_table(location):
             continue
-        now = DeltaTable(location).version()
+        now = delta_table(location).version()
         changes: dict[int, list[dict]] = {}
         for run in runs:
             since = run.sequence_versions.get(table.path)
@@ -384,8 +395,9 @@ def write_embeddings(lake: str, batches: Iterator[pa.RecordBatch], run: Embeddin
     predicate = (f"event_timestamp = '{run.snapshot.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}' "
                  f"AND model_version = '{run.model_version}'")
     location = USER_EMBEDDINGS.location(lake)
-    exists = DeltaTable.is_deltatable(location)
+    exists = is_delta_table(location)
     write_deltalake(location, rows, mode="overwrite" if exists else "error",
+                    storage_options=delta_rs_options(location),
                     predicate=predicate if exists else None,
                     partition_by=None if exists else [USER_EMBEDDINGS.partition.column],
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": run.to_json()}))
@@ -406,7 +418,7 @@ def merge_embeddings(lake: str, rows: pa.Table, deleted: pa.Array, run: Embeddin
         _pad_like(gone, schema).append_column("_delete", pa.array([True] * len(deleted), pa.bool_())),
     ])
     on = " AND ".join(f"t.{k} = s.{k}" for k in USER_EMBEDDINGS.key)
-    return (DeltaTable(location)
+    return (delta_table(location)
             .merge(source, on, source_alias="s", target_alias="t",
                    commit_properties=CommitProperties(custom_metadata={"userMetadata": run.to_json()}))
             .when_matched_delete(predicate="s._delete")
@@ -433,11 +445,11 @@ def replace_version(lake: str, model_version: str, rows: pa.Table, record: dict)
     if not VERSION_PATTERN.match(model_version):   # it goes into the predicate below
         raise DuetError(f"not a model version: {model_version!r}")
     location = USER_EMBEDDINGS.location(lake)
-    exists = DeltaTable.is_deltatable(location)
+    exists = is_delta_table(location)
     metadata = json.dumps({IMPORT_KEY: record}, sort_keys=True, default=str)
     write_deltalake(location, rows.cast(USER_EMBEDDINGS.arrow_schema()),
-                    mode="overwrite" if exists else "error",
+                    mode="overwrite" if exists else "error", storage_options=delta_rs_options(location),
                     predicate=f"model_version = '{model_version}'" if exists else None,
                     partition_by=None if exists else [USER_EMBEDDINGS.partition.column],
                     commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}))
-    return DeltaTable(location).version()
+    return delta_table(location).version()

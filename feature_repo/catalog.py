@@ -9,10 +9,13 @@ the command line and the publisher register the same objects.
 Model versions: each gets its own source (the table filtered to that version), views
 ``user_click_embeddings_<variant>_<hash>`` (and ``user_conversion_embeddings_<...>`` for two-embedding
 variants) and a FeatureService ``<variant>_<hash>``: training sets of several versions side by side.
-The served version also backs the contract's ``user_click_embeddings`` and ``user_conversion_embeddings``,
-the only embedding views ever materialized, and the ``serving`` FeatureService. An imported embedding
-(``ext-<name>``: views ``user_click_embeddings_ext_<name>``, service ``ext_<name>``) is served only when
-``duet publish --model-version`` names it; the default is the newest duet checkpoint.
+A two-embedding version's two views are also online (``version_views``): ``duet publish`` materializes
+each version into its own views, so versions never share an online row, and a reader that names a
+version reads only that version's rows (``serving.online``). The version the ``serving`` alias names
+(``_feast/serving.json``, moved by ``duet promote``/``rollback``: ``serving.versions``) also backs the
+contract's ``user_click_embeddings`` and ``user_conversion_embeddings`` (a copy of its published snapshot
+for clients that name the contract's views, such as raw ``feast serve``) and the ``serving``
+FeatureService. Before the first publish the newest duet checkpoint is the default.
 """
 
 from __future__ import annotations
@@ -49,9 +52,20 @@ def model_dims(lake: str) -> dict[str, tuple[int, int | None]]:
 
 
 def read_serving(lake: str) -> dict | None:
-    """What ``duet publish`` recorded (model version, snapshot, when), or None before the first publish."""
+    """What ``duet publish`` and ``duet promote`` recorded, or None before the first publish: the alias's
+    version at its published snapshot (``model_version``, ``snapshot``, ``users``, ``published_at``), the
+    version it replaced (``previous``) and, under ``versions``, each version's fully published snapshot
+    (``serving.versions``)."""
     path = Lake(lake).serving_file
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def version_views(model_version: str) -> tuple[str, str]:
+    """The online click and conversion views of one two-embedding model version."""
+    from feature_repo.sources import slug
+
+    tag = slug(model_version)
+    return f"{CLICK_VIEW}_{tag}", f"{CONVERSION_VIEW}_{tag}"
 
 
 def spec_from_lake(lake: str) -> RepoSpec:
@@ -86,11 +100,12 @@ def repo_objects(spec: RepoSpec) -> dict[str, object]:
     for version, click_dim, conversion_dim in spec.versions:
         tag = sources.slug(version)
         source = sources.embedding_source(spec.lake, version)
+        online = bool(conversion_dim)     # only two-embedding versions are published (serving.publish)
         members = [views.embedding_view(f"{CLICK_VIEW}_{tag}", views.CLICK_FEATURE, source, user, version,
-                                        click_dim, online=False, with_timestamp=True)]
+                                        click_dim, online=online, with_timestamp=True)]
         if conversion_dim:
             members.append(views.embedding_view(f"{CONVERSION_VIEW}_{tag}", views.CONVERSION_FEATURE, source,
-                                                user, version, conversion_dim, online=False))
+                                                user, version, conversion_dim, online=online))
         if version == spec.serving:
             served = [views.embedding_view(CLICK_VIEW, views.CLICK_FEATURE, source, user, version, click_dim,
                                            online=True),

@@ -28,7 +28,8 @@ def embedding_view(name: str, feature: str, source: DataSource, user: Entity, mo
                    dim: int, online: bool, with_timestamp: bool = False) -> FeatureView:
     """One embedding of one model version: ``feature`` is ``click_embedding`` or ``conversion_embedding``,
     an ``Array(Float32)`` of ``dim`` values (in the description, the tags and ``vector_length``).
-    ``online``: only the served views have online tables; the per-version ones are read offline.
+    ``online``: the view has online tables (a two-embedding version's own views and the contract's);
+    a single-embedding version's are read offline only.
     ``with_timestamp``: also the row's snapshot (``embedding_ts``), so a training set records it."""
     what = "click" if feature == CLICK_FEATURE else "conversion"
     stamp = [Field(name=EMBEDDING_TS, dtype=UnixTimestamp,

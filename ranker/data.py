@@ -121,21 +121,21 @@ def to_batch(table: pa.Table, cfg_buckets: tuple[int, int], with_user: bool) -> 
 
 def read_training_set(lake: str, model_version: str) -> pa.Table:
     """One model version's rows, sorted by click id (a fixed order for every variant and run)."""
-    from deltalake import DeltaTable
+    from core.object_storage import delta_table
 
-    table = DeltaTable(TRAINING_SET.location(lake)).to_pyarrow_table(
+    table = delta_table(TRAINING_SET.location(lake)).to_pyarrow_table(
         filters=[("model_version", "=", model_version)])
     return table.sort_by("click_id")
 
 
 def training_set_versions(lake: str) -> list[str]:
     """The model versions ``training/training_set`` holds rows of (empty if there is no table)."""
-    from deltalake import DeltaTable
+    from core.object_storage import delta_table, is_delta_table
 
     location = TRAINING_SET.location(lake)
-    if not DeltaTable.is_deltatable(location):
+    if not is_delta_table(location):
         return []
-    column = DeltaTable(location).to_pyarrow_table(columns=["model_version"]).column("model_version")
+    column = delta_table(location).to_pyarrow_table(columns=["model_version"]).column("model_version")
     return sorted(pc.unique(column).to_pylist())
 
 
@@ -143,14 +143,13 @@ def training_set_record(lake: str) -> dict | None:
     """What the build of the current ``training/training_set`` recorded (its periods and model versions),
     or None (no table, or a table written otherwise). The newest commit that wrote rows holds it: a
     maintenance commit after it (``duet maintain``'s OPTIMIZE, VACUUM) changes no row and records nothing."""
-    from deltalake import DeltaTable
-
+    from core.object_storage import delta_table, is_delta_table
     from core.table_versions import NO_ROW_OPERATIONS
 
     location = TRAINING_SET.location(lake)
-    if not DeltaTable.is_deltatable(location):
+    if not is_delta_table(location):
         return None
-    for commit in DeltaTable(location).history():     # newest first
+    for commit in delta_table(location).history():     # newest first
         if commit.get("operation") in NO_ROW_OPERATIONS:
             continue
         try:

@@ -203,9 +203,9 @@ class AblationResult:
 
 def delay_histogram(lake: str) -> LabelDelays:
     """Click-to-conversion delays (hours) of the positive examples, in ``DELAY_EDGES_H`` bins."""
-    from deltalake import DeltaTable
+    from core.object_storage import delta_table
 
-    table = DeltaTable(TRAINING_EXAMPLES.location(lake)).to_pyarrow_table(columns=["conversion_delay_s"])
+    table = delta_table(TRAINING_EXAMPLES.location(lake)).to_pyarrow_table(columns=["conversion_delay_s"])
     delays = pc.drop_null(table.column("conversion_delay_s")).to_numpy() / 3600
     counts, _ = np.histogram(np.clip(delays, 0, DELAY_EDGES_H[-1]), bins=DELAY_EDGES_H)
     return LabelDelays(edges=DELAY_EDGES_H, counts=tuple(counts.tolist()),

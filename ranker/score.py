@@ -4,8 +4,9 @@ The user's two embeddings come through ``serving.online.SdkReader`` (Feast's onl
 ttl applied, zeros and a missing flag when absent: the ranker was trained with the same convention for
 clicks whose point-in-time join found no row); the sequence summary through the same store's
 ``user_sequence_summary`` view. Candidates are ``(ad_id, advertiser_id)`` pairs. The ranker is the one
-the ablation saved for the served model version (``_rankers/<model_version>``), so the embeddings it
-reads online come from the model it was trained with.
+the ablation saved for a model version (``_rankers/<model_version>``), and the embeddings are read from
+the online views of the model version its checkpoint records (``online_vectors``), never from those of
+another version: a user without a row of that version is missing, whatever the ``serving`` alias names.
 """
 
 from __future__ import annotations
@@ -44,14 +45,13 @@ def _summary(store, user: str) -> pa.Table:
 
 def resolve_candidates(lake: str, ads: Sequence[tuple[str, str | None]]) -> list[tuple[str, str]]:
     """``(ad_id, advertiser_id or None)`` -> pairs, the advertiser of an ad read from ``raw/clicks``."""
-    from deltalake import DeltaTable
-
     from core.contracts import RAW_CLICKS
+    from core.object_storage import delta_table
 
     wanted = sorted({a for a, adv in ads if adv is None})
     known: dict[str, str] = {}
     if wanted:
-        table = DeltaTable(RAW_CLICKS.location(lake)).to_pyarrow_table(
+        table = delta_table(RAW_CLICKS.location(lake)).to_pyarrow_table(
             columns=["ad_id", "advertiser_id"], filters=[("ad_id", "in", wanted)])
         known = dict(zip(table.column("ad_id").to_pylist(), table.column("advertiser_id").to_pylist(),
                          strict=True))
@@ -62,17 +62,29 @@ def resolve_candidates(lake: str, ads: Sequence[tuple[str, str | None]]) -> list
     return [(a, adv if adv is not None else known[a]) for a, adv in ads]
 
 
+def checkpoint_version(document: dict, name: str) -> str:
+    """The model version a ranker checkpoint was trained on (recorded by ``ranker.evaluate``; a checkpoint
+    saved before it was recorded is named after it)."""
+    return document.get("model_version") or name
+
+
+def online_vectors(store, model_version: str, user_ids: Sequence[str], as_of: datetime | None):
+    """The ranker's online read: both embeddings of ``model_version`` (``serving.online``)."""
+    from serving.online import SdkReader, online_config
+
+    return SdkReader(store, online_config(store, model_version)).read(list(user_ids),
+                                                                      as_of or datetime.now(UTC))
+
+
 def score(store, lake: str, model_version: str, user: str, candidates: Sequence[tuple[str, str]],
           as_of: datetime | None = None) -> tuple[list[Scored], dict]:
     """Candidates by descending conversion probability, and what was read online (missing flags, the
     embeddings' snapshot)."""
-    from serving.online import SdkReader
-
     if not candidates:
         raise DuetError("no candidate ad to score")
     model, document = load_ranker(lake, model_version)
     cfg = from_dict(RankerConfig, document["config"])
-    embeddings = SdkReader(store).read([user], as_of or datetime.now(UTC))
+    embeddings = online_vectors(store, checkpoint_version(document, model_version), [user], as_of)
     if embeddings.error:
         raise DuetError(f"the online store could not be read: {embeddings.error}")
     n = len(candidates)
@@ -94,4 +106,5 @@ def score(store, lake: str, model_version: str, user: str, candidates: Sequence[
     ranked = sorted((Scored(a, b, float(q)) for (a, b), q in zip(candidates, p, strict=True)),
                     key=lambda s: -s.probability)
     return ranked, {"user": user, "embedding_missing": bool(missing),
-                    "embedding_snapshot": int(embeddings.click_ts[0]) or None, "model_version": model_version}
+                    "embedding_snapshot": int(embeddings.click_ts[0]) or None,
+                    "model_version": embeddings.model_version}

@@ -6,8 +6,22 @@ version's FeatureService (click embedding and its snapshot ``embedding_ts``, con
 sequence summary) at each click's time: ``get_historical_features`` with ``user_id`` and
 ``event_timestamp = click_ts`` as entity rows. Feast's point-in-time join takes, per example, the
 feature row with the greatest ``event_timestamp <= click_ts`` within the view's ttl, so a click never
-sees an embedding computed after it. The rows of every version are written to ``training/training_set``
+sees an embedding of a later snapshot. The rows of every version are written to ``training/training_set``
 in one overwrite commit, one row per (click, model version), with the split of the click's time.
+
+When a row counts as available (``available_at``, ``duet training-set --available-at``):
+
+* ``snapshot`` (the default, the contract's rule): at its snapshot. A row embedded, re-embedded or
+  backfilled after the click still joins it when its snapshot precedes the click.
+* ``created``: also not before it was written, ``created_timestamp <= click_ts``, as a served system would
+  have seen the table (Feast's ``filter_by_created_timestamp``, applied in its point-in-time join before
+  the latest row is chosen): a click whose latest snapshot's row was written after it falls back to the
+  latest row that existed then, within the ttl, else null. The embeddings table keeps one row per (user,
+  snapshot, version), so a re-embedded snapshot's earlier row is gone (no Delta time travel here): the
+  click falls back to an earlier snapshot, not to the value served then. On a lake whose embeddings were
+  computed after its clicks (the demo, a backfill) no row was available to them and none joins: the
+  option is for a lake embedded as time went (``duet daily``). The sequence summary has no creation
+  time and joins by snapshot either way.
 
 Time splits: ``ranker.splits.Splits``. Examples outside the ranker's period are not written.
 """
@@ -30,6 +44,11 @@ from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW, spec
 from feature_repo.sources import EMBEDDING_TS, slug
 from feature_repo.views import SUMMARY_FEATURES
 from ranker.splits import RECORD_KEY, SPLIT_NAMES, Splits
+
+# When an embedding row counts as available to a click (the module docstring): at its snapshot, or also
+# not before its ``created_timestamp``.
+SNAPSHOT, CREATED = "snapshot", "created"
+AVAILABLE_AT = (SNAPSHOT, CREATED)
 
 
 @dataclass(frozen=True)
@@ -73,13 +92,15 @@ def entity_rows(spark: SparkSession, lake: str, splits: Splits) -> DataFrame:
                     F.col("click_ts").alias("event_timestamp")))
 
 
-def joined(store, entities: DataFrame, model_version: str, conversion: bool) -> DataFrame:
-    """One model version's features for ``entities``, renamed to the training set's columns."""
+def joined(store, entities: DataFrame, model_version: str, conversion: bool,
+           available_at: str = SNAPSHOT) -> DataFrame:
+    """One model version's features for ``entities``, renamed to the training set's columns; with
+    ``available_at = created`` only rows written by the click's time (the module docstring)."""
     tag = slug(model_version)
     click_view, conversion_view = f"{CLICK_VIEW}_{tag}", f"{CONVERSION_VIEW}_{tag}"
     service = store.get_feature_service(tag)
-    frame = store.get_historical_features(entity_df=entities, features=service,
-                                          full_feature_names=True).to_spark_df()
+    frame = store.get_historical_features(entity_df=entities, features=service, full_feature_names=True,
+                                          filter_by_created_timestamp=available_at == CREATED).to_spark_df()
     conversion_col = (F.col(f"`{conversion_view}__conversion_embedding`") if conversion
                       else F.lit(None).cast("array<float>"))
     return frame.select(
@@ -92,11 +113,17 @@ def joined(store, entities: DataFrame, model_version: str, conversion: bool) -> 
 
 
 def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
-                       model_versions: list[str], record: dict | None = None) -> TrainingSetReport:
-    """Write ``training/training_set`` for ``model_versions`` (registered in ``store``); return counts
-    per split and version. The commit's userMetadata records the splits, the versions and ``record``
-    (``ranker.data.training_set_record`` reads it back: ``duet evaluate`` reports the periods)."""
+                       model_versions: list[str], record: dict | None = None,
+                       available_at: str = SNAPSHOT) -> TrainingSetReport:
+    """Write ``training/training_set`` for ``model_versions`` (registered in ``store``), joining the
+    embedding rows available at each click (``available_at``: ``snapshot`` or ``created``, the module
+    docstring); return counts per split and version. The commit's userMetadata records the splits, the
+    versions, ``available_at`` and ``record`` (``ranker.data.training_set_record`` reads it back: ``duet
+    evaluate`` reports the periods)."""
     splits.check()
+    if available_at not in AVAILABLE_AT:
+        raise DuetError(f"available_at: {available_at!r} is not one of {', '.join(AVAILABLE_AT)}",
+                        fields=("available_at",))
     if not model_versions:
         raise DuetError("no model version to build a training set for")
     known = {v: conversion_dim for v, _, conversion_dim in spec_from_lake(lake).versions}
@@ -109,7 +136,7 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
         entities.unpersist()
         raise DuetError("no matured example falls in the ranker's period: the data's time range is too short "
                         "for the splits", fields=("splits",))
-    frames = [joined(store, entities, v, bool(known[v])) for v in model_versions]
+    frames = [joined(store, entities, v, bool(known[v]), available_at) for v in model_versions]
     out = frames[0]
     for frame in frames[1:]:
         out = out.unionByName(frame)
@@ -117,7 +144,8 @@ def build_training_set(spark: SparkSession, store, lake: str, splits: Splits,
     # Created from the contract first (NOT NULL columns as constraints); the overwrite keeps that schema.
     create_table(spark, TRAINING_SET, TRAINING_SET.location(lake))
     metadata = json.dumps({RECORD_KEY: {"splits": splits.to_dict(), "model_versions": list(model_versions),
-                                        **(record or {})}}, sort_keys=True, default=str)
+                                        "available_at": available_at, **(record or {})}},
+                          sort_keys=True, default=str)
     out.select(*[F.col(f.name).cast(f.dataType) for f in schema.fields]) \
         .write.format("delta").mode("overwrite").option("userMetadata", metadata) \
         .save(TRAINING_SET.location(lake))

@@ -10,6 +10,9 @@ Layout (Feast 0.67, ``entity_key_serialization_version: 3``, read from ``key_enc
 * Redis: one hash per entity, key = entity key + project name; field ``murmur3_32("<view>:<feature>")``
   (4 bytes, little endian) holds the ``ValueProto``, field ``_ts:<view>`` a protobuf ``Timestamp``.
 
+The views are those of ``OnlineConfig.model_version`` (``serving.online``): a row of another version is
+never read, since it is stored under another table (SQLite) or other hash fields (Redis).
+
 If Feast changes its layout, the parity tests fail; readers never raise (``serving.online``).
 """
 
@@ -25,13 +28,10 @@ import numpy as np
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW
 from feature_repo.entities import USER_KEY
-from feature_repo.views import CLICK_FEATURE, CONVERSION_FEATURE
 from serving.online import Embeddings, OnlineConfig, all_missing, assemble
 
 _STRING = 2
-_VIEWS = ((CLICK_VIEW, CLICK_FEATURE), (CONVERSION_VIEW, CONVERSION_FEATURE))
 _KEY_HEAD = struct.pack("<III", 1, _STRING, len(USER_KEY)) + USER_KEY.encode()
 
 
@@ -80,7 +80,7 @@ class SqliteReader:
 
     def __init__(self, path: str, cfg: OnlineConfig, project: str = "duet"):
         self.path, self.cfg = path, cfg
-        self.tables = [f"{project}_{view}" for view, _ in _VIEWS]
+        self.tables = [(f"{project}_{view}", feature) for view, feature in cfg.views]
         self.decoders = (_Floats(cfg.click_dim), _Floats(cfg.conversion_dim))
         self.conn: sqlite3.Connection | None = None
 
@@ -90,11 +90,14 @@ class SqliteReader:
                 self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
             keys = [entity_key(u) for u in user_ids]
             marks = ",".join("?" * len(keys))
+            # A view may hold other features (a version's click view also stores ``embedding_ts``).
             query = " UNION ALL ".join(
-                f'SELECT {i}, entity_key, value, event_ts FROM "{table}" WHERE entity_key IN ({marks})'
-                for i, table in enumerate(self.tables))
+                f'SELECT {i}, entity_key, value, event_ts FROM "{table}" '
+                f"WHERE feature_name = ? AND entity_key IN ({marks})"
+                for i, (table, _) in enumerate(self.tables))
             found: list[dict[bytes, tuple]] = [{}, {}]
-            for which, key, value, ts in self.conn.execute(query, keys * len(self.tables)):
+            parameters = [p for _, feature in self.tables for p in (feature, *keys)]
+            for which, key, value, ts in self.conn.execute(query, parameters):
                 found[which][key] = (value, ts)
             columns = []
             for rows, decode in zip(found, self.decoders, strict=True):
@@ -115,7 +118,8 @@ class RedisReader:
     def __init__(self, client, cfg: OnlineConfig, project: str = "duet"):
         self.client, self.cfg = client, cfg
         self.suffix = project.encode()
-        self.fields = [f for view, feature in _VIEWS for f in (_field(view, feature), f"_ts:{view}".encode())]
+        self.fields = [f for view, feature in cfg.views
+                       for f in (_field(view, feature), f"_ts:{view}".encode())]
         self.decoders = (_Floats(cfg.click_dim), _Floats(cfg.conversion_dim))
 
     def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:

@@ -7,6 +7,14 @@ Three readers return the same ``Embeddings`` for the same store (tests compare t
 * ``serving.fast``: Feast's own online layout read directly (SQLite query, Redis pipeline), for when the
   SDK's per-call cost dominates small lookups (BENCHMARKS.md).
 
+Versions never mix: every reader reads the views of one model version (``OnlineConfig.model_version``;
+``feature_repo.catalog.version_views``), which only that version's publishes write, so a row read carries
+its version (the view it is stored under) and its snapshot (its event time). A ranker names the version
+its checkpoint was trained on (``ranker.score``); ``online_config(store)`` without a version takes the one
+the ``serving`` alias names in the registry (``serving.versions``). A user without a row of that version
+is missing, whatever other versions hold for them. ``OnlineConfig`` without a version reads the contract's
+views (the alias's copy for clients that name them).
+
 The documented default: a user the store does not know, or whose vectors are older than the views' ttl
 at ``as_of`` (default: now), gets zero vectors and ``missing = True`` for that embedding; Feast itself
 applies no ttl online (STACK.md), so this module does. Vectors of an unexpected width are reported
@@ -23,7 +31,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW
+from core.errors import DuetError
+from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, version_views
 from feature_repo.views import CLICK_FEATURE, CONVERSION_FEATURE, EMBEDDING_TTL
 
 log = logging.getLogger(__name__)
@@ -33,11 +42,24 @@ FEATURES = (f"{CLICK_VIEW}:{CLICK_FEATURE}", f"{CONVERSION_VIEW}:{CONVERSION_FEA
 
 @dataclass(frozen=True)
 class OnlineConfig:
-    """The widths the ranker expects and the ttl after which a stored vector counts as missing."""
+    """The widths the ranker expects, the ttl after which a stored vector counts as missing, and the model
+    version whose views are read (None: the contract's views, the alias's copy)."""
 
     click_dim: int
     conversion_dim: int
     ttl: timedelta = EMBEDDING_TTL
+    model_version: str | None = None
+
+    @property
+    def views(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """(view, feature) of the click and the conversion embedding read."""
+        click, conversion = version_views(self.model_version) if self.model_version else (CLICK_VIEW,
+                                                                                          CONVERSION_VIEW)
+        return (click, CLICK_FEATURE), (conversion, CONVERSION_FEATURE)
+
+    @property
+    def features(self) -> list[str]:
+        return [f"{view}:{feature}" for view, feature in self.views]
 
 
 @dataclass
@@ -54,12 +76,34 @@ class Embeddings:
     click_ts: np.ndarray
     conversion_ts: np.ndarray
     error: str | None = None
+    model_version: str | None = None    # the version every vector is of (None: the contract's views)
 
 
-def online_config(store) -> OnlineConfig:
-    """The served views' widths and ttl, from the registry (``dim`` tags ``feature_repo`` sets)."""
-    click, conversion = store.get_feature_view(CLICK_VIEW), store.get_feature_view(CONVERSION_VIEW)
-    return OnlineConfig(int(click.tags["dim"]), int(conversion.tags["dim"]), click.ttl or EMBEDDING_TTL)
+def served_version(store) -> str | None:
+    """The model version the ``serving`` alias names in the registry (the contract views' tag)."""
+    try:
+        return store.get_feature_view(CLICK_VIEW).tags.get("model_version") or None
+    except Exception:  # noqa: BLE001 - nothing applied yet
+        return None
+
+
+def online_config(store, model_version: str | None = None) -> OnlineConfig:
+    """The widths and ttl of ``model_version``'s online views (default: the version the ``serving`` alias
+    names), from the registry (``dim`` tags ``feature_repo`` sets)."""
+    version = model_version or served_version(store)
+    if version is None:
+        raise DuetError("no model version is served (nothing published): run `duet publish`, or name the "
+                        "model version to read")
+    try:
+        click, conversion = (store.get_feature_view(view) for view in version_views(version))
+    except Exception as e:  # noqa: BLE001 - Feast's not-found errors differ between registries
+        raise DuetError(f"{version} has no online views in the registry ({type(e).__name__}): only the "
+                        "lake's two-embedding model versions are online; run `duet publish "
+                        f"--model-version {version}`") from None
+    if not click.online or not conversion.online:
+        raise DuetError(f"{version}'s views are not online: only two-embedding versions are published")
+    return OnlineConfig(int(click.tags["dim"]), int(conversion.tags["dim"]), click.ttl or EMBEDDING_TTL,
+                        version)
 
 
 def _column(values: Sequence, stamps: Sequence[int], dim: int, oldest: int, newest: int
@@ -84,7 +128,7 @@ def assemble(user_ids: Sequence[str], cfg: OnlineConfig, as_of: datetime | None,
     oldest = now - int(cfg.ttl.total_seconds()) if cfg.ttl else 0
     c, cm, cts = _column(*click, cfg.click_dim, oldest, now)
     v, vm, vts = _column(*conversion, cfg.conversion_dim, oldest, now)
-    return Embeddings(list(user_ids), c, v, cm, vm, cts, vts)
+    return Embeddings(list(user_ids), c, v, cm, vm, cts, vts, model_version=cfg.model_version)
 
 
 def all_missing(user_ids: Sequence[str], cfg: OnlineConfig, error: str) -> Embeddings:
@@ -93,12 +137,13 @@ def all_missing(user_ids: Sequence[str], cfg: OnlineConfig, error: str) -> Embed
     zeros = np.zeros(n, dtype=np.int64)
     return Embeddings(list(user_ids), np.zeros((n, cfg.click_dim), np.float32),
                       np.zeros((n, cfg.conversion_dim), np.float32), np.ones(n, bool), np.ones(n, bool),
-                      zeros, zeros.copy(), error)
+                      zeros, zeros.copy(), error, cfg.model_version)
 
 
 class SdkReader:
-    """Both embeddings through ``FeatureStore.get_online_features`` (the response's protobuf is read
-    directly: ``to_dict`` converts every value through Python objects first)."""
+    """Both embeddings of ``cfg``'s model version (default: the alias's, ``online_config``) through
+    ``FeatureStore.get_online_features`` (the response's protobuf is read directly: ``to_dict`` converts
+    every value through Python objects first)."""
 
     def __init__(self, store, cfg: OnlineConfig | None = None):
         self.store = store
@@ -106,7 +151,7 @@ class SdkReader:
 
     def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:
         try:
-            response = self.store.get_online_features(features=list(FEATURES),
+            response = self.store.get_online_features(features=self.cfg.features,
                                                       entity_rows={"user_id": list(user_ids)})
             proto = response.proto
             names = list(proto.metadata.feature_names.val)
@@ -128,7 +173,8 @@ def _seconds(stamp: str) -> int:
 
 
 class HttpReader:
-    """Both embeddings from Feast's feature server (``POST /get-online-features``)."""
+    """Both embeddings of ``cfg``'s model version from Feast's feature server (``POST
+    /get-online-features``, naming that version's views)."""
 
     def __init__(self, url: str, cfg: OnlineConfig, timeout_s: float = 2.0):
         import requests
@@ -140,7 +186,7 @@ class HttpReader:
 
     def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:
         try:
-            request = {"features": list(FEATURES), "entities": {"user_id": list(user_ids)}}
+            request = {"features": self.cfg.features, "entities": {"user_id": list(user_ids)}}
             reply = self.session.post(self.url, json=request, timeout=self.timeout_s)
             reply.raise_for_status()
             body = reply.json()

@@ -7,47 +7,44 @@
    (``core.quality.reusable_pass``: the same checks, every table it read unchanged since) is the gate's
    verdict without running it again: every check of the embedding suite that holds on the whole table
    holds on each (snapshot, model version) of it (``encoders.quality``; tested), so ``duet validate``
-   then ``duet publish`` runs the suite once. ``revalidate`` runs it anyway.
-2. Apply: the repository's objects for the lake (``feature_repo.catalog``) with this model version as the
-   served one, recorded first in ``_feast/serving.json`` so that a later ``feast apply`` builds the same.
-3. Materialize exactly the snapshot's rows into the served views (embeddings and sequence summary) by the
-   snapshot's own window ``[T, T]`` (``store.materialize``, never ``materialize_incremental``, whose
-   watermark would skip rows of a snapshot re-built after a later one was published, Feast #4133).
-   Every write replaces what is stored (SQLite upserts; Redis with ``skip_dedup``), so re-publishing a
-   snapshot after a fix overwrites it, and publishing the same rows twice leaves the same state.
+   then ``duet publish`` runs the suite once. ``revalidate`` runs it anyway. Then the stability gate
+   (``serving.drift.same_version_gate``): when the table holds an earlier snapshot of the version, this one
+   must not have drifted from it past the documented bounds (per-user cosine, neighbours, norms);
+   ``allow_drift`` publishes anyway and records the failed figures in the version's record.
+2. Apply: the repository's objects for the lake (``feature_repo.catalog``); the served version (the
+   contract views' source) stays the one the ``serving`` alias names, or becomes this one when nothing is
+   served yet.
+3. Materialize exactly the snapshot's rows into this version's own online views (``serving.versions``:
+   versions never share a row) and, when this version is the served one, into the contract views and the
+   sequence summary, by the snapshot's own window ``[T, T]`` (``store.materialize``, never
+   ``materialize_incremental``, whose watermark would skip rows of a snapshot re-built after a later one
+   was published, Feast #4133). Every write replaces what is stored (SQLite upserts; Redis with
+   ``skip_dedup``), so re-publishing a snapshot after a fix overwrites it, and publishing the same rows
+   twice leaves the same state.
+4. Record the version's snapshot as fully published in ``_feast/serving.json`` (and, when served, as the
+   alias's snapshot). A publish of a version the alias does not name leaves the alias where it is:
+   ``duet promote`` (or ``promote=True``, after the publish) moves it.
 
-Users absent from the published snapshot keep whatever an earlier publish wrote; ``serving.online``
-reports those older than the views' ttl as missing (Feast applies no ttl online).
+Users absent from the published snapshot keep whatever an earlier publish *of the same version* wrote;
+``serving.online`` reports those older than the views' ttl as missing (Feast applies no ttl online).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from core.contracts import TABLES, USER_EMBEDDINGS
 from core.errors import DuetError, ValidationFailed
-from core.files import write_atomic
 from core.lake import Lake, absolute
 from core.table_versions import table_version
 from core.times import sql_timestamp
 from core.variants import PROPOSED
-from feature_repo.catalog import (
-    CLICK_VIEW,
-    CONVERSION_VIEW,
-    SUMMARY_VIEW,
-    RepoSpec,
-    model_dims,
-    read_serving,
-    spec_from_lake,
-)
+from feature_repo.catalog import RepoSpec, model_dims, spec_from_lake, version_views
 from serving.store import StoreConfig, apply, feature_store
+from serving.versions import ALIAS_VIEWS, materialize, promote, record, with_published, write_record
 
-SERVED_VIEWS = (CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW)
+SERVED_VIEWS = ALIAS_VIEWS
 
 
 @dataclass(frozen=True)
@@ -59,6 +56,8 @@ class PublishConfig:
     snapshot: datetime | None = None
     model_version: str | None = None
     revalidate: bool = False      # run the gate even when an earlier whole-table pass still holds
+    promote: bool = False         # then move the alias to this version (it moves anyway when none is served)
+    allow_drift: bool = False     # publish even when a stability gate fails (serving.drift); recorded
 
 
 @dataclass
@@ -71,12 +70,16 @@ class PublishReport:
     seconds: dict[str, float] = field(default_factory=dict)
     registry_changes: str = ""
     gate_reused: bool = False     # the gate's verdict is the pass in gate_results (module docstring)
+    served: str | None = None     # the version the serving alias names after the publish
 
     def line(self) -> str:
         took = ", ".join(f"{step} {s:.1f} s" for step, s in self.seconds.items())
         reused = f"; gate: the pass in {self.gate_results}, same rows" if self.gate_reused else ""
+        alias = "" if self.served == self.model_version else (
+            f"; not served: the alias names {self.served} "
+            f"(`duet promote --model-version {self.model_version}` serves it)")
         return (f"published {self.model_version} at {self.snapshot}: {self.users:,} users to the "
-                f"{self.online_store} online store ({took}{reused})")
+                f"{self.online_store} online store ({took}{reused}){alias}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -144,12 +147,9 @@ def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = 
     return validate_lake(spark, lake, suites_for)
 
 
-def _write_serving(lake: str, record: dict) -> None:
-    write_atomic(Lake(lake).serving_file, json.dumps(record, indent=1))
-
-
 def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
-    """Gate, apply, materialize (module docstring). Raises ``ValidationFailed`` when the gate fails."""
+    """Gate, apply, materialize, record (module docstring). Raises ``ValidationFailed`` when the gate
+    fails."""
     import time
 
     lake = absolute(cfg.store.lake)
@@ -163,26 +163,37 @@ def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
                                f"{len(failed)} expectation(s): " + " | ".join(failed))
     if not quality.tables:
         raise ValidationFailed(f"nothing published: the embedding suite did not run on {lake}")
+    # --- stability gate (serving.drift): this snapshot against the version's previous one -------------
+    from serving.drift import same_version_gate
+
+    try:
+        drift = same_version_gate(lake, version, snapshot, cfg.allow_drift)
+    except ValidationFailed as e:
+        raise ValidationFailed(f"nothing published: {e}") from None
+    seconds["drift"] = time.perf_counter() - started - seconds["gate"]
+    # --- end stability gate ----------------------------------------------------------------------------
 
     started = time.perf_counter()
     previous = spec_from_lake(lake)
-    record = {"model_version": version, "snapshot": None, "chosen_at": datetime.now(UTC).isoformat()}
-    _write_serving(lake, {**(read_serving(lake) or {}), **record})
-    spec = RepoSpec(previous.lake, previous.versions, version)
+    alias = record(lake).get("model_version")
+    serves = alias in (None, version)       # nothing served yet, or a new snapshot of the served version
+    spec = RepoSpec(previous.lake, previous.versions, version if serves else alias)
     store = feature_store(cfg.store)
     changes = apply(store, spec, log)
     seconds["apply"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        store.materialize(snapshot, snapshot, feature_views=list(SERVED_VIEWS))
+    materialize(store, snapshot, version_views(version) + (ALIAS_VIEWS if serves else ()))
     seconds["materialize"] = time.perf_counter() - started
-    _write_serving(lake, {"model_version": version, "snapshot": snapshot.isoformat(), "users": users,
-                          "online_store": store.config.online_store.type,
-                          "published_at": datetime.now(UTC).isoformat()})
-    report = PublishReport(version, snapshot.isoformat(), users, store.config.online_store.type,
-                           quality.results_dir, seconds, changes.strip(), quality.reused)
+    kind = store.config.online_store.type
+    entry = {"snapshot": snapshot.isoformat(), "users": users, "online_store": kind,
+             "published_at": datetime.now(UTC).isoformat(), "gate_results": quality.results_dir,
+             "drift": drift.to_dict() if drift else None}
+    write_record(lake, with_published(record(lake), version, entry, serves))
+    report = PublishReport(version, snapshot.isoformat(), users, kind, quality.results_dir, seconds,
+                           changes.strip(), quality.reused, version if serves else alias)
     log(report.line())
+    if cfg.promote and not serves:
+        promote(cfg.store, version, log, allow_drift=cfg.allow_drift)
+        report.served = version
     return report

@@ -7,12 +7,13 @@ from serving.online import OnlineConfig, online_config
 from serving.store import StoreConfig, feature_store
 
 
-def fast_reader(cfg: StoreConfig, online: OnlineConfig | None = None):
-    """A ``serving.fast`` reader on ``cfg``'s online store (SQLite or Redis)."""
+def fast_reader(cfg: StoreConfig, online: OnlineConfig | None = None, model_version: str | None = None):
+    """A ``serving.fast`` reader on ``cfg``'s online store (SQLite or Redis) of ``online``'s model version,
+    else ``model_version``'s, else the one the ``serving`` alias names (``serving.online.online_config``)."""
     from serving import fast
 
     store = feature_store(cfg)
-    online = online or online_config(store)
+    online = online or online_config(store, model_version)
     config = store.config.online_store
     if config.type == "redis":
         from feast.infra.online_stores.redis import RedisOnlineStore

@@ -2,7 +2,9 @@
 
 The repository's ``feature_store.yaml`` (or another, e.g. ``infra/feast/feature_store.yaml``) is read
 with ``${DUET_LAKE}`` replaced by the lake given here and other ``${VARS}`` from the environment (as
-Feast reads it), so a library call never depends on, or changes, the process environment. An online
+Feast reads it), so a library call never depends on, or changes, the process environment.
+``${DUET_LAKE}/_feast`` is the lake's Feast folder (``core.lake``): under the root of a local lake, in the
+home of a lake on object storage (a registry file and SQLite need a file system). An online
 store override (``redis``) replaces the yaml's; a Redis online store always gets ``skip_dedup: true``:
 Feast's Redis writer otherwise drops a write whose event time is not newer than the stored one, and a
 re-published snapshot (same event time, fixed vectors) would silently not reach Redis (STACK.md).
@@ -28,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from core.errors import DuetError
-from core.lake import FEAST, absolute, is_uri
+from core.lake import FEAST, Lake, absolute, is_uri
 from feature_repo.catalog import LAKE_VARIABLE, RepoSpec, repo_objects
 
 REPO_PATH = Path(__file__).resolve().parent.parent / "feature_repo"
@@ -91,7 +93,10 @@ def render_yaml(cfg: StoreConfig) -> str:
         text = path.read_text()
     except OSError as e:
         raise DuetError(f"cannot read the Feast configuration {path}: {e}") from e
-    raw = yaml.safe_load(os.path.expandvars(text.replace("${" + LAKE_VARIABLE + "}", absolute(cfg.lake))))
+    variable = "${" + LAKE_VARIABLE + "}"
+    if f"{variable}/{FEAST}" in text:
+        text = text.replace(f"{variable}/{FEAST}", str(Lake(cfg.lake).feast))
+    raw = yaml.safe_load(os.path.expandvars(text.replace(variable, absolute(cfg.lake))))
     if cfg.redis:
         raw["online_store"] = {"type": "redis", "connection_string": cfg.redis}
     if raw.get("online_store", {}).get("type") == "redis":
@@ -133,7 +138,8 @@ _SQLITE_TABLE = "feast.infra.online_stores.sqlite.SqliteTable"
 
 
 def _inside(path: str, lake: str) -> bool:
-    return absolute(path).startswith(absolute(lake) + "/")
+    """Whether ``path`` is in the lake's own folders (its root, or the home of a lake on object storage)."""
+    return absolute(path).startswith(str(Lake(lake).home) + "/")
 
 
 def home_registry(store, lake: str) -> str | None:

@@ -266,8 +266,14 @@ def test_make_demo_runs_as_the_readme_says(demo_run):
     assert "PASS embeddings/user_embeddings" in result.stdout
     assert re.search(r"^duet\s+\d\.\d{4}\s+\[", result.stdout, re.M)          # the NE table
     assert "relative NE reduction" in result.stdout and "p(convert) =" in result.stdout
-    for stage in ("ingest", "sequences", "pretrain and embed", "training set", "ranker"):
+    for stage in ("ingest", "sequences", "pretrain and embed", "consistency", "training set", "ranker"):
         assert f"== {stage}: " in result.stdout
+    # The published snapshot read back online (serving.consistency): every sampled user, on every path.
+    consistency = report["consistency"]
+    assert consistency["ok"] and consistency["snapshot"] == report["publish"]["snapshot"]
+    assert [p["path"] for p in consistency["paths"]] == ["sdk", "fast", "fast (contract views)"]
+    for path in consistency["paths"]:
+        assert path["sampled"] == path["matched"] == min(200, report["publish"]["users"]), path
     assert (work / "report" / "index.html").is_file() and (work / "report" / "metrics.json").is_file()
 
 

@@ -238,6 +238,22 @@ def test_cronjob_script_runs_the_scheduled_date_and_passes_exit_codes_on(tmp_pat
         assert _run_cron_script(tmp_path, job, duet_exit)[0] == duet_exit
 
 
+def test_every_driver_pod_mounts_the_lakes_home_at_duet_home():
+    """A lake on S3 keeps its models, Feast files and run records in ``$DUET_HOME`` (core.lake): the
+    CronJob's pod and the operator's driver both mount the claim of home-pvc.yaml there."""
+    claim = _yaml("home-pvc.yaml")
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["metadata"]["namespace"] == "duet"
+    name = claim["metadata"]["name"]
+    pod = _yaml("cronjob.yaml")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    app = _yaml("sparkapplication.yaml")["spec"]
+    container = pod["containers"][0]
+    for volumes, mounts, env in ((pod["volumes"], container["volumeMounts"], container["env"]),
+                                 (app["volumes"], app["driver"]["volumeMounts"], app["driver"]["env"])):
+        home = {e["name"]: e.get("value") for e in env}["DUET_HOME"]
+        [volume] = [v for v in volumes if v.get("persistentVolumeClaim", {}).get("claimName") == name]
+        assert {m["name"]: m["mountPath"] for m in mounts}[volume["name"]] == home
+
+
 def test_rbac_lets_the_drivers_manage_executor_pods():
     docs = list(yaml.safe_load_all((K8S / "rbac.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}

@@ -4,9 +4,12 @@ tests/test_s3_lake.py (``make test-cluster``)."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from core import object_storage as storage
+from core.contracts import RAW_CLICKS
 from core.spark import s3_jars, uses_s3
 
 MOTO = {"DUET_S3_ENDPOINT": "http://127.0.0.1:9000/", "AWS_ENDPOINT_URL": "https://elsewhere.example",
@@ -53,3 +56,35 @@ def test_a_session_gets_s3a_only_for_a_location_on_s3(tmp_path, monkeypatch):
     (tmp_path / ".duet-stamp").write_text("x")
     assert s3_jars(tmp_path) == [str(tmp_path / "hadoop-aws-3.4.2.jar")]
     assert s3_jars(tmp_path / "absent") == []
+
+
+def test_a_lake_on_s3_keeps_its_folders_in_its_home(tmp_path, monkeypatch):
+    from core.errors import DuetError
+    from core.lake import HOME_VARIABLE, Lake
+
+    lake = Lake("s3a://bucket/team/lake/")
+    monkeypatch.delenv(HOME_VARIABLE, raising=False)
+    with pytest.raises(DuetError, match=f"set {HOME_VARIABLE}"):
+        lake.model("duet-aaaaaaa")
+    assert lake.table(RAW_CLICKS) == "s3a://bucket/team/lake/raw/clicks"    # the tables need no home
+    monkeypatch.setenv(HOME_VARIABLE, str(tmp_path))
+    home = tmp_path / "s3a" / "bucket" / "team" / "lake"
+    assert lake.home == home and lake.models == home / "_models" and lake.registry.parent == home / "_feast"
+    assert lake.day_record(date(2026, 1, 9), "embed").is_relative_to(home / "_stages")
+    # Records name a model folder relative to the home and a table relative to the root, and resolve back.
+    model, table = lake.model("duet-aaaaaaa"), "s3a://bucket/team/lake/raw/clicks"
+    assert lake.relative(model) == "_models/duet-aaaaaaa" and lake.resolve(lake.relative(model)) == str(model)
+    assert lake.relative(table) == "raw/clicks" and lake.resolve("raw/clicks") == table
+    # A local lake's home is its root, whatever DUET_HOME says.
+    local = Lake(str(tmp_path / "local"))
+    assert local.home == tmp_path / "local" and local.models == tmp_path / "local" / "_models"
+
+
+def test_arrow_reads_the_same_s3_server_as_spark_and_delta_rs(monkeypatch):
+    for key, value in MOTO.items():
+        monkeypatch.setenv(key, value)
+    fs, path = storage.arrow_filesystem("s3a://bucket/landing/2026-01-09/_SUCCESS")
+    assert fs.type_name == "s3" and path == "bucket/landing/2026-01-09/_SUCCESS"
+    assert fs.region == "eu-west-1"
+    local, where = storage.arrow_filesystem("/data/landing")
+    assert local.type_name == "local" and where == "/data/landing"

@@ -389,3 +389,23 @@ def test_the_chart_kit_imports_only_the_standard_library():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert {m.split(".")[0] for m in imported} <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_the_consistency_section_has_a_row_per_reader_path(tmp_path):
+    from serving.consistency import ConsistencyReport, PathResult
+
+    paths = [PathResult("sdk", 200, matched=200, others_sampled=101, carried=40),
+             PathResult("fast", 200, matched=197, mismatched=2, missing=1, others_sampled=101, extra=1,
+                        max_abs_diff=0.25, examples={"extra": ["<u1>"]})]
+    report = ConsistencyReport("duet-aaaaaaa", "2026-01-11T00:00:00+00:00", "sqlite", "duet-aaaaaaa", 1234,
+                               1234, 200, 0, 1e-6, paths)
+    page = parse(write_report(replace(full_page(), consistency=report), tmp_path))
+    section = page.by_id("online-consistency")
+    assert "FAIL" in section.all_text() and "duet-aaaaaaa" in section.all_text()
+    rows = metric_rows(section)
+    assert [r[0] for r in rows] == ["sdk", "fast"]
+    assert rows[0][3:7] == ["0.00% (0)", "0.00% (0)", "0.00% (0 of 101)", "40"]
+    assert rows[1][3:6] == ["1.00% (2)", "0.50% (1)", "0.99% (1 of 101)"] and rows[1][7] == "0.250000"
+    raw = page.by_id("raw-report").all_text()
+    assert json.loads(raw[raw.index("{"):])["consistency"]["ok"] is False
+    assert parse(write_report(full_page(), tmp_path / "without")).by_id("online-consistency") is None

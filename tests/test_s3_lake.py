@@ -10,7 +10,9 @@ restart can replay every request it had received and come back with its objects 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
 import socketserver
 import subprocess
@@ -22,12 +24,15 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.daily_faults import digest
 from core.contracts import (
     CLICK_SEQUENCES,
     CONVERSION_SEQUENCES,
+    INGEST_LOG,
     QUARANTINE_CLICKS,
     RAW_CLICKS,
     RAW_CONVERSIONS,
+    USER_EMBEDDINGS,
 )
 from core.lake import Lake
 from core.object_storage import ENDPOINT_VARIABLE, delta_rs_options
@@ -251,13 +256,14 @@ def test_ingest_and_sequences_on_s3_equal_a_local_lake(s3_lake, local_lake, s3):
     assert not Path(REPO, "s3a:").exists() and not Path(REPO, BUCKET).exists()
 
 
-def test_validate_refuses_a_lake_on_s3_clearly(s3_lake):
-    """`duet validate` writes its results under the lake's _quality folder, local-only today (core.lake):
-    refused in one line, no Java stack (docs/OBJECT_STORAGE.md, "Local only")."""
+def test_validate_without_a_home_is_refused_clearly(s3_lake):
+    """`duet validate` writes its results in the lake's _quality folder, which a lake on S3 keeps in its home
+    (core.lake): without ``DUET_HOME`` refused in one line naming it, no Java stack."""
     lake, _, _ = s3_lake
+    assert "DUET_HOME" not in os.environ
     result = _duet("validate", "--lake", lake, "--table", RAW_CLICKS.path)
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
-    assert "of a lake on object storage" in result.stderr and "not supported yet" in result.stderr
+    assert "is on object storage" in result.stderr and "set DUET_HOME" in result.stderr
     assert "Traceback" not in result.stderr and "\tat " not in result.stderr
 
 
@@ -313,3 +319,53 @@ def test_an_unreachable_server_fails_the_job_in_one_line(s3_lake, s3):
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1].startswith("duet: error:"), result.stderr[-3000:]
     assert seconds < 300
+
+
+def test_backfill_and_daily_on_s3_equal_a_local_lake(s3, tmp_path, monkeypatch):
+    """`duet backfill` then `duet daily` for two dates on ``s3a://<bucket>/daily``, the landing folder on S3
+    too and the project folders in ``$DUET_HOME`` (core.lake): every table equal to a local lake's after
+    the same commands, a second run of the last date doing nothing, `duet status` reading it. Last in the
+    file: the server-restart test above replays every recorded request, and this one records many."""
+    import boto3
+
+    duet = str(REPO / ".venv/bin/duet")
+    home, local, landing = tmp_path / "home", tmp_path / "local", tmp_path / "landing"
+    lake, s3_landing = f"s3a://{BUCKET}/daily", f"s3a://{BUCKET}/landing"
+    monkeypatch.setenv("DUET_HOME", str(home))   # the commands' and this process's (Lake(lake).home)
+    env = {**SHORT_RUN_ENV, **os.environ}
+
+    def run(*args: str, spark: bool = True) -> str:
+        options = ("--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=4") if spark else ()
+        return _ok(subprocess.run([duet, *args, *options], capture_output=True, text=True, timeout=900,
+                                  cwd=REPO, env=env))
+
+    run("generate", "--out", str(tmp_path / "gen"), "--users", "60", "--days", "10", "--start", "2026-01-01",
+        "--landing", str(landing), spark=False)
+    client = boto3.client("s3", endpoint_url=s3.url, region_name=CREDENTIALS["AWS_REGION"])
+    for path in sorted(p for p in landing.rglob("*") if p.is_file()):
+        client.upload_file(str(path), BUCKET, f"landing/{path.relative_to(landing)}")
+    for root, files in ((str(local), str(landing)), (lake, s3_landing)):
+        run("backfill", "--lake", root, "--landing", files, "--from", "2026-01-03", "--to", "2026-01-08")
+    run("pretrain", "--lake", str(local), "--epochs", "1", spark=False)
+    shutil.copytree(Lake(str(local)).models, Lake(lake).home / "_models")   # the same model on both
+    for day in ("2026-01-09", "2026-01-10"):
+        for root, files in ((str(local), str(landing)), (lake, s3_landing)):
+            out = run("daily", "--lake", root, "--landing", files, "--date", day)
+            record = json.loads(out.splitlines()[-1])
+            assert record["status"] == "done" and record["exit"] == 0, record
+            assert {s["step"] for s in record["steps"] if s["ran"]} >= {"embed", "validate", "publish"}
+    again = run("daily", "--lake", lake, "--landing", s3_landing, "--date", "2026-01-10")
+    assert "nothing to do" in again and json.loads(again.splitlines()[-1])["tables_changed"] == {}
+
+    ours, theirs = digest(lake), digest(local)
+    assert ours.keys() == theirs.keys() and USER_EMBEDDINGS.path in ours
+    # The ingest log names each file where it was read (on S3, or the local copy): the same files by content.
+    log = INGEST_LOG.path
+    assert sorted(json.loads(k)[1] for k in ours.pop(log)["keys"]) == sorted(
+        json.loads(k)[1] for k in theirs.pop(log)["keys"])
+    assert {t: ours[t]["sha"] for t in ours} == {t: theirs[t]["sha"] for t in theirs}
+    # The project folders are in the home, the tables in the bucket; the served snapshot is the last date's.
+    assert (Lake(lake).home / "_feast" / "online.db").is_file()
+    assert json.loads(Lake(lake).serving_file.read_text())["snapshot"].startswith("2026-01-10")
+    assert any(f"/{BUCKET}/daily/{USER_EMBEDDINGS.path}/_delta_log/" in line for line in s3.requests())
+    assert USER_EMBEDDINGS.path in run("status", "--lake", lake, spark=False)

@@ -5,7 +5,9 @@ checkout after scripts/setup.sh, its ``.venv/bin`` on the PATH, or the image of 
 and set three Airflow Variables: ``duet_lake`` (``s3a://duet-lake/lake``), ``duet_landing`` (where the
 day's files land) and ``duet_spark_master`` (``spark://head:7077``, ``yarn``, ``k8s://https://...``), and
 optionally ``duet_daily_args``. The worker runs the Spark driver (client mode); the executors run on the
-cluster.
+cluster. A lake on S3 keeps its models, Feast files and run records in ``$DUET_HOME`` (core/lake.py): give
+the workers that variable, naming a folder every worker that may run the task sees (a shared mount), or
+pin the task to one worker's queue.
 
 The date: the schedule is a cron trigger at 01:30 UTC (``CronTriggerTimetable``), whose logical date is the
 trigger time itself, so ``{{ ds }}`` is the UTC day the run fires, the same date infra/spark/k8s/cronjob.yaml

@@ -1,0 +1,201 @@
+"""Model versions online: each in its own views, a ``serving`` alias moved in one atomic write.
+
+* Every two-embedding model version has online views of its own (``feature_repo.catalog.version_views``):
+  ``duet publish`` materializes a version into its views only, so versions N and N+1 are online side by side
+  (SQLite tables, Redis hash fields) and never share a row. A reader names the version it wants
+  (``serving.online.OnlineConfig.model_version``; a ranker, the version its checkpoint records).
+* ``_feast/serving.json`` (``feature_repo.catalog.read_serving``) records, under ``versions``, each
+  version's fully published snapshot: written only after its gate passed and its materialization finished,
+  so a publish killed midway leaves the record as it was.
+* The ``serving`` alias is that file's top level (``model_version`` at its ``snapshot``; ``previous``: the
+  version it replaced). ``promote`` moves it to a version whose snapshot is fully published, in one atomic
+  file write (``core.files.write_atomic``), then registers that version as the served one (the contract
+  views' and the ``serving`` FeatureService's source: readers that ask for the alias, ``online_config``
+  without a version, resolve it there) and refreshes the contract views (``user_click_embeddings``,
+  ``user_conversion_embeddings``: cleared, then that snapshot materialized, with the summary at the same
+  snapshot) for clients that name them. A promote killed midway serves either version whole; running it
+  again completes it. ``rollback`` promotes ``previous``. ``retire`` removes a version that is not served
+  from the record, then deletes its online rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from core.errors import DuetError, ValidationFailed
+from core.files import write_atomic
+from core.lake import Lake, absolute
+from feature_repo.catalog import (
+    CLICK_VIEW,
+    CONVERSION_VIEW,
+    SUMMARY_VIEW,
+    RepoSpec,
+    read_serving,
+    spec_from_lake,
+    version_views,
+)
+from serving.store import StoreConfig, apply, feature_store
+
+# The views the alias's published snapshot is copied into: the contract's and the (unversioned) summary.
+ALIAS_VIEWS = (CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW)
+_ALIAS_FIELDS = ("snapshot", "users", "online_store", "published_at")
+
+
+def record(lake: str) -> dict:
+    return read_serving(absolute(lake)) or {}
+
+
+def write_record(lake: str, value: dict) -> None:
+    write_atomic(Lake(absolute(lake)).serving_file, json.dumps(value, indent=1))
+
+
+def published_versions(value: dict) -> dict[str, dict]:
+    """Each version's fully published snapshot (``versions``; a record written before versions were kept
+    apart names its one version at the top level)."""
+    versions = dict(value.get("versions") or {})
+    if not versions and value.get("model_version") and value.get("snapshot"):
+        versions[value["model_version"]] = {k: value.get(k) for k in _ALIAS_FIELDS}
+    return versions
+
+
+def with_published(value: dict, version: str, entry: dict, serve: bool) -> dict:
+    """``value`` with ``version``'s fully published snapshot ``entry``; with ``serve`` the alias names it
+    (its snapshot and the contract views included: the publish wrote them)."""
+    out = {**value, "versions": {**published_versions(value), version: entry}}
+    if serve:
+        out.update({"model_version": version, **{k: entry[k] for k in _ALIAS_FIELDS},
+                    "contract_views": version})
+        if value.get("model_version") not in (None, version):
+            out["previous"] = value["model_version"]
+    return out
+
+
+def materialize(store, snapshot: datetime, views) -> None:
+    """The snapshot's rows into ``views`` by its own window ``[T, T]`` (``serving.publish``)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        store.materialize(snapshot, snapshot, feature_views=list(views))
+
+
+def clear_views(store, names) -> None:
+    """Delete every online row of the views ``names`` (the views stay registered). SQLite: one DELETE per
+    table; Redis: Feast's own ``delete_table`` (the views' hash fields of every entity)."""
+    from feast.infra.online_stores.sqlite import _table_id
+
+    config = store.config
+    online = store._get_provider().online_store
+    for name in names:
+        view = store.get_feature_view(name)
+        if config.online_store.type == "redis":
+            online.delete_table(config, view)
+        elif config.online_store.type == "sqlite":
+            conn = online._get_conn(config)
+            table = _table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
+            with contextlib.suppress(Exception):        # a table never created holds no row
+                conn.execute(f'DELETE FROM "{table}"')
+            conn.commit()
+        else:
+            online.update(config, tables_to_delete=[view], tables_to_keep=[], entities_to_delete=[],
+                          entities_to_keep=[], partial=True)
+            online.update(config, tables_to_delete=[], tables_to_keep=[view], entities_to_delete=[],
+                          entities_to_keep=[], partial=True)
+
+
+@dataclass
+class AliasReport:
+    model_version: str
+    snapshot: str
+    previous: str | None
+    online_store: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def promote(cfg: StoreConfig, version: str, log=print, verb: str = "promoted", allow_drift: bool = False,
+            drift_gate: bool = True) -> AliasReport:
+    """Move the ``serving`` alias to ``version`` (module docstring). Refused unless ``version`` has a fully
+    published snapshot on this online store, and (``drift_gate``; not for a rollback) unless it passes the
+    cross-version stability gate against the served version (``serving.drift``; ``allow_drift`` moves the
+    alias anyway and records the failed figures under ``promote_drift``)."""
+    lake = absolute(cfg.lake)
+    current = record(lake)
+    entry = published_versions(current).get(version)
+    if entry is None or not entry.get("snapshot"):
+        known = ", ".join(published_versions(current)) or "none"
+        raise DuetError(f"{version} has no fully published snapshot (published: {known}): run `duet publish "
+                        f"--model-version {version}` first; the alias moves only to a version whose gate "
+                        "passed and whose snapshot is wholly online")
+    # --- stability gate (serving.drift): the candidate against the served version, before Feast loads --
+    drift, serving_now = None, current.get("model_version")
+    if drift_gate and serving_now not in (None, version):
+        from serving.drift import cross_version_gate
+
+        try:
+            drift = cross_version_gate(lake, serving_now, version, datetime.fromisoformat(entry["snapshot"]),
+                                       allow_drift)
+        except ValidationFailed as e:
+            raise ValidationFailed(f"not promoted, the alias still serves {serving_now}: {e}") from None
+    # --- end stability gate ----------------------------------------------------------------------------
+    store = feature_store(cfg)
+    kind = store.config.online_store.type
+    if entry.get("online_store") not in (None, kind):
+        raise DuetError(f"{version} was published to the {entry['online_store']} online store, not to this "
+                        f"{kind} one: publish it here first")
+    served = current.get("model_version")
+    if served == version and current.get("contract_views") == version:
+        log(f"{version} is already served (at {entry['snapshot']})")
+        return AliasReport(version, entry["snapshot"], current.get("previous"), kind)
+    previous = current.get("previous") if served == version else served
+    moved = {**current, "model_version": version, **{k: entry.get(k) for k in _ALIAS_FIELDS},
+             "previous": previous, "promoted_at": datetime.now(UTC).isoformat(), "contract_views": None,
+             "promote_drift": drift.to_dict() if drift else None}
+    write_record(lake, moved)                       # the switch: one atomic write
+    spec = spec_from_lake(lake)
+    apply(store, RepoSpec(spec.lake, spec.versions, version), log)   # readers of the alias: the registry
+    clear_views(store, (CLICK_VIEW, CONVERSION_VIEW))   # no row of another version stays in them
+    materialize(store, datetime.fromisoformat(entry["snapshot"]), ALIAS_VIEWS)
+    write_record(lake, {**moved, "contract_views": version})
+    report = AliasReport(version, entry["snapshot"], previous, kind)
+    log(f"{verb}: serving {version} at {entry['snapshot']} on the {kind} online store"
+        + (f" (was {previous}; `duet rollback` serves it again)" if previous else ""))
+    return report
+
+
+def rollback(cfg: StoreConfig, log=print) -> AliasReport:
+    """Move the alias back to the version it named before the last promote."""
+    current = record(cfg.lake)
+    previous = current.get("previous")
+    if not previous:
+        served = current.get("model_version") or "nothing"
+        raise DuetError(f"nothing to roll back to: the alias names {served} and no version before it")
+    return promote(cfg, previous, log, verb="rolled back", drift_gate=False)   # back to a known state
+
+
+def retire(cfg: StoreConfig, version: str, log=print) -> int:
+    """Remove ``version`` (not the served one) from the record, then delete its online rows; returns the
+    number of views cleared."""
+    lake = absolute(cfg.lake)
+    current = record(lake)
+    if current.get("model_version") == version:
+        raise DuetError(f"{version} is served (the alias names it): promote another version before "
+                        "retiring it")
+    versions = published_versions(current)
+    versions.pop(version, None)
+    write_record(lake, {**current, "versions": versions,
+                        "previous": None if current.get("previous") == version else current.get("previous")})
+    store = feature_store(cfg)
+    views = version_views(version)
+    try:
+        clear_views(store, views)
+    except Exception as e:  # noqa: BLE001 - Feast's not-found errors differ between registries
+        raise DuetError(f"{version} has no online views in the registry ({type(e).__name__}: {e})") from None
+    log(f"retired {version}: its online rows are deleted from the {store.config.online_store.type} online "
+        "store; it can no longer be promoted until published again")
+    return len(views)
