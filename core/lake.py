@@ -37,6 +37,7 @@ from core.errors import DuetError
 MODELS, RANKERS, FEAST, QUALITY, STAGES = "_models", "_rankers", "_feast", "_quality", "_stages"
 FOLDERS = (MODELS, RANKERS, FEAST, QUALITY, STAGES)
 REGISTRY_FILE, ONLINE_FILE, SERVING_FILE = "registry.db", "online.db", "serving.json"
+SERVING_LOCK = "serving.lock"
 LATEST_QUALITY = "latest.json"
 # The local folder under which the project folders of lakes on object storage live (module docstring).
 HOME_VARIABLE = "DUET_HOME"
@@ -140,6 +141,11 @@ class Lake:
     @property
     def serving_file(self) -> Path:
         return self._local(FEAST, SERVING_FILE)
+
+    @property
+    def serving_lock(self) -> Path:
+        """The file a publish, promote or retire holds locked while it runs (``serving.versions``)."""
+        return self._local(FEAST, SERVING_LOCK)
 
     @property
     def quality(self) -> Path:

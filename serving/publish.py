@@ -42,7 +42,15 @@ from core.times import sql_timestamp
 from core.variants import PROPOSED
 from feature_repo.catalog import RepoSpec, model_dims, spec_from_lake, version_views
 from serving.store import StoreConfig, apply, feature_store
-from serving.versions import ALIAS_VIEWS, materialize, promote, record, with_published, write_record
+from serving.versions import (
+    ALIAS_VIEWS,
+    materialize,
+    promote,
+    record,
+    serving_lock,
+    with_published,
+    write_record,
+)
 
 SERVED_VIEWS = ALIAS_VIEWS
 
@@ -148,8 +156,16 @@ def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = 
 
 
 def publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
-    """Gate, apply, materialize, record (module docstring). Raises ``ValidationFailed`` when the gate
-    fails."""
+    """Gate, apply, materialize, record (module docstring), holding the lake's serving lock throughout
+    (``serving.versions.serving_lock``: a publish, promote or retire running meanwhile makes this one stop
+    at once, saying it lost). Raises ``ValidationFailed`` when the gate fails."""
+    what = f"the publish of {cfg.model_version or 'the newest model'}" + (
+        f" at {cfg.snapshot.isoformat()}" if cfg.snapshot else "")
+    with serving_lock(cfg.store.lake, what):
+        return _publish(spark, cfg, log)
+
+
+def _publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
     import time
 
     lake = absolute(cfg.store.lake)

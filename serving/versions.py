@@ -16,14 +16,23 @@
   snapshot) for clients that name them. A promote killed midway serves either version whole; running it
   again completes it. ``rollback`` promotes ``previous``. ``retire`` removes a version that is not served
   from the record, then deletes its online rows.
+* One change at a time (``serving_lock``): a publish, promote, rollback or retire holds the lake's serving
+  lock (``core.lake.Lake.serving_lock``, an ``flock`` the kernel releases when its holder dies) from its
+  start to its end. A second one that starts meanwhile does not wait: it stops at once, before any read or
+  write, saying it lost and which run holds the lock, so two publishes of different snapshots never
+  interleave their writes into one view and never both print "published". The lock is a file of the
+  lake's home: it keeps out runs on this machine (or sharing that folder), not a writer elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
+import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -44,6 +53,40 @@ from serving.store import StoreConfig, apply, feature_store
 # The views the alias's published snapshot is copied into: the contract's and the (unversioned) summary.
 ALIAS_VIEWS = (CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW)
 _ALIAS_FIELDS = ("snapshot", "users", "online_store", "published_at")
+
+
+_HELD: set[str] = set()   # the serving locks this process holds (a publish that promotes takes it once)
+
+
+@contextlib.contextmanager
+def serving_lock(lake: str, what: str) -> Iterator[None]:
+    """Hold the lake's serving lock for ``what`` (module docstring), or raise ``DuetError`` at once when
+    another run holds it. Re-entrant within a process."""
+    path = Lake(absolute(lake)).serving_lock
+    key = str(path)
+    if key in _HELD:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "another run"
+            raise DuetError(f"{what} lost: {holder} holds {path} (one publish, promote or retire of a "
+                            "lake at a time); this one changed nothing: run it again once that one ended"
+                            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{what} (pid {os.getpid()}, since {datetime.now(UTC).isoformat()})".encode(), 0)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)          # closing releases the lock
 
 
 def record(lake: str) -> dict:
@@ -120,6 +163,14 @@ class AliasReport:
 
 def promote(cfg: StoreConfig, version: str, log=print, verb: str = "promoted", allow_drift: bool = False,
             drift_gate: bool = True) -> AliasReport:
+    """``_promote`` holding the lake's serving lock (module docstring)."""
+    what = f"the promote of {version}" if verb == "promoted" else f"the rollback to {version}"
+    with serving_lock(cfg.lake, what):
+        return _promote(cfg, version, log, verb, allow_drift, drift_gate)
+
+
+def _promote(cfg: StoreConfig, version: str, log=print, verb: str = "promoted", allow_drift: bool = False,
+             drift_gate: bool = True) -> AliasReport:
     """Move the ``serving`` alias to ``version`` (module docstring). Refused unless ``version`` has a fully
     published snapshot on this online store, and (``drift_gate``; not for a rollback) unless it passes the
     cross-version stability gate against the served version (``serving.drift``; ``allow_drift`` moves the
@@ -170,6 +221,11 @@ def promote(cfg: StoreConfig, version: str, log=print, verb: str = "promoted", a
 
 def rollback(cfg: StoreConfig, log=print) -> AliasReport:
     """Move the alias back to the version it named before the last promote."""
+    with serving_lock(cfg.lake, "a rollback"):
+        return _rollback(cfg, log)
+
+
+def _rollback(cfg: StoreConfig, log=print) -> AliasReport:
     current = record(cfg.lake)
     previous = current.get("previous")
     if not previous:
@@ -179,6 +235,12 @@ def rollback(cfg: StoreConfig, log=print) -> AliasReport:
 
 
 def retire(cfg: StoreConfig, version: str, log=print) -> int:
+    """``_retire`` holding the lake's serving lock (module docstring)."""
+    with serving_lock(cfg.lake, f"the retire of {version}"):
+        return _retire(cfg, version, log)
+
+
+def _retire(cfg: StoreConfig, version: str, log=print) -> int:
     """Remove ``version`` (not the served one) from the record, then delete its online rows; returns the
     number of views cleared."""
     lake = absolute(cfg.lake)
