@@ -88,7 +88,7 @@ class Need:
 
 def reader_needs(lake: Lake, now: float | None = None) -> list[Need]:
     """What each pending ``embed --changed-only`` read needs kept (module docstring); none on a lake on
-    object storage, which the encoders do not read."""
+    object storage, whose files' ages are not read here (Delta's default retention applies there)."""
     from encoders.lake import pending_feeds
 
     if not lake.is_local:

@@ -40,7 +40,7 @@ from deltalake import CommitProperties, write_deltalake
 
 from core.contracts import CLICK_SEQUENCES, CONVERSION_SEQUENCES, USER_EMBEDDINGS, Table
 from core.errors import DuetError
-from core.object_storage import arrow_filesystem, delta_rs_options, delta_table, is_delta_table
+from core.object_storage import arrow_filesystem, delta_rs_options, delta_table, is_delta_table, on_s3
 from encoders.batch import CLICK_COLUMNS, CONVERSION_COLUMNS
 from encoders.hashing import fnv1a64
 from encoders.model_store import VERSION_PATTERN
@@ -311,7 +311,9 @@ def pending_feeds(lake: str) -> list[PendingFeed]:
     would read (``changed_users``), by sequence table: what ``duet maintain`` must not vacuum. None for a
     run whose feed is unreadable already (a commit cleaned from the log, the feed off: its next
     ``--changed-only`` run fails asking for a full one, whatever is kept), nor on a lake on object storage,
-    which the encoders do not read."""
+    whose change files this does not list (``files`` are local paths, for their modification times)."""
+    if on_s3(lake):
+        return []
     runs = last_runs(lake)
     pending = []
     for table in SEQUENCE_TABLES:

@@ -1,6 +1,8 @@
-"""duet's Spark jobs on a lake on S3: `duet ingest` and `duet sequences` against ``s3a://<bucket>/lake`` on a
-real S3 API server (moto's, started here on loopback), their tables compared row for row with a local lake
-built from the same files; and the server killed in the middle of a job (docs/OBJECT_STORAGE.md).
+"""duet on a lake on S3: `duet ingest` and `duet sequences` against ``s3a://<bucket>/lake`` on a real S3 API
+server (moto's, started here on loopback), their tables compared row for row with a local lake built from
+the same files; the server killed in the middle of a job; `duet validate` without ``DUET_HOME``; and `duet
+backfill` and `duet daily` end to end on ``s3a://<bucket>/daily`` against a local lake
+(docs/OBJECT_STORAGE.md).
 
 Marked ``cluster``: run by ``make test-cluster``, not ``make test``. Each command is a cold `duet` process, as
 a user runs it. The server keeps its objects in memory; it is started with moto's request recorder, so a
