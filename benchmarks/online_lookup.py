@@ -7,7 +7,9 @@ and to a real Redis (``tests/redis_server.py``: Debian's redis-server on a free 
 batch size, ``--repeats`` lookups of random users (all of them published) through each path, timed one
 by one (wall clock, ms), p50 and p99; the raw references fetch the same rows and nothing more: one
 ``sqlite3`` query of both tables' rows (bytes, not decoded) and one redis-py pipeline of ``HMGET`` (the
-same four hash fields per user). The paths take turns batch by batch. Ratios are path / raw at the same
+same four hash fields per user), of the slot the publish flipped to. Every reader names the published
+version and re-resolves its slot at each read (one ``os.stat`` of the serving record: part of what is
+timed; the raw reads resolve it once). The paths take turns batch by batch. Ratios are path / raw at the same
 percentile. Prints one JSON line per (store, batch size), then one JSON object with everything.
 
     .venv/bin/python -m benchmarks.online_lookup [--users 100000] [--repeats 300] [--workdir bench-work]
@@ -54,9 +56,9 @@ def _time_interleaved(paths: dict, batches: list[list[str]]) -> dict[str, dict[s
     return {name: _percentiles(values) for name, values in samples.items()}
 
 
-def _raw_sqlite(path: str):
+def _raw_sqlite(path: str, views: list[str]):
+    """The rows of ``views`` (the slot the fast path reads) for the batch's keys, undecoded."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW
     from serving.fast import entity_key
 
     def read(ids: list[str]) -> list:
@@ -65,15 +67,14 @@ def _raw_sqlite(path: str):
         query = " UNION ALL ".join(
             f'SELECT entity_key, feature_name, value, event_ts FROM "duet_{view}" '
             f"WHERE entity_key IN ({marks})"
-            for view in (CLICK_VIEW, CONVERSION_VIEW))
-        return conn.execute(query, keys * 2).fetchall()
+            for view in views)
+        return conn.execute(query, keys * len(views)).fetchall()
     return read
 
 
-def _raw_redis(client):
-    from serving.fast import RedisReader, entity_key
-
-    fields = RedisReader(client, None).fields
+def _raw_redis(client, fields: list[bytes]):
+    """The same hash fields the fast path asks for (the slot it reads), undecoded."""
+    from serving.fast import entity_key
 
     def read(ids: list[str]) -> list:
         pipe = client.pipeline(transaction=False)
@@ -86,7 +87,7 @@ def _raw_redis(client):
 def run(users: int, repeats: int, workdir: Path) -> dict:
     from core.spark import spark_session
     from serving.fast import RedisReader, SqliteReader
-    from serving.online import HttpReader, SdkReader, online_config
+    from serving.online import HttpReader, SdkReader, SlotWatch, online_config
     from serving.publish import PublishConfig, publish
     from serving.store import StoreConfig, feature_store, repo_config
     from tests import feature_lake as fl
@@ -116,13 +117,17 @@ def run(users: int, repeats: int, workdir: Path) -> dict:
             online = online_config(store)
             server = FeatureServer(cfg, root / f"serve-{backend}")
             try:
+                slot = SlotWatch(online).slot()        # the slot the publish flipped to
                 if backend == "sqlite":
                     path = str(repo_config(cfg).online_store.path)
-                    fast, raw = SqliteReader(path, online), _raw_sqlite(path)
+                    fast = SqliteReader(path, online)
+                    raw = _raw_sqlite(path, [view for view, _ in online.views(slot)])
                 else:
                     host, port = url.split(":")
                     client = redis.Redis(host=host, port=int(port))
-                    fast, raw = RedisReader(client, online), _raw_redis(client)
+                    fast = RedisReader(client, online)
+                    raw = _raw_redis(client, fast.fields(slot))
+                out[f"slot_{backend}"] = slot
                 paths = {"sdk": SdkReader(store, online).read, "http": HttpReader(server.url, online).read,
                          "fast": fast.read, "raw": raw}
                 for n in BATCHES:

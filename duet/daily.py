@@ -531,6 +531,8 @@ class PublishDay(DailyStep):
         if (served.get("model_version"), served.get("snapshot")) != (ctx.model_version,
                                                                      day_start(day).isoformat()):
             return f"the served snapshot is {served.get('model_version')} at {served.get('snapshot')}"
+        if served.get("contract_views", "") is None:
+            return "the contract views are marked stale (a publish rewriting them was killed)"
         return None
 
     def run(self, ctx: DailyContext, days: list[date]) -> dict[date, dict]:

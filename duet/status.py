@@ -56,8 +56,12 @@ class LakeStatus:
         out.append(f"  sequences: {self.snapshots} complete snapshot(s), the newest {self.latest_snapshot}")
         out += [f"  embeddings {v}: newest snapshot {s}" for v, s in sorted(self.embedded.items())]
         served = self.served or {}
+        slot = f", online slot {served['slot']}" if served.get("slot") else ""
+        stale = ("; the contract views are marked stale: a promote or publish rewriting them was killed or "
+                 "is running (duet's readers do not read them)"
+                 ) if served.get("model_version") and served.get("contract_views", "") is None else ""
         out.append(f"  served: {served.get('model_version')} at {served.get('snapshot')} "
-                   f"(published {served.get('published_at')})")
+                   f"(published {served.get('published_at')}{slot}){stale}")
         out.append(f"  labels: cutoff {self.labels_cutoff}")
         if self.last_validation:
             v = self.last_validation

@@ -4,18 +4,27 @@
 checkpoint's config or an imported embedding's record, ``encoders.model_store.version_dims``) and
 ``_feast/serving.json`` (the model version ``duet publish`` chose); ``repo_objects`` builds every Feast
 object from that spec. ``repo.py`` calls both for ``feast apply``; ``serving.publish`` calls them too, so
-the command line and the publisher register the same objects.
+the command line and the publisher register the same objects. Every view name is spelled here.
 
 Model versions: each gets its own source (the table filtered to that version), views
 ``user_click_embeddings_<variant>_<hash>`` (and ``user_conversion_embeddings_<...>`` for two-embedding
-variants) and a FeatureService ``<variant>_<hash>``: training sets of several versions side by side.
-A two-embedding version's two views are also online (``version_views``): ``duet publish`` materializes
-each version into its own views, so versions never share an online row, and a reader that names a
-version reads only that version's rows (``serving.online``). The version the ``serving`` alias names
-(``_feast/serving.json``, moved by ``duet promote``/``rollback``: ``serving.versions``) also backs the
-contract's ``user_click_embeddings`` and ``user_conversion_embeddings`` (a copy of its published snapshot
-for clients that name the contract's views, such as raw ``feast serve``) and the ``serving``
-FeatureService. Before the first publish the newest duet checkpoint is the default.
+variants) and a FeatureService ``<variant>_<hash>``: training sets of several versions side by side
+(offline; ``version_views``).
+
+Online, a two-embedding version has two *slots* of views, ``a`` and ``b`` (``slot_views``): the click
+and conversion embeddings and the sequence summary, ``<view>_<variant>_<hash>_<slot>`` (the summary
+from the same source as ``user_sequence_summary``). ``duet publish`` writes a snapshot into the slot its
+version's record does not name, then names it in one atomic write of ``_feast/serving.json``
+(``serving.versions``): blue-green, so the slot a reader is sent to holds one whole snapshot of one
+version, summary included. Versions never share an online row, and a reader that names a version reads
+only that version's rows (``serving.online``). A record written before slots existed names no slot: its
+version is read from the version's own views as they were published then (``slot_views(v, None)``).
+
+The version the ``serving`` alias names (``_feast/serving.json``, moved by ``duet promote``/``rollback``)
+also backs the contract's ``user_click_embeddings``, ``user_conversion_embeddings`` and
+``user_sequence_summary`` (a copy of its published snapshot for clients that name the contract's views,
+such as raw ``feast serve``, rewritten in place after each switch) and the ``serving`` FeatureService.
+Before the first publish the newest duet checkpoint is the default.
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from encoders.model_store import is_external, version_dims
 CLICK_VIEW, CONVERSION_VIEW = "user_click_embeddings", "user_conversion_embeddings"
 SUMMARY_VIEW = "user_sequence_summary"
 LAKE_VARIABLE = "DUET_LAKE"
+# The two online slots of a version (module docstring): a publish writes the one its record does not name.
+SLOTS = ("a", "b")
 
 
 @dataclass(frozen=True)
@@ -55,17 +66,49 @@ def read_serving(lake: str) -> dict | None:
     """What ``duet publish`` and ``duet promote`` recorded, or None before the first publish: the alias's
     version at its published snapshot (``model_version``, ``snapshot``, ``users``, ``published_at``), the
     version it replaced (``previous``) and, under ``versions``, each version's fully published snapshot
-    (``serving.versions``)."""
+    and the online slot that holds it (``slot``; ``serving.versions``)."""
     path = Lake(lake).serving_file
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def version_views(model_version: str) -> tuple[str, str]:
-    """The online click and conversion views of one two-embedding model version."""
+    """The click and conversion views of one model version (offline: its FeatureService, training sets;
+    online only for records written before slots, ``slot_views``)."""
     from feature_repo.sources import slug
 
     tag = slug(model_version)
     return f"{CLICK_VIEW}_{tag}", f"{CONVERSION_VIEW}_{tag}"
+
+
+@dataclass(frozen=True)
+class SlotViews:
+    """The online views a reader of one version reads together: click, conversion, summary."""
+
+    click: str
+    conversion: str
+    summary: str
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return self.click, self.conversion, self.summary
+
+
+def slot_views(model_version: str, slot: str | None) -> SlotViews:
+    """The views of ``model_version``'s online ``slot`` (``SLOTS``); ``None``: the layout before slots
+    (the version's own views and the unversioned summary, what a record without a slot names)."""
+    from feature_repo.sources import slug
+
+    if slot is None:
+        return SlotViews(*version_views(model_version), SUMMARY_VIEW)
+    if slot not in SLOTS:
+        raise DuetError(f"not an online slot: {slot!r} (one of {', '.join(SLOTS)})")
+    tag = f"{slug(model_version)}_{slot}"
+    return SlotViews(f"{CLICK_VIEW}_{tag}", f"{CONVERSION_VIEW}_{tag}", f"{SUMMARY_VIEW}_{tag}")
+
+
+def other_slot(slot: str | None) -> str:
+    """The slot a publish writes when its version's record names ``slot`` (the first: ``SLOTS[0]``)."""
+    return SLOTS[1] if slot == SLOTS[0] else SLOTS[0]
 
 
 def spec_from_lake(lake: str) -> RepoSpec:
@@ -95,8 +138,10 @@ def repo_objects(spec: RepoSpec) -> dict[str, object]:
     from feature_repo import entities, services, sources, views
 
     user = entities.user()
-    summary = views.summary_view(SUMMARY_VIEW, sources.summary_source(spec.lake, SUMMARY_VIEW), user)
-    out: dict[str, object] = {"user": user, SUMMARY_VIEW: summary}
+    summary_source = sources.summary_source(spec.lake, SUMMARY_VIEW)
+    summary = views.summary_view(SUMMARY_VIEW, summary_source, user)
+    # Registered once, as the embeddings' sources are: every slot's summary view reads it.
+    out: dict[str, object] = {"user": user, SUMMARY_VIEW: summary, "source_summary": summary_source}
     for version, click_dim, conversion_dim in spec.versions:
         tag = sources.slug(version)
         source = sources.embedding_source(spec.lake, version)
@@ -114,6 +159,15 @@ def repo_objects(spec: RepoSpec) -> dict[str, object]:
             out.update({CLICK_VIEW: served[0], CONVERSION_VIEW: served[1],
                         services.SERVING: services.serving_service(version, [*served, summary])})
         out.update({m.name: m for m in members})
+        if conversion_dim:
+            for slot in SLOTS:
+                names = slot_views(version, slot)
+                out[names.click] = views.embedding_view(names.click, views.CLICK_FEATURE, source, user,
+                                                        version, click_dim, online=True)
+                out[names.conversion] = views.embedding_view(names.conversion, views.CONVERSION_FEATURE,
+                                                             source, user, version, conversion_dim,
+                                                             online=True)
+                out[names.summary] = views.summary_view(names.summary, summary_source, user)
         out[f"service_{tag}"] = services.version_service(tag, version, [*members, summary])
         out[f"source_{tag}"] = source
     return out

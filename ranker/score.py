@@ -2,11 +2,13 @@
 
 The user's two embeddings come through ``serving.online.SdkReader`` (Feast's online store, the views'
 ttl applied, zeros and a missing flag when absent: the ranker was trained with the same convention for
-clicks whose point-in-time join found no row); the sequence summary through the same store's
-``user_sequence_summary`` view. Candidates are ``(ad_id, advertiser_id)`` pairs. The ranker is the one
-the ablation saved for a model version (``_rankers/<model_version>``), and the embeddings are read from
-the online views of the model version its checkpoint records (``online_vectors``), never from those of
-another version: a user without a row of that version is missing, whatever the ``serving`` alias names.
+clicks whose point-in-time join found no row); the sequence summary through the same store.
+Candidates are ``(ad_id, advertiser_id)`` pairs. The ranker is the one the ablation saved for a model
+version (``_rankers/<model_version>``), and the embeddings are read from the online views of the model
+version its checkpoint records (``online_vectors``), never from those of another version: a user without
+a row of that version is missing, whatever the ``serving`` alias names.
+The summary is read from the same online slot as the embeddings (``feature_repo.catalog.slot_views``:
+the slot the serving record named at the read), so both are of one snapshot.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from core.errors import DuetError
 from core.records import from_dict
 from encoders.hashing import bucketize
-from feature_repo.catalog import SUMMARY_VIEW
+from feature_repo.catalog import slot_views
 from feature_repo.views import SUMMARY_FEATURES
 from ranker.checkpoint import load_ranker
 from ranker.config import RankerConfig
@@ -37,8 +39,8 @@ class Scored:
     probability: float
 
 
-def _summary(store, user: str) -> pa.Table:
-    response = store.get_online_features(features=[f"{SUMMARY_VIEW}:{n}" for n in SUMMARY_FEATURES],
+def _summary(store, view: str, user: str) -> pa.Table:
+    response = store.get_online_features(features=[f"{view}:{n}" for n in SUMMARY_FEATURES],
                                          entity_rows=[{"user_id": user}]).to_dict()
     return pa.table({name: pa.array(response[name], pa.float64()) for name in SUMMARY_FEATURES})
 
@@ -93,7 +95,8 @@ def score(store, lake: str, model_version: str, user: str, candidates: Sequence[
         raise DuetError(f"the ranker expects {model.user_width} embedding values, the store serves "
                         f"{user_vector.shape[1]}: publish the model version the ranker was trained with")
     missing = float(embeddings.click_missing[0] or embeddings.conversion_missing[0])
-    summary = np.repeat(summary_features(_summary(store, user)), n, axis=0)
+    view = slot_views(embeddings.model_version, embeddings.slot).summary    # the embeddings' snapshot
+    summary = np.repeat(summary_features(_summary(store, view, user)), n, axis=0)
     ads = pa.array([c[0] for c in candidates], pa.string())
     advertisers = pa.array([c[1] for c in candidates], pa.string())
     batch = Batch(ad=torch.from_numpy(bucketize(ads, cfg.ad_buckets)),

@@ -2,16 +2,19 @@
 users, what the Delta rows of the version's fully published snapshot say it should?
 
 What is compared. A model version ``V`` (default: the one the ``serving`` alias names) and its fully
-published snapshot ``T`` (``_feast/serving.json``'s ``versions``, ``serving.versions``; or one given).
-The lake's rows of ``(V, T)`` in ``embeddings/user_embeddings`` (read with delta-rs,
-``core.object_storage.delta_table``: local and S3 lakes) are the reference. ``sample`` of their users,
-drawn with ``seed`` (the same draw every run), are read online through each reader path:
+published snapshot ``T`` in the online slot the record names for it (``_feast/serving.json``'s
+``versions``, ``serving.versions``; or a snapshot given). The lake's rows of ``(V, T)`` in
+``embeddings/user_embeddings`` (read with delta-rs, ``core.object_storage.delta_table``: local and S3
+lakes) are the reference. ``sample`` of their users, drawn with ``seed`` (the same draw every run), are
+read online through each reader path, each reading the slot the record names (``serving.online``):
 
 * ``sdk``: ``serving.online.SdkReader`` (Feast's SDK) on ``V``'s views;
 * ``fast``: ``serving.readers.fast_reader`` (Feast's SQLite or Redis layout read directly) on ``V``'s views;
 * ``http``: ``serving.online.HttpReader`` on a running feature server (``duet serve``), when its URL is given;
 * ``fast (contract views)``: when ``V`` is the served version, the contract views (the alias's copy that
-  raw Feast clients read), through the fast path.
+  raw Feast clients read), through the fast path; named ``fast (contract views, stale)`` while the record
+  marks them stale (a promote or a publish of the served version is rewriting them, or was killed doing
+  it: running it again completes them).
 
 Each path reads the stored rows raw (no ttl, no upper bound on their time) and classifies them here, so a
 row of another snapshot is seen as such rather than as "missing":
@@ -19,17 +22,18 @@ row of another snapshot is seen as such rather than as "missing":
 * a sampled user of ``(V, T)`` is **matched** when both vectors are there, at snapshot ``T``, each within
   ``tolerance`` (absolute, per element) of Delta's; **missing** when either vector is absent (or of the
   wrong width: the readers report those missing too); otherwise a **mismatch**: a vector beyond the
-  tolerance, or a row of another snapshot (an older one the publish of ``T`` did not overwrite, or a
-  newer one a publish not yet recorded wrote, e.g. a publish killed midway);
+  tolerance, or a row of another snapshot (a slot holding two snapshots: what a publish writing in place
+  would leave when killed midway);
 * the users *not* in ``(V, T)``: up to ``sample // 2`` (at least 1) drawn from the users of ``V``'s other
   snapshots from ``T - ttl`` on (earlier and later) and of other versions at ``T``, plus one id no table
-  holds. Publishing ``T`` leaves an earlier snapshot's row of ``V`` in place for a user ``T`` lacks, and
-  the readers serve it while it is within the views' ttl (``serving.publish``, ``serving.online``): such a
-  row is **carried** (legitimate) when it is older than ``T``, within ``[T - ttl, T)``, and equal to
-  ``V``'s Delta row at its own snapshot; one older than the ttl is **expired** (the readers report it
-  missing: not served, so not extra); no row at all is **absent**. Every other row is **extra**: a row at
-  ``T`` or later for a user ``T`` does not have, a vector no Delta row of ``V`` backs (another version's,
-  a re-embedded snapshot not re-published), or only one of the two vectors.
+  holds. A publish clears the slot it writes, so the slot holds no row for them: a row there is **extra**.
+  Only a record written before slots (no ``slot``: the version's own views, published in place) keeps an
+  earlier snapshot's row of ``V`` for a user ``T`` lacks: such a row is **carried** (what those readers
+  served) when it is older than ``T``, within ``[T - ttl, T)``, and equal to ``V``'s Delta row at its own
+  snapshot, **expired** when older than the ttl (reported missing by the readers: not extra); no row at
+  all is **absent**. Every other row is **extra**: a row at ``T`` or later for a user ``T`` does not have,
+  a vector no Delta row of ``V`` backs (another version's, a re-embedded snapshot not re-published), or
+  only one of the two vectors.
 
 Rates: mismatch and missing over the sampled users of ``(V, T)``; extra over the users sampled outside it.
 ``max_abs_diff``: the largest element-wise difference over the vectors of snapshot ``T`` compared. A
@@ -127,7 +131,9 @@ class PathResult:
 class ConsistencyReport:
     """The check's result: which version and snapshot, on which store, and each path's figures.
     ``delta_rows``: the lake's rows of ``(V, T)`` now; ``published_users``: what the publish recorded
-    (they differ when the snapshot was re-embedded after it was published)."""
+    (they differ when the snapshot was re-embedded after it was published); ``slot``: the online slot
+    compared (None: a record from before slots); ``contract_stale``: the record marks the contract views
+    stale (module docstring)."""
 
     model_version: str
     snapshot: str
@@ -139,6 +145,8 @@ class ConsistencyReport:
     seed: int
     tolerance: float
     paths: list[PathResult]
+    slot: str | None = None
+    contract_stale: bool = False
 
     @property
     def ok(self) -> bool:
@@ -158,8 +166,12 @@ class ConsistencyReport:
 
     def line(self) -> str:
         verdict = "consistent" if self.ok else "NOT consistent"
-        return (f"consistency of {self.model_version} at {self.snapshot} on the {self.online_store} online "
-                f"store: {verdict} ({len(self.paths)} reader path(s), {self.delta_rows:,} Delta rows)")
+        slot = f" (slot {self.slot})" if self.slot else ""
+        stale = ("; the contract views are marked stale (being rewritten, or a promote or publish rewriting "
+                 "them was killed: run it again)") if self.contract_stale else ""
+        return (f"consistency of {self.model_version} at {self.snapshot}{slot} on the {self.online_store} "
+                f"online store: {verdict} ({len(self.paths)} reader path(s), {self.delta_rows:,} Delta rows)"
+                f"{stale}")
 
     def lines(self) -> list[str]:
         return [p.line() for p in self.paths] + [self.line()]
@@ -271,8 +283,9 @@ def _diff(online: np.ndarray, expected: np.ndarray | None) -> float:
 
 
 def classify(name: str, reader, sample: _Sample, snapshot: datetime, ttl: timedelta,
-             tolerance: float) -> PathResult:
-    """One path's figures (module docstring)."""
+             tolerance: float, carry: bool = False) -> PathResult:
+    """One path's figures (module docstring); ``carry``: the views are published in place (a record from
+    before slots, or the contract views), so an earlier snapshot's backed row within the ttl is carried."""
     t = _seconds(snapshot)
     oldest = t - int(ttl.total_seconds()) if ttl else 0
     result = PathResult(name, len(sample.users), others_sampled=len(sample.others))
@@ -308,9 +321,9 @@ def classify(name: str, reader, sample: _Sample, snapshot: datetime, ttl: timede
         backed = (not click_missing[j] and not conversion_missing[j] and click_ts[j] == conversion_ts[j]
                   and row is not None and row[1] is not None
                   and _diff(click[j], row[0]) <= tolerance and _diff(conversion[j], row[1]) <= tolerance)
-        if stamp < t and backed and stamp >= oldest:
+        if carry and stamp < t and backed and stamp >= oldest:
             result.carried += 1
-        elif stamp < oldest and stamp < t and backed:
+        elif carry and stamp < oldest and stamp < t and backed:
             result.expired += 1
         else:
             result.extra += 1
@@ -323,7 +336,7 @@ def check_consistency(cfg: ConsistencyConfig, log=print) -> ConsistencyReport:
     from serving.online import HttpReader, OnlineConfig, SdkReader, online_config
     from serving.readers import fast_reader
     from serving.store import feature_store
-    from serving.versions import record
+    from serving.versions import record, slot_of
 
     lake = absolute(cfg.store.lake)
     if cfg.sample < 1:
@@ -348,14 +361,17 @@ def check_consistency(cfg: ConsistencyConfig, log=print) -> ConsistencyReport:
     if cfg.server_url:
         readers["http"] = HttpReader(cfg.server_url, raw, timeout_s=30.0)
     current = record(lake)
-    served = current.get("model_version")
+    served, slot = current.get("model_version"), slot_of(current, version)
+    carry = slot is None            # published in place: earlier snapshots' rows stay (module docstring)
+    stale = served == version and current.get("contract_views") is None
     if served == version and current.get("contract_views") in (None, version) and cfg.snapshot is None:
-        readers["fast (contract views)"] = fast_reader(
+        name = "fast (contract views, stale)" if stale else "fast (contract views)"
+        readers[name] = fast_reader(
             cfg.store, OnlineConfig(online.click_dim, online.conversion_dim, timedelta(0)))
-    paths = [classify(name, reader, sample, snapshot, online.ttl, cfg.tolerance)
+    paths = [classify(name, reader, sample, snapshot, online.ttl, cfg.tolerance, carry)
              for name, reader in readers.items()]
     report = ConsistencyReport(version, snapshot.isoformat(), kind, served, sample.delta_rows,
-                               entry.get("users"), cfg.sample, cfg.seed, cfg.tolerance, paths)
+                               entry.get("users"), cfg.sample, cfg.seed, cfg.tolerance, paths, slot, stale)
     for line in report.lines():
         log(line)
     return report

@@ -11,22 +11,29 @@
    (``serving.drift.same_version_gate``): when the table holds an earlier snapshot of the version, this one
    must not have drifted from it past the documented bounds (per-user cosine, neighbours, norms);
    ``allow_drift`` publishes anyway and records the failed figures in the version's record.
-2. Apply: the repository's objects for the lake (``feature_repo.catalog``); the served version (the
-   contract views' source) stays the one the ``serving`` alias names, or becomes this one when nothing is
-   served yet.
-3. Materialize exactly the snapshot's rows into this version's own online views (``serving.versions``:
-   versions never share a row) and, when this version is the served one, into the contract views and the
-   sequence summary, by the snapshot's own window ``[T, T]`` (``store.materialize``, never
+2. Apply: the repository's objects for the lake (``feature_repo.catalog``, both online slots of every
+   two-embedding version included); the served version (the contract views' source) stays the one the
+   ``serving`` alias names, or becomes this one when nothing is served yet.
+3. Write the free slot (blue-green, ``serving.versions``): of the version's two online slots
+   (``feature_repo.catalog.slot_views``: click, conversion, sequence summary), the one its record does
+   *not* name (the first publish: ``a``) is cleared, then exactly the snapshot's rows are materialized
+   into it by the snapshot's own window ``[T, T]`` (``store.materialize``, never
    ``materialize_incremental``, whose watermark would skip rows of a snapshot re-built after a later one
-   was published, Feast #4133). Every write replaces what is stored (SQLite upserts; Redis with
-   ``skip_dedup``), so re-publishing a snapshot after a fix overwrites it, and publishing the same rows
-   twice leaves the same state.
-4. Record the version's snapshot as fully published in ``_feast/serving.json`` (and, when served, as the
-   alias's snapshot). A publish of a version the alias does not name leaves the alias where it is:
-   ``duet promote`` (or ``promote=True``, after the publish) moves it.
+   was published, Feast #4133). No reader reads that slot meanwhile: the record still names the other.
+4. Record, in one atomic write of ``_feast/serving.json``, the version's snapshot as fully published in
+   that slot (and, when this version is served, as the alias's snapshot): from that write on every reader
+   of the version reads the new slot. A publish killed before it leaves the record naming the old slot,
+   which holds the previous snapshot whole (summary included); one killed after it has published. A
+   publish of a version the alias does not name leaves the alias where it is: ``duet promote`` (or
+   ``promote=True``, after the publish) moves it.
+5. When this version is served: refresh the contract views (``serving.versions.refresh_contract_views``,
+   in place, marked stale in the record until done).
 
-Users absent from the published snapshot keep whatever an earlier publish *of the same version* wrote;
-``serving.online`` reports those older than the views' ttl as missing (Feast applies no ttl online).
+Re-publishing a snapshot after a fix, or the same rows twice, writes the other slot and flips to it:
+the same state as one publish. A user absent from the published snapshot has no row in the new slot
+(cleared first), so every reader reports them missing, never a vector of an earlier snapshot; ``duet
+embed`` writes every user with a sequence at the snapshot (``--changed-only`` too: its result is the
+full run's table), so only a user with no sequence there is absent.
 """
 
 from __future__ import annotations
@@ -40,19 +47,19 @@ from core.lake import Lake, absolute
 from core.table_versions import table_version
 from core.times import sql_timestamp
 from core.variants import PROPOSED
-from feature_repo.catalog import RepoSpec, model_dims, spec_from_lake, version_views
+from feature_repo.catalog import RepoSpec, model_dims, other_slot, slot_views, spec_from_lake
 from serving.store import StoreConfig, apply, feature_store
 from serving.versions import (
-    ALIAS_VIEWS,
+    clear_views,
     materialize,
     promote,
     record,
+    refresh_contract_views,
     serving_lock,
+    slot_of,
     with_published,
     write_record,
 )
-
-SERVED_VIEWS = ALIAS_VIEWS
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ class PublishReport:
     registry_changes: str = ""
     gate_reused: bool = False     # the gate's verdict is the pass in gate_results (module docstring)
     served: str | None = None     # the version the serving alias names after the publish
+    slot: str | None = None       # the online slot written and now named (module docstring)
 
     def line(self) -> str:
         took = ", ".join(f"{step} {s:.1f} s" for step, s in self.seconds.items())
@@ -87,7 +95,7 @@ class PublishReport:
             f"; not served: the alias names {self.served} "
             f"(`duet promote --model-version {self.model_version}` serves it)")
         return (f"published {self.model_version} at {self.snapshot}: {self.users:,} users to the "
-                f"{self.online_store} online store ({took}{reused}){alias}")
+                f"{self.online_store} online store, slot {self.slot} ({took}{reused}){alias}")
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -199,15 +207,24 @@ def _publish(spark, cfg: PublishConfig, log=print) -> PublishReport:
     seconds["apply"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    materialize(store, snapshot, version_views(version) + (ALIAS_VIEWS if serves else ()))
+    current = record(lake)
+    slot = other_slot(slot_of(current, version))       # the slot no reader of the version is sent to
+    views = slot_views(version, slot).names
+    clear_views(store, views)                          # a killed publish's half-written rows go first
+    materialize(store, snapshot, views)
     seconds["materialize"] = time.perf_counter() - started
     kind = store.config.online_store.type
-    entry = {"snapshot": snapshot.isoformat(), "users": users, "online_store": kind,
+    entry = {"snapshot": snapshot.isoformat(), "slot": slot, "users": users, "online_store": kind,
              "published_at": datetime.now(UTC).isoformat(), "gate_results": quality.results_dir,
              "drift": drift.to_dict() if drift else None}
-    write_record(lake, with_published(record(lake), version, entry, serves))
+    flipped = with_published(current, version, entry, serves)
+    write_record(lake, flipped)                        # the flip: one atomic write
+    if serves:
+        started = time.perf_counter()
+        refresh_contract_views(store, lake, flipped)
+        seconds["contract views"] = time.perf_counter() - started
     report = PublishReport(version, snapshot.isoformat(), users, kind, quality.results_dir, seconds,
-                           changes.strip(), quality.reused, version if serves else alias)
+                           changes.strip(), quality.reused, version if serves else alias, slot)
     log(report.line())
     if cfg.promote and not serves:
         promote(cfg.store, version, log, allow_drift=cfg.allow_drift)

@@ -1,8 +1,12 @@
 """The reader a ranker should use for a deployment, chosen from its ``StoreConfig``: the fast path on
-the configured online store (SQLite file or Redis), with the widths and ttl from the registry."""
+the configured online store (SQLite file or Redis), with the widths and ttl from the registry, reading
+the slot the lake's serving record names at each read (``serving.online``)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from core.lake import absolute
 from serving.online import OnlineConfig, online_config
 from serving.store import StoreConfig, feature_store
 
@@ -14,6 +18,8 @@ def fast_reader(cfg: StoreConfig, online: OnlineConfig | None = None, model_vers
 
     store = feature_store(cfg)
     online = online or online_config(store, model_version)
+    if online.model_version and not online.lake:
+        online = replace(online, lake=absolute(cfg.lake))   # the slot is the one this lake's record names
     config = store.config.online_store
     if config.type == "redis":
         from feast.infra.online_stores.redis import RedisOnlineStore

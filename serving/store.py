@@ -38,6 +38,9 @@ DEFAULT_YAML = REPO_PATH / "feature_store.yaml"
 
 
 PASSWORD_VARIABLE, PASSWORD_FILE_VARIABLE = "DUET_REDIS_PASSWORD", "DUET_REDIS_PASSWORD_FILE"
+# Set on each FeatureStore ``feature_store`` builds: its lake, whose serving record names each model
+# version's online slot (``serving.online.lake_of``).
+LAKE_ATTRIBUTE = "duet_lake"
 
 
 def _has_password(connection_string: str) -> bool:
@@ -122,7 +125,8 @@ def repo_config(cfg: StoreConfig):
 
 
 def feature_store(cfg: StoreConfig):
-    """A ``FeatureStore`` on ``cfg``; the registry folder is created for a local lake."""
+    """A ``FeatureStore`` on ``cfg`` that knows its lake (``LAKE_ATTRIBUTE``); the registry folder is
+    created for a local lake."""
     from feast import FeatureStore
 
     config = repo_config(cfg)
@@ -131,7 +135,9 @@ def feature_store(cfg: StoreConfig):
         Path(registry).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # "Spark offline store is experimental"
-        return FeatureStore(config=config)
+        store = FeatureStore(config=config)
+    setattr(store, LAKE_ATTRIBUTE, absolute(cfg.lake))
+    return store
 
 
 _SQLITE_TABLE = "feast.infra.online_stores.sqlite.SqliteTable"

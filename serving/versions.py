@@ -1,26 +1,35 @@
-"""Model versions online: each in its own views, a ``serving`` alias moved in one atomic write.
+"""Model versions online: each in two slots of its own views, a ``serving`` alias moved in one atomic write.
 
-* Every two-embedding model version has online views of its own (``feature_repo.catalog.version_views``):
-  ``duet publish`` materializes a version into its views only, so versions N and N+1 are online side by side
-  (SQLite tables, Redis hash fields) and never share a row. A reader names the version it wants
-  (``serving.online.OnlineConfig.model_version``; a ranker, the version its checkpoint records).
+* Every two-embedding model version has two slots of online views, ``a`` and ``b``
+  (``feature_repo.catalog.slot_views``: click, conversion and the sequence summary). Versions N and N+1
+  are online side by side (SQLite tables, Redis hash fields) and never share a row. A reader names the
+  version it wants (``serving.online.OnlineConfig.model_version``; a ranker, the version its checkpoint
+  records) and reads the slot the record names for it (``slot_of``).
 * ``_feast/serving.json`` (``feature_repo.catalog.read_serving``) records, under ``versions``, each
-  version's fully published snapshot: written only after its gate passed and its materialization finished,
-  so a publish killed midway leaves the record as it was.
-* The ``serving`` alias is that file's top level (``model_version`` at its ``snapshot``; ``previous``: the
-  version it replaced). ``promote`` moves it to a version whose snapshot is fully published, in one atomic
-  file write (``core.files.write_atomic``), then registers that version as the served one (the contract
-  views' and the ``serving`` FeatureService's source: readers that ask for the alias, ``online_config``
-  without a version, resolve it there) and refreshes the contract views (``user_click_embeddings``,
-  ``user_conversion_embeddings``: cleared, then that snapshot materialized, with the summary at the same
-  snapshot) for clients that name them. A promote killed midway serves either version whole; running it
-  again completes it. ``rollback`` promotes ``previous``. ``retire`` removes a version that is not served
-  from the record, then deletes its online rows.
+  version's fully published snapshot and the slot that holds it. ``duet publish`` of V at S is
+  blue-green (``serving.publish``): it clears the slot V's record does *not* name, materializes S into it,
+  and only then names it in one atomic write (``core.files.write_atomic``). Until that write every reader
+  of V reads the other slot, which holds V's previous snapshot whole; after it, every reader re-resolves
+  (``serving.online``: the record is re-read when it changed). A publish killed at any instant leaves V's
+  record naming a whole slot; the half-written one is reachable by no reader, and the next publish of V
+  clears it first.
+* The ``serving`` alias is that file's top level (``model_version`` at its ``snapshot`` in its ``slot``;
+  ``previous``: the version it replaced). ``promote`` moves it to a version whose snapshot is fully
+  published, in one atomic write: that write is the switch (readers of the alias resolve it there). Then
+  it registers that version as the served one (the contract views' and the ``serving`` FeatureService's
+  source) and refreshes the contract views (``user_click_embeddings``, ``user_conversion_embeddings``,
+  ``user_sequence_summary``: a copy for clients that name them, such as raw ``feast serve``). Those are
+  rewritten *in place* (cleared, then the snapshot materialized), so a raw-Feast client may read them
+  half-written: the record says so, ``contract_views`` is None from the switch until the copy is whole,
+  then the version (``duet consistency`` and ``duet status`` report them stale meanwhile); duet's own
+  readers never read them when they name a version. A promote killed midway serves the new version whole
+  through the alias; running it again completes the copy. ``rollback`` promotes ``previous``. ``retire``
+  removes a version that is not served from the record, then deletes the rows of both its slots.
 * One change at a time (``serving_lock``): a publish, promote, rollback or retire holds the lake's serving
   lock (``core.lake.Lake.serving_lock``, an ``flock`` the kernel releases when its holder dies) from its
   start to its end. A second one that starts meanwhile does not wait: it stops at once, before any read or
   write, saying it lost and which run holds the lock, so two publishes of different snapshots never
-  interleave their writes into one view and never both print "published". The lock is a file of the
+  interleave their writes into one slot and never both print "published". The lock is a file of the
   lake's home: it keeps out runs on this machine (or sharing that folder), not a writer elsewhere.
 """
 
@@ -42,9 +51,11 @@ from core.lake import Lake, absolute
 from feature_repo.catalog import (
     CLICK_VIEW,
     CONVERSION_VIEW,
+    SLOTS,
     SUMMARY_VIEW,
     RepoSpec,
     read_serving,
+    slot_views,
     spec_from_lake,
     version_views,
 )
@@ -52,7 +63,7 @@ from serving.store import StoreConfig, apply, feature_store
 
 # The views the alias's published snapshot is copied into: the contract's and the (unversioned) summary.
 ALIAS_VIEWS = (CLICK_VIEW, CONVERSION_VIEW, SUMMARY_VIEW)
-_ALIAS_FIELDS = ("snapshot", "users", "online_store", "published_at")
+_ALIAS_FIELDS = ("snapshot", "slot", "users", "online_store", "published_at")
 
 
 _HELD: set[str] = set()   # the serving locks this process holds (a publish that promotes takes it once)
@@ -106,20 +117,45 @@ def published_versions(value: dict) -> dict[str, dict]:
     return versions
 
 
+def slot_of(value: dict, version: str) -> str | None:
+    """The online slot ``value`` (a serving record) names for ``version``: None when it names none (never
+    published, retired, or a record written before slots: ``feature_repo.catalog.slot_views``)."""
+    return (published_versions(value).get(version) or {}).get("slot")
+
+
 def with_published(value: dict, version: str, entry: dict, serve: bool) -> dict:
-    """``value`` with ``version``'s fully published snapshot ``entry``; with ``serve`` the alias names it
-    (its snapshot and the contract views included: the publish wrote them)."""
+    """``value`` with ``version``'s fully published snapshot ``entry`` (its slot included); with ``serve``
+    the alias names it too, and the contract views are marked stale (``contract_views`` None) until
+    ``refresh_contract_views`` has copied the new snapshot into them."""
     out = {**value, "versions": {**published_versions(value), version: entry}}
     if serve:
-        out.update({"model_version": version, **{k: entry[k] for k in _ALIAS_FIELDS},
-                    "contract_views": version})
+        out.update({"model_version": version, **{k: entry.get(k) for k in _ALIAS_FIELDS},
+                    "contract_views": None})
         if value.get("model_version") not in (None, version):
             out["previous"] = value["model_version"]
     return out
 
 
 def materialize(store, snapshot: datetime, views) -> None:
-    """The snapshot's rows into ``views`` by its own window ``[T, T]`` (``serving.publish``)."""
+    """The snapshot's rows into ``views`` by its own window ``[T, T]`` (``serving.publish``). On Redis,
+    with a Spark session active (``duet publish``, ``promote`` and ``rollback`` start one), the rows are
+    written from the executors (``serving.spark_loader``: Feast's layout, byte-equal to Feast's own
+    writes, tested), so no snapshot passes through the driver; otherwise Feast's ``materialize``, which
+    collects each view's rows in this process (SQLite, the embedded default, is one local file)."""
+    if store.config.online_store.type == "redis":
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is not None:
+            from serving.spark_loader import load_views
+
+            load_views(spark, store, snapshot, list(views), log=lambda _: None)
+            return
+    feast_materialize(store, snapshot, views)
+
+
+def feast_materialize(store, snapshot: datetime, views) -> None:
+    """Feast's own ``materialize(T, T)`` of ``views`` (its progress bars and warnings kept quiet)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -148,6 +184,22 @@ def clear_views(store, names) -> None:
                           entities_to_keep=[], partial=True)
             online.update(config, tables_to_delete=[], tables_to_keep=[view], entities_to_delete=[],
                           entities_to_keep=[], partial=True)
+
+
+def refresh_contract_views(store, lake: str, value: dict) -> dict:
+    """Copy the alias's snapshot into the contract views, in place (module docstring): cleared (no row of
+    another version or snapshot stays), then the snapshot materialized; ``value`` (the record, which
+    marks them stale) is then written with ``contract_views`` naming the version, and returned."""
+    clear_views(store, ALIAS_VIEWS)
+    materialize(store, datetime.fromisoformat(value["snapshot"]), ALIAS_VIEWS)
+    done = {**value, "contract_views": value["model_version"]}
+    write_record(lake, done)
+    return done
+
+
+def all_online_views(version: str) -> tuple[str, ...]:
+    """Every online view that may hold ``version``'s rows: both slots, and its views from before slots."""
+    return (*version_views(version), *(name for slot in SLOTS for name in slot_views(version, slot).names))
 
 
 @dataclass
@@ -209,10 +261,8 @@ def _promote(cfg: StoreConfig, version: str, log=print, verb: str = "promoted", 
              "promote_drift": drift.to_dict() if drift else None}
     write_record(lake, moved)                       # the switch: one atomic write
     spec = spec_from_lake(lake)
-    apply(store, RepoSpec(spec.lake, spec.versions, version), log)   # readers of the alias: the registry
-    clear_views(store, (CLICK_VIEW, CONVERSION_VIEW))   # no row of another version stays in them
-    materialize(store, datetime.fromisoformat(entry["snapshot"]), ALIAS_VIEWS)
-    write_record(lake, {**moved, "contract_views": version})
+    apply(store, RepoSpec(spec.lake, spec.versions, version), log)   # the contract views' source
+    refresh_contract_views(store, lake, moved)
     report = AliasReport(version, entry["snapshot"], previous, kind)
     log(f"{verb}: serving {version} at {entry['snapshot']} on the {kind} online store"
         + (f" (was {previous}; `duet rollback` serves it again)" if previous else ""))
@@ -241,8 +291,8 @@ def retire(cfg: StoreConfig, version: str, log=print) -> int:
 
 
 def _retire(cfg: StoreConfig, version: str, log=print) -> int:
-    """Remove ``version`` (not the served one) from the record, then delete its online rows; returns the
-    number of views cleared."""
+    """Remove ``version`` (not the served one) from the record, then delete its online rows (both slots,
+    and its views from before slots); returns the number of views cleared."""
     lake = absolute(cfg.lake)
     current = record(lake)
     if current.get("model_version") == version:
@@ -253,11 +303,11 @@ def _retire(cfg: StoreConfig, version: str, log=print) -> int:
     write_record(lake, {**current, "versions": versions,
                         "previous": None if current.get("previous") == version else current.get("previous")})
     store = feature_store(cfg)
-    views = version_views(version)
-    try:
-        clear_views(store, views)
-    except Exception as e:  # noqa: BLE001 - Feast's not-found errors differ between registries
-        raise DuetError(f"{version} has no online views in the registry ({type(e).__name__}: {e})") from None
+    registered = {view.name for view in store.list_feature_views()}
+    views = [name for name in all_online_views(version) if name in registered]
+    if not views:
+        raise DuetError(f"{version} has no online views in the registry: nothing of it is online")
+    clear_views(store, views)
     log(f"retired {version}: its online rows are deleted from the {store.config.online_store.type} online "
         "store; it can no longer be promoted until published again")
     return len(views)

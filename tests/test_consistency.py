@@ -3,12 +3,12 @@ real Redis.
 
 One model version is published at two snapshots (``duet publish``'s real gate, registry and
 materialization on a lake written directly, ``tests/feature_lake.py``): the check finds every sampled user
-of the published snapshot online with Delta's vectors, and the users only the earlier snapshot has carried
-(served within the ttl, backed by the lake), not extra. Then the online store is damaged directly (Feast's
-own ``online_write_batch``, a SQL ``DELETE`` or Redis ``HDEL``): one vector changed, one user's rows
-deleted, one user's row put back at the earlier snapshot, one carried user's vector changed, a row written
-for a user no table holds. The check counts exactly those, on every reader path of the version's views,
-and the command exits 1.
+of the published snapshot online with Delta's vectors in the slot the record names, and no row for the
+users only the earlier snapshot has (the publish wrote a cleared slot). Then that slot is damaged directly
+(Feast's own ``online_write_batch``, a SQL ``DELETE`` or Redis ``HDEL``): one vector changed, one user's
+rows deleted, one user's row put back at the earlier snapshot, a row of the earlier snapshot written for a
+user the published one lacks, a row written for a user no table holds. The check counts exactly those, on
+every reader path of the version's views, and the command exits 1.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from duet.cli import main as duet
-from feature_repo.catalog import version_views
-from feature_repo.sources import EMBEDDING_TS
+from feature_repo.catalog import read_serving, slot_views
 from feature_repo.views import CLICK_FEATURE, CONVERSION_FEATURE
 from serving.consistency import ABSENT_USER, ConsistencyConfig, check_consistency
 from serving.publish import PublishConfig, publish
@@ -33,7 +32,7 @@ from tests.redis_server import redis_server
 S1, S2 = datetime(2026, 1, 10, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC)
 V = "duet-aaaaaaa"
 DIMS = (8, 8)
-ACTIVE = {S1: list(range(0, 30)), S2: list(range(20, 40))}   # u000..u019 only at S1: carried at S2
+ACTIVE = {S1: list(range(0, 30)), S2: list(range(20, 40))}   # u000..u019 only at S1: no row at S2
 VIEW_PATHS = ("sdk", "fast")
 CONTRACT = "fast (contract views)"
 quiet = lambda _: None  # noqa: E731
@@ -56,30 +55,34 @@ def _published(spark, root, redis: str | None) -> StoreConfig:
     return cfg
 
 
+def _views(cfg: StoreConfig) -> tuple[str, str]:
+    """The click and conversion views of the slot the record names for ``V``."""
+    views = slot_views(V, read_serving(cfg.lake)["versions"][V]["slot"])
+    return views.click, views.conversion
+
+
 def _write(cfg: StoreConfig, view: str, user: str, values: dict[str, list[float]], at: datetime) -> None:
     """A row of ``view`` for ``user`` at ``at`` written as Feast writes it (SQLite upsert; Redis with
-    skip_dedup), the click view's ``embedding_ts`` with it, as a materialization writes them."""
+    skip_dedup), as a materialization writes them."""
     from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.protos.feast.types.Value_pb2 import Value
 
     store = feature_store(cfg)
     key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user)])
     row = {name: Value(float_list_val={"val": vector}) for name, vector in values.items()}
-    if CLICK_FEATURE in values:
-        row[EMBEDDING_TS] = Value(unix_timestamp_val=int(at.timestamp()))
     store._get_provider().online_write_batch(store.config, store.get_feature_view(view), [(key, row, at, at)],
                                              None)
 
 
 def _delete(cfg: StoreConfig, user: str) -> None:
-    """Every row of ``user`` in the version's views, deleted behind Feast's back."""
+    """Every row of ``user`` in the version's served slot, deleted behind Feast's back."""
     from feast.infra.online_stores.redis import RedisOnlineStore
 
     from serving.fast import _field, entity_key
 
     store = feature_store(cfg)
     config = store.config
-    views = dict(zip(version_views(V), (CLICK_FEATURE, CONVERSION_FEATURE), strict=True))
+    views = dict(zip(_views(cfg), (CLICK_FEATURE, CONVERSION_FEATURE), strict=True))
     if config.online_store.type == "sqlite":
         with sqlite3.connect(str(config.online_store.path)) as conn:
             for view in views:
@@ -100,14 +103,16 @@ def test_consistency_counts_exactly_the_rows_damaged_online(spark, backend, tmp_
     flags = ["--lake", cfg.lake, "--sample", "100", *(["--redis", redis] if redis else [])]
 
     # A clean publish: every user of S2 online with Delta's vectors on every path (the contract views
-    # too, V being served); u000..u019 (S1 only) carried, never extra; the id no table has, absent.
+    # too, V being served), in slot b (S1 went to a); u000..u019 (S1 only) and the id no table has: no
+    # row (the slot was cleared before S2 was written).
     clean = check_consistency(ConsistencyConfig(cfg, sample=100), log=quiet)
     assert (clean.model_version, clean.snapshot, clean.delta_rows, clean.published_users) == (
         V, S2.isoformat(), 20, 20)
     assert [p.path for p in clean.paths] == [*VIEW_PATHS, CONTRACT] and clean.ok
+    assert (clean.slot, clean.contract_stale) == ("b", False)
     for p in clean.paths:
         assert (p.sampled, p.matched, p.mismatched, p.missing, p.max_abs_diff) == (20, 20, 0, 0, 0.0), p
-        assert (p.others_sampled, p.carried, p.extra, p.error) == (21, 20, 0, None), p
+        assert (p.others_sampled, p.carried, p.extra, p.error) == (21, 0, 0, None), p
     capsys.readouterr()
     assert duet(["consistency", *flags]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -119,10 +124,10 @@ def test_consistency_counts_exactly_the_rows_damaged_online(spark, backend, tmp_
     assert small[0].to_dict() == small[1].to_dict() and small[0].paths[0].sampled == 5
     assert small[0].paths[0].others_sampled == 3     # two of u000..u019 and the absent id
 
-    # Damage V's views: u025's click vector changed; u026's click row put back at S1 (a snapshot the
-    # publish of S2 should have replaced); u030 deleted; u005's carried S1 vector changed; a row for an
-    # id no table holds.
-    click_view, conversion_view = version_views(V)
+    # Damage V's served slot: u025's click vector changed; u026's click row put back at S1 (a snapshot
+    # the publish of S2 replaced); u030 deleted; a conversion row of S1 for u005 (S2 lacks u005); a row
+    # for an id no table holds.
+    click_view, conversion_view = _views(cfg)
     _write(cfg, click_view, "u025", {CLICK_FEATURE: [9.0] * DIMS[0]}, S2)
     _write(cfg, click_view, "u026", {CLICK_FEATURE: fl.vector(26, S1, V, "click", DIMS[0])}, S1)
     _delete(cfg, "u030")
@@ -134,7 +139,7 @@ def test_consistency_counts_exactly_the_rows_damaged_online(spark, backend, tmp_
     expected_diff = float(np.max(np.abs(9.0 - np.array(fl.vector(25, S2, V, "click", DIMS[0]), np.float32))))
     for p in damaged.paths[:2]:
         assert (p.sampled, p.matched, p.mismatched, p.missing) == (20, 17, 2, 1), p
-        assert (p.others_sampled, p.carried, p.extra) == (21, 19, 2), p
+        assert (p.others_sampled, p.carried, p.extra) == (21, 0, 2), p
         assert p.max_abs_diff == pytest.approx(expected_diff, rel=1e-6)
         assert p.examples == {"mismatch": ["u025"], "other snapshot": ["u026"], "missing": ["u030"],
                               "extra": ["u005", ABSENT_USER]}, p

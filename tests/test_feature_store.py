@@ -156,12 +156,12 @@ def test_publish_replaces_and_every_read_path_returns_the_delta_rows(spark, back
         for reader in readers.values():
             _assert_reads(reader.read(ALL_USERS, as_of=S2 + hour), online, S2 + hour)
 
-        # 2. The default (the latest snapshot) replaces the users it holds; the others keep S2's vectors,
-        #    served until they are older than the ttl, then reported missing.
+        # 2. The default (the latest snapshot) replaces the whole snapshot (the readers above follow it):
+        #    the users it lacks are missing, not served S2's vectors (serving.publish).
         #    (revalidate: the gate runs even where the pass above still holds.)
         latest = publish(spark, PublishConfig(cfg, revalidate=True), log=lambda _: None)
         assert latest.snapshot == S3.isoformat() and not latest.gate_reused
-        online.update(_delta_rows(lake, DUET, S3))
+        online = _delta_rows(lake, DUET, S3)
         for as_of in (S3, S3 + timedelta(hours=1)):
             for reader in readers.values():
                 _assert_reads(reader.read(ALL_USERS, as_of=as_of), online, as_of)

@@ -6,8 +6,9 @@ record the ablation writes: the version it was trained on); N+1 is published for
 (``ranker.score``, the code ``duet score`` runs) and every reader naming N (SDK, Feast's feature server,
 the fast path) return N's vectors or "missing", never N+1's; `duet promote` moves the alias to N+1,
 whose readers then get N+1's vectors or "missing", never N's; `duet rollback` restores N; `duet retire`
-deletes N+1's rows. The lake is written directly (``tests/feature_lake.py``); publishing runs the real
-gate, registry and materialization.
+deletes N+1's rows. A publish of N's next snapshot is read by no reader until its record write flips N's
+slot, and then by every reader, those built before included (issue 26, acceptance 2). The lake is written
+directly (``tests/feature_lake.py``); publishing runs the real gate, registry and materialization.
 """
 
 from __future__ import annotations
@@ -197,5 +198,78 @@ def test_versions_never_mix_and_the_alias_moves_by_promote_and_rollback(spark, b
             _assert_only(reader.read(USERS, as_of=AS_OF), N)
         with pytest.raises(DuetError, match="no fully published snapshot"):
             promote(cfg, N1, log=quiet)
+    finally:
+        server.stop()
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL of the publish just before its record write (the flip)."""
+
+
+@pytest.mark.integration
+def test_a_publish_of_the_next_snapshot_is_read_only_once_the_record_flips(spark, tmp_path, monkeypatch):
+    """Blue-green (``serving.publish``): N at S1 is in slot a; the publish of S2 writes slot b whole, and
+    until the record names b every reader of N (built before, or after) reads S1, all of it; the one
+    atomic write flips every reader built before it to S2 at its next read (users S2 lacks: missing,
+    not S1's vectors)."""
+    import sqlite3
+
+    import serving.publish
+    from feature_repo.catalog import slot_views
+    from serving.versions import write_record
+
+    lake = str(tmp_path / "lake")
+    active = {S1: list(range(0, 30)), S2: list(range(10, 40))}
+    fl.write_checkpoint(lake, N, DIMS[0], datetime(2026, 1, 1, tzinfo=UTC))
+    fl.write_sequences(lake, active)
+    fl.write_embeddings(lake, [row for snapshot, users in active.items()
+                               for row in fl.embedding_rows(users, snapshot, N, DIMS)])
+    cfg = StoreConfig(lake)
+    quiet = lambda _: None  # noqa: E731
+    assert publish(spark, PublishConfig(cfg, snapshot=S1, model_version=N), log=quiet).slot == "a"
+
+    def only(result, snapshot: datetime, slot: str) -> None:
+        assert result.error is None and result.slot == slot, (result.error, result.slot)
+        for i, user in enumerate(result.user_ids):
+            u = int(user[1:]) if user.startswith("u") else -1
+            held = u in active[snapshot]
+            assert result.click_missing[i] == result.conversion_missing[i] == (not held), (snapshot, user)
+            if held:
+                np.testing.assert_array_equal(result.click[i], fl.vector(u, snapshot, N, "click", DIMS[0]))
+                np.testing.assert_array_equal(result.conversion[i],
+                                              fl.vector(u, snapshot, N, "conversion", DIMS[1]))
+                assert result.click_ts[i] == result.conversion_ts[i] == int(snapshot.timestamp())
+
+    server = _FeatureServer(cfg)
+    try:
+        before = _readers(cfg, server, N) | {"alias": SdkReader(feature_store(cfg))}
+        for reader in before.values():
+            only(reader.read(USERS, as_of=AS_OF), S1, "a")
+
+        flips = []
+
+        def killed(lake_root, value):
+            flips.append(value)
+            raise _Killed
+
+        monkeypatch.setattr(serving.publish, "write_record", killed)
+        with pytest.raises(_Killed):
+            publish(spark, PublishConfig(cfg, snapshot=S2, model_version=N), log=quiet)
+        monkeypatch.undo()
+        [flip] = flips
+        assert (flip["versions"][N]["slot"], flip["snapshot"]) == ("b", S2.isoformat())
+        assert flip["contract_views"] is None          # stale until the copy after the flip
+        # Slot b holds S2 whole, and no reader reads it: the record still names a.
+        with sqlite3.connect(str(feature_store(cfg).config.online_store.path)) as conn:
+            stamps = conn.execute(f'SELECT count(*), min(event_ts), max(event_ts) FROM '
+                                  f'"duet_{slot_views(N, "b").click}"').fetchone()
+        assert stamps == (len(active[S2]), int(S2.timestamp()), int(S2.timestamp()))
+        assert read_serving(lake)["versions"][N]["slot"] == "a"
+        for reader in [*before.values(), *_readers(cfg, server, N).values()]:
+            only(reader.read(USERS, as_of=AS_OF), S1, "a")
+
+        write_record(lake, flip)           # what the killed publish was about to write
+        for reader in before.values():
+            only(reader.read(USERS, as_of=AS_OF), S2, "b")
     finally:
         server.stop()
