@@ -81,7 +81,7 @@ class SqliteReader:
 
     def __init__(self, path: str, cfg: OnlineConfig, project: str = "duet"):
         self.path, self.cfg, self.project = path, cfg, project
-        self.watch = SlotWatch(cfg)
+        self.watch = SlotWatch(cfg, "sqlite")
         self.decoders = (_Floats(cfg.click_dim), _Floats(cfg.conversion_dim))
         self.conn: sqlite3.Connection | None = None
 
@@ -125,7 +125,7 @@ class RedisReader:
     def __init__(self, client, cfg: OnlineConfig, project: str = "duet"):
         self.client, self.cfg = client, cfg
         self.suffix = project.encode()
-        self.watch = SlotWatch(cfg)
+        self.watch = SlotWatch(cfg, "redis")
         self._fields: dict[str | None, list[bytes]] = {}
         self.decoders = (_Floats(cfg.click_dim), _Floats(cfg.conversion_dim))
 

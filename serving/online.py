@@ -88,13 +88,18 @@ class OnlineConfig:
 class SlotWatch:
     """The slot the lake's serving record names for ``cfg``'s version now (module docstring). The record
     is replaced by a rename (``core.files.write_atomic``), so its inode, size and mtime tell a new one;
-    it is parsed only then. Raises when the record cannot be read (readers turn that into an error)."""
+    it is parsed only then. Raises when the record cannot be read, or (``store_kind`` given) when it says
+    the version's slot was last published to another kind of online store: one record per lake names one
+    slot per version, so a lake published to SQLite and then to Redis is read from Redis only (readers
+    turn that into an error naming both, not into silently missing users)."""
 
-    def __init__(self, cfg: OnlineConfig):
+    def __init__(self, cfg: OnlineConfig, store_kind: str | None = None):
         self.version = cfg.model_version
         self.path = Lake(cfg.lake).serving_file if cfg.lake and cfg.model_version else None
+        self.store_kind = store_kind
         self._stamp: tuple | None = None
         self._slot: str | None = None
+        self._elsewhere: str | None = None
 
     def slot(self) -> str | None:
         if self.path is None:
@@ -108,7 +113,14 @@ class SlotWatch:
             from serving.versions import slot_of
 
             value = json.loads(self.path.read_text()) if stamp else {}
+            entry = ((value.get("versions") or {}).get(self.version)) or {}
+            published = entry.get("online_store")
+            self._elsewhere = published if self.store_kind and published not in (None, self.store_kind) \
+                else None
             self._slot, self._stamp = slot_of(value, self.version), stamp
+        if self._elsewhere:
+            raise DuetError(f"{self.version}'s online slot was last published to the {self._elsewhere} "
+                            f"online store, not to this {self.store_kind} one: publish it here again")
         return self._slot
 
 
@@ -218,7 +230,7 @@ class SdkReader:
         self.cfg = cfg or online_config(store)
         if self.cfg.model_version and not self.cfg.lake:
             self.cfg = replace(self.cfg, lake=lake_of(store))   # the slot this store's lake's record names
-        self.watch = SlotWatch(self.cfg)
+        self.watch = SlotWatch(self.cfg, store.config.online_store.type)
 
     def read(self, user_ids: Sequence[str], as_of: datetime | None = None) -> Embeddings:
         try:

@@ -13,6 +13,7 @@ directly (``tests/feature_lake.py``); publishing runs the real gate, registry an
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -273,3 +274,29 @@ def test_a_publish_of_the_next_snapshot_is_read_only_once_the_record_flips(spark
             only(reader.read(USERS, as_of=AS_OF), S2, "b")
     finally:
         server.stop()
+
+
+def test_a_reader_follows_its_versions_slot_and_refuses_a_slot_published_to_another_store(tmp_path):
+    """``SlotWatch`` without Spark or Feast: the slot the record names, re-read once the record is
+    replaced; a record saying the slot was last published to another kind of store is an error (one
+    record per lake), which the fast reader turns into every user missing, not into silent misses."""
+    from core.lake import Lake
+    from serving.fast import SqliteReader
+    from serving.online import SlotWatch
+    from serving.versions import write_record
+
+    lake = str(tmp_path / "lake")
+    Lake(lake).serving_file.parent.mkdir(parents=True)
+    cfg = OnlineConfig(4, 4, model_version=N, lake=lake)
+    write_record(lake, {"versions": {N: {"snapshot": S1.isoformat(), "slot": "a", "online_store": "sqlite"}}})
+    watch = SlotWatch(cfg, "sqlite")
+    assert watch.slot() == "a"
+    write_record(lake, {"versions": {N: {"snapshot": S2.isoformat(), "slot": "b", "online_store": "sqlite"}}})
+    assert watch.slot() == "b"
+    write_record(lake, {"versions": {N: {"snapshot": S2.isoformat(), "slot": "a", "online_store": "redis"}}})
+    with pytest.raises(DuetError, match="last published to the redis online store, not to this sqlite"):
+        watch.slot()
+    assert SlotWatch(cfg, "redis").slot() == "a" and SlotWatch(cfg).slot() == "a"
+    sqlite3.connect(tmp_path / "online.db").close()          # a store that opens, with no table
+    read = SqliteReader(str(tmp_path / "online.db"), cfg).read(["u0000001"])
+    assert read.click_missing.all() and "redis online store" in read.error
