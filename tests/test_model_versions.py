@@ -1,7 +1,8 @@
 """Model versions online never mix (issue 26, acceptance 1), on SQLite and on a real Redis.
 
-Version N is published and a ranker checkpoint is saved for it (``ranker.checkpoint.save_ranker``, the
-record the ablation writes: the version it was trained on); N+1 is published for a subset of the users
+Version N is published and a ranker is trained on N's vectors (``ranker.train.train_ranker`` on a few
+rows per user built from them) and saved (``ranker.checkpoint.save_ranker``, the record the ablation
+writes: the version it was trained on); N+1 is published for a subset of the users
 (a later snapshot at which only some are active, and some users only N+1 knows). The ranker's read
 (``ranker.score``, the code ``duet score`` runs) and every reader naming N (SDK, Feast's feature server,
 the fast path) return N's vectors or "missing", never N+1's; `duet promote` moves the alias to N+1,
@@ -27,8 +28,9 @@ from duet.cli import main as duet
 from feature_repo.catalog import read_serving
 from ranker.checkpoint import load_ranker, save_ranker
 from ranker.config import RankerConfig
-from ranker.model import Ranker
+from ranker.data import SUMMARY_WIDTH, Batch
 from ranker.score import checkpoint_version, online_vectors, score
+from ranker.train import train_ranker
 from serving.online import HttpReader, OnlineConfig, SdkReader, online_config
 from serving.publish import PublishConfig, publish
 from serving.readers import fast_reader
@@ -88,6 +90,22 @@ def _assert_only(result, version: str) -> None:
             assert not np.array_equal(result.click[i], other[user][0]), (version, user)
 
 
+def _ranker_rows(users, snapshot: datetime, version: str, seed: int, clicks_each: int = 6) -> Batch:
+    """Rows for a ranker trained on ``version``'s vectors at ``snapshot``: a few clicks per user, labels
+    drawn from the click vector's first value (so the user vector says something), no summary."""
+    rng = np.random.default_rng(seed)
+    ids = [u for u in users for _ in range(clicks_each)]
+    user = np.stack([np.concatenate([fl.vector(u, snapshot, version, "click", DIMS[0]),
+                                     fl.vector(u, snapshot, version, "conversion", DIMS[1])])
+                     for u in ids]).astype(np.float32)
+    n = len(ids)
+    label = (rng.random(n) < 1 / (1 + np.exp(-2 * user[:, 0]))).astype(np.float32)
+    return Batch(ad=torch.from_numpy(rng.integers(1, 50, n)),
+                 advertiser=torch.from_numpy(rng.integers(1, 10, n)), summary=torch.zeros(n, SUMMARY_WIDTH),
+                 user=torch.from_numpy(user), user_missing=torch.zeros(n), label=torch.from_numpy(label),
+                 user_ids=np.asarray([fl.user_id(u) for u in ids], dtype=object))
+
+
 class _FeatureServer:
     """``duet serve``'s app (Feast's feature server, reads only) in a thread on a free loopback port."""
 
@@ -130,9 +148,9 @@ def test_versions_never_mix_and_the_alias_moves_by_promote_and_rollback(spark, b
     # 1. Version N published (nothing served before: the alias names it) and a ranker trained on it.
     first = publish(spark, PublishConfig(cfg, snapshot=S1, model_version=N), log=quiet)
     assert (first.model_version, first.served, first.users) == (N, N, 30)
-    torch.manual_seed(0)
-    save_ranker(lake, N, Ranker(RankerConfig(), sum(DIMS)), RankerConfig(),
-                {"variant": "duet", "model_version": N})
+    ranker_cfg = RankerConfig(max_epochs=3)
+    model, _ = train_ranker(ranker_cfg, *(_ranker_rows(ACTIVE[S1], S1, N, seed) for seed in (0, 1)))
+    save_ranker(lake, N, model, ranker_cfg, {"variant": "duet", "model_version": N})
     _, document = load_ranker(lake, N)
     assert checkpoint_version(document, N) == N
     with pytest.raises(DuetError, match=f"{N1} has no fully published snapshot"):
