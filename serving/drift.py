@@ -24,6 +24,10 @@ Two comparisons, both over the users present in both sets of rows of ``embedding
   (sqrt 2 = 1.41 for unrelated vectors). A rotation of the same knowledge aligns well; a version that learnt
   something else, or rows filed under the wrong users, does not.
 
+A gate reads every user of a snapshot up to ``MAX_GATE_USERS`` (200,000); beyond that, the same hash
+sample of users on both sides (``in_sample``), streamed, so a 10M-user snapshot costs one scan and the
+sample's memory, and the report's subject says what share was read.
+
 ``check`` puts one comparison's figures in a one-row table and runs GX expectations on it (each figure
 within its documented bound, below), in an ephemeral context on a pandas batch: the figures are a few
 numbers computed here, not a Delta table, so no Spark is needed and ``duet promote`` checks before Spark
@@ -57,6 +61,12 @@ MIN_USERS = 100
 # records why). Over a longer gap a young lake's users legitimately move far (a toy variant 9 days apart:
 # conversion norms x2.0, cosine p10 -0.15), and bounds wide enough for that would let a corruption through.
 MAX_SAME_GAP = timedelta(days=2)
+# A gate reads at most about this many users of each snapshot (``sample_fraction``): the same users on both
+# sides (a hash of the user id decides), streamed from the table so memory holds the sample, not the
+# snapshot (10M users of 64 + 64 values would be 10 GB per snapshot as float64). Every figure is a
+# median, a quantile, a mean over users or a distribution distance, which a sample of this size estimates
+# to well within the bounds' margins.
+MAX_GATE_USERS = 200_000
 K = 10                  # neighbours per user in knn_overlap
 KNN_QUERIES = 300       # seeded sample of users whose neighbourhoods are compared
 KNN_POOL = 5000         # neighbours are looked for among at most this many common users (seeded sample)
@@ -149,14 +159,47 @@ def previous_snapshot(lake: str, version: str, snapshot: datetime) -> datetime |
     return earlier[-1] if earlier else None
 
 
-def read_vectors(lake: str, version: str, snapshot: datetime) -> Vectors:
+def _rows_of(version: str, snapshot: datetime):
+    """The dataset filter of one (model version, snapshot)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
 
     when = pa.scalar(snapshot.astimezone(UTC), type=pa.timestamp("us", tz="UTC"))
-    table = _dataset(lake).to_table(
-        filter=(ds.field("model_version") == version) & (ds.field("event_timestamp") == when),
-        columns=["user_id", "click_embedding", "conversion_embedding"]).sort_by("user_id")
+    return (ds.field("model_version") == version) & (ds.field("event_timestamp") == when)
+
+
+def sample_fraction(lake: str, *sides: tuple[str, datetime], most: int | None = None) -> float:
+    """The share of users a gate reads so that the larger of ``sides`` ((version, snapshot) pairs) gives at
+    most about ``most`` users (default ``MAX_GATE_USERS``; 1.0: every user)."""
+    most = most or MAX_GATE_USERS
+    dataset = _dataset(lake)
+    rows = max(dataset.count_rows(filter=_rows_of(version, snapshot)) for version, snapshot in sides)
+    return 1.0 if rows <= most else most / rows
+
+
+def in_sample(user_ids, fraction: float) -> np.ndarray:
+    """Whether each user is in the seeded sample of ``fraction`` of all users: CRC-32 of the id below
+    ``fraction`` of its range, so a user is in or out of it in every snapshot and version alike."""
+    import zlib
+
+    bound = fraction * 2 ** 32
+    return np.fromiter((zlib.crc32(u.encode()) < bound for u in user_ids), bool, len(user_ids))
+
+
+def read_vectors(lake: str, version: str, snapshot: datetime, fraction: float = 1.0) -> Vectors:
+    """The rows of ``version`` at ``snapshot`` (``fraction`` < 1: only the users ``in_sample``, the table
+    streamed batch by batch so that only they are held)."""
+    import pyarrow as pa
+
+    columns = ["user_id", "click_embedding", "conversion_embedding"]
+    if fraction >= 1.0:
+        table = _dataset(lake).to_table(filter=_rows_of(version, snapshot), columns=columns)
+    else:
+        kept = [batch.filter(pa.array(in_sample(batch.column("user_id").to_pylist(), fraction)))
+                for batch in _dataset(lake).to_batches(filter=_rows_of(version, snapshot), columns=columns)]
+        table = pa.Table.from_batches([b for b in kept if b.num_rows]) if any(b.num_rows for b in kept) \
+            else pa.table({c: [] for c in columns})
+    table = table.sort_by("user_id")
     if table.num_rows == 0:
         raise DuetError(f"no embeddings of {version} at {snapshot.isoformat()} in {USER_EMBEDDINGS.path}")
 
@@ -425,7 +468,9 @@ def same_version_gate(lake: str, version: str, snapshot: datetime, allow: bool =
         return DriftReport("same_version", subject, {"gap_days": (snapshot - before) / timedelta(days=1)},
                            skipped=f"the previous snapshot is {snapshot - before} earlier, more than "
                                    f"{MAX_SAME_GAP}: not judged")
-    old, new = read_vectors(lake, version, before), read_vectors(lake, version, snapshot)
+    fraction = sample_fraction(lake, (version, before), (version, snapshot))
+    subject += _sampled(fraction)
+    old, new = read_vectors(lake, version, before, fraction), read_vectors(lake, version, snapshot, fraction)
     if (few := _too_few("same_version", subject, old, new)) is not None:
         return few
     return _decide(check("same_version", same_version_figures(old, new), subject, lake), allow)
@@ -440,10 +485,16 @@ def cross_version_gate(lake: str, served: str, version: str, snapshot: datetime,
         return None
     at = theirs[-1]
     subject = f"{version} at {snapshot.isoformat()} (vs the served {served} at {at.isoformat()})"
-    theirs, ours = read_vectors(lake, served, at), read_vectors(lake, version, snapshot)
+    fraction = sample_fraction(lake, (served, at), (version, snapshot))
+    subject += _sampled(fraction)
+    theirs, ours = read_vectors(lake, served, at, fraction), read_vectors(lake, version, snapshot, fraction)
     if (few := _too_few("cross_version", subject, theirs, ours)) is not None:
         return few
     return _decide(check("cross_version", cross_version_figures(theirs, ours), subject, lake), allow)
+
+
+def _sampled(fraction: float) -> str:
+    return "" if fraction >= 1.0 else f" on {fraction:.2%} of the users (a hash sample, MAX_GATE_USERS)"
 
 
 def _too_few(kind: str, subject: str, a: Vectors, b: Vectors) -> DriftReport | None:

@@ -182,3 +182,22 @@ def test_promote_refuses_a_version_that_fails_the_cross_version_gate(tmp_path, w
     assert read_serving(lake) == before
 
 
+
+
+def test_past_max_gate_users_the_gates_read_one_hash_sample_of_users_on_both_sides(tmp_path, world,
+                                                                                   monkeypatch):
+    """A snapshot larger than ``MAX_GATE_USERS`` is judged on the same hash sample of users on both sides
+    (streamed: memory holds the sample), and the verdicts stay: a shuffle fails, the next day passes."""
+    monkeypatch.setattr(drift, "MAX_GATE_USERS", USERS // 2)
+    lake = _lake(tmp_path, world, world["day2"])
+    fraction = drift.sample_fraction(lake, (V, T1), (V, T2))
+    assert fraction == pytest.approx(0.5)
+    old, new = drift.read_vectors(lake, V, T1, fraction), drift.read_vectors(lake, V, T2, fraction)
+    assert list(old.users) == list(new.users) and drift.MIN_USERS < len(old.users) < USERS * 0.65
+    assert set(old.users) == {u for u in world["day1"].users if drift.in_sample([u], fraction)[0]}
+    passed = drift.same_version_gate(lake, V, T2)
+    assert passed.success and "on 50.00% of the users" in passed.subject
+
+    shuffled = _lake(tmp_path / "shuffled", world, _shuffled(world["day2"]))
+    with pytest.raises(ValidationFailed, match="on 50.00% of the users .* failed the same-version drift"):
+        drift.same_version_gate(shuffled, V, T2)
