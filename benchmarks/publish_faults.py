@@ -1,14 +1,18 @@
 """Kill trials of `duet publish` and `duet promote` (issue 26, acceptance 2): the alias serves one whole
 version and one snapshot of it whenever a run is killed, and a re-run makes the store consistent.
 
-    .venv/bin/python -m benchmarks.publish_faults [--work DIR] [--trials 5] [--users 300] [--seed 0]
+    .venv/bin/python -m benchmarks.publish_faults [--work DIR] [--trials 5] [--users 300] [--seed 0] \
+        [--store sqlite|redis]
 
 Set-up (no Spark job of ours): a lake written directly (``tests/feature_lake.py``): two model versions N
 and N1 (8 + 8 values), ``--users`` users active at three daily snapshots S1..S3, every user at every
 snapshot (what ``duet embed`` writes, ``--changed-only`` included) but the last 10, who have no sequence
 at S3. The *base*: ``duet publish`` of N at S1 (served, slot a), then of N1 at S2 (not served). The
 stability gates run with ``--allow-drift`` (the vectors are independent draws per snapshot: the gate
-would refuse them, which is not what is tested here). SQLite online store.
+would refuse them, which is not what is tested here). SQLite online store, or with ``--store redis`` a real
+redis-server (``tests/redis_server.py``): the base's rows are saved to an RDB file, and each trial starts
+a fresh server from a copy of it (on Redis, publish and promote write from the Spark executors:
+``serving.spark_loader``).
 
 Clean runs, each on a fresh copy of the base, timed: ``duet publish --model-version N --snapshot S2``
 (the served version's next snapshot: the daily case) and ``duet promote --model-version N1``.
@@ -42,6 +46,7 @@ Prints one JSON line per trial, then a summary JSON document.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -65,6 +70,14 @@ N, N1 = "duet-aaaaaaa", "duet-ccccccc"
 DIMS = (8, 8)
 S1, S2, S3 = (datetime(2026, 1, d, tzinfo=UTC) for d in (10, 11, 12))
 DROPPED = 10                     # users without a sequence at S3
+
+
+# The Redis server of the lake being tried (``--store redis``); None: SQLite, in the lake's home.
+REDIS: dict[str, str | None] = {"url": None}
+
+
+def _store_flags() -> list[str]:
+    return ["--redis", REDIS["url"]] if REDIS["url"] else []
 
 
 def _iso(t: datetime) -> str:
@@ -94,7 +107,7 @@ def build_base(base: Path, users: int) -> None:
 def run(lake: str, *command: str, kill_at: float | None = None) -> dict:
     """One ``duet`` process on ``lake``; with ``kill_at``, its process group SIGKILLed that many seconds
     after the start (unless it ended before). Returns rc, seconds, whether it was killed, its last lines."""
-    spark = SPARK if command[0] in ("publish", "promote") else []
+    spark = SPARK + _store_flags() if command[0] in ("publish", "promote") else []
     started = time.perf_counter()
     process = subprocess.Popen([DUET, *command, "--lake", lake, *spark], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -137,7 +150,7 @@ def alias_check(lake: str, users: int) -> dict:
     from serving.store import StoreConfig, feature_store
     from serving.versions import published_versions, record, slot_of
 
-    cfg = StoreConfig(lake)
+    cfg = StoreConfig(lake, redis=REDIS["url"])
     store = feature_store(cfg)
     current = record(lake)
     online = online_config(store)                       # the alias: the version the record names now
@@ -193,7 +206,8 @@ def _summary_at(store, view: str, sample, snapshot: datetime) -> bool:
 
 
 def consistency(lake: str, users: int) -> dict:
-    done = subprocess.run([DUET, "consistency", "--lake", lake, "--sample", str(users)], cwd=REPO,
+    done = subprocess.run([DUET, "consistency", "--lake", lake, "--sample", str(users), *_store_flags()],
+                          cwd=REPO,
                           capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     try:
@@ -212,23 +226,59 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=5, help="kill trials per command")
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store", choices=("sqlite", "redis"), default="sqlite",
+                        help="the online store; redis: every trial on a fresh redis-server started from "
+                             "the base's saved RDB file")
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as servers:
+        return _trials(args, argv, servers)
+
+
+def _trials(args, argv, servers: contextlib.ExitStack) -> int:
     warnings.filterwarnings("ignore", message="The spark data source API", category=RuntimeWarning)
     from serving.versions import record
 
     rng = random.Random(args.seed)
-    work = Path(args.work)
+    work = Path(args.work) / args.store
     base = work / "base"
     started = time.perf_counter()
-    build_base(base, args.users)
+    trial_server: list[contextlib.ExitStack] = []
+    if args.store == "redis":
+        import redis
+
+        from tests.redis_server import redis_server
+
+        shutil.rmtree(work / "redis-base", ignore_errors=True)
+        with redis_server(work / "redis-base") as url:
+            REDIS["url"] = url
+            build_base(base, args.users)
+            host, port = url.split(":")
+            redis.Redis(host=host, port=int(port)).save()      # dump.rdb: every trial starts from it
+    else:
+        build_base(base, args.users)
     report: dict = {"command": "python -m benchmarks.publish_faults " + " ".join(argv or sys.argv[1:]),
                     "date": datetime.now(UTC).isoformat(timespec="seconds"), "users": args.users,
+                    "store": args.store,
                     "base_seconds": round(time.perf_counter() - started, 1), "clean": {}, "trials": []}
 
     def fresh() -> str:
+        """A copy of the base lake and, on Redis, a new server holding the base's online rows."""
         lake = work / "trial"
         shutil.rmtree(lake, ignore_errors=True)
         shutil.copytree(base, lake, symlinks=True)
+        if args.store == "redis":
+            from tests.redis_server import redis_server
+
+            while trial_server:
+                trial_server.pop().close()                    # the previous trial's server
+            folder = work / "redis-trial"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            shutil.copy(work / "redis-base" / "dump.rdb", folder / "dump.rdb")
+            stack = contextlib.ExitStack()
+            REDIS["url"] = stack.enter_context(redis_server(folder))
+            trial_server.append(stack)
+            servers.callback(stack.close)
         return str(lake)
 
     for name, command in (("publish", PUBLISH), ("promote", PROMOTE)):
@@ -256,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lake = fresh()
     pair = [subprocess.Popen([DUET, "publish", "--lake", lake, "--model-version", N, "--snapshot", _iso(s),
-                              "--allow-drift", *SPARK], cwd=REPO, stdout=subprocess.PIPE,
+                              "--allow-drift", *SPARK, *_store_flags()], cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True) for s in (S2, S3)]
     outputs = [p.communicate()[0] for p in pair]
     rcs = [p.returncode for p in pair]
