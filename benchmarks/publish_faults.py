@@ -139,7 +139,9 @@ def _reap(group: int) -> None:
 def phase(before: dict, after: dict) -> str:
     if after == before:
         return "before flip"
-    return "contract views stale" if after.get("contract_views", "") is None else "done"
+    from serving.versions import contract_views_stale
+
+    return "contract views stale" if contract_views_stale(after) else "done"
 
 
 def alias_check(lake: str, users: int) -> dict:
@@ -148,7 +150,7 @@ def alias_check(lake: str, users: int) -> dict:
     from serving.online import OnlineConfig, SdkReader, online_config
     from serving.readers import fast_reader
     from serving.store import StoreConfig, feature_store
-    from serving.versions import published_versions, record, slot_of
+    from serving.versions import contract_views_stale, published_versions, record, slot_of
 
     cfg = StoreConfig(lake, redis=REDIS["url"])
     store = feature_store(cfg)
@@ -167,7 +169,7 @@ def alias_check(lake: str, users: int) -> dict:
                         sample, snapshot, online.ttl, 1e-6)
     summary_ok = _summary_at(store, online.at(slot).summary, sample, snapshot)
     whole = all(r.ok for r in results.values()) and summary_ok
-    stale = current.get("contract_views", "") is None
+    stale = contract_views_stale(current)
     return {"version": version, "snapshot": _iso(snapshot), "slot": slot, "whole": whole,
             "summary_at_snapshot": summary_ok,
             "paths": {n: [r.matched, r.mismatched, r.missing, r.extra, r.error] for n, r in results.items()},

@@ -531,7 +531,9 @@ class PublishDay(DailyStep):
         if (served.get("model_version"), served.get("snapshot")) != (ctx.model_version,
                                                                      day_start(day).isoformat()):
             return f"the served snapshot is {served.get('model_version')} at {served.get('snapshot')}"
-        if served.get("contract_views", "") is None:
+        from serving.versions import contract_views_stale
+
+        if contract_views_stale(served):
             return "the contract views are marked stale (a publish rewriting them was killed)"
         return None
 

@@ -50,6 +50,8 @@ class LakeStatus:
     next_steps: list[StepRun] = field(default_factory=list)
 
     def lines(self) -> list[str]:
+        from serving.versions import contract_views_stale
+
         out = [f"lake {self.lake}"]
         out += [f"  {t.path}: version {t.version} (rows last changed at {t.content_version}), "
                 f"{t.rows:,} rows in {t.files} file(s)" for t in self.tables]
@@ -58,8 +60,7 @@ class LakeStatus:
         served = self.served or {}
         slot = f", online slot {served['slot']}" if served.get("slot") else ""
         stale = ("; the contract views are marked stale: a promote or publish rewriting them was killed or "
-                 "is running (duet's readers do not read them)"
-                 ) if served.get("model_version") and served.get("contract_views", "") is None else ""
+                 "is running (duet's readers do not read them)") if contract_views_stale(served) else ""
         out.append(f"  served: {served.get('model_version')} at {served.get('snapshot')} "
                    f"(published {served.get('published_at')}{slot}){stale}")
         out.append(f"  labels: cutoff {self.labels_cutoff}")

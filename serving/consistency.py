@@ -336,7 +336,7 @@ def check_consistency(cfg: ConsistencyConfig, log=print) -> ConsistencyReport:
     from serving.online import HttpReader, OnlineConfig, SdkReader, online_config
     from serving.readers import fast_reader
     from serving.store import feature_store
-    from serving.versions import record, slot_of
+    from serving.versions import contract_views_stale, record, slot_of
 
     lake = absolute(cfg.store.lake)
     if cfg.sample < 1:
@@ -363,8 +363,9 @@ def check_consistency(cfg: ConsistencyConfig, log=print) -> ConsistencyReport:
     current = record(lake)
     served, slot = current.get("model_version"), slot_of(current, version)
     carry = slot is None            # published in place: earlier snapshots' rows stay (module docstring)
-    stale = served == version and current.get("contract_views") is None
-    if served == version and current.get("contract_views") in (None, version) and cfg.snapshot is None:
+    stale = served == version and contract_views_stale(current)
+    if served == version and (stale or current.get("contract_views") in (None, version)) \
+            and cfg.snapshot is None:
         name = "fast (contract views, stale)" if stale else "fast (contract views)"
         readers[name] = fast_reader(
             cfg.store, OnlineConfig(online.click_dim, online.conversion_dim, timedelta(0)))

@@ -468,12 +468,7 @@ def same_version_gate(lake: str, version: str, snapshot: datetime, allow: bool =
         return DriftReport("same_version", subject, {"gap_days": (snapshot - before) / timedelta(days=1)},
                            skipped=f"the previous snapshot is {snapshot - before} earlier, more than "
                                    f"{MAX_SAME_GAP}: not judged")
-    fraction = sample_fraction(lake, (version, before), (version, snapshot))
-    subject += _sampled(fraction)
-    old, new = read_vectors(lake, version, before, fraction), read_vectors(lake, version, snapshot, fraction)
-    if (few := _too_few("same_version", subject, old, new)) is not None:
-        return few
-    return _decide(check("same_version", same_version_figures(old, new), subject, lake), allow)
+    return _judge("same_version", lake, subject, (version, before), (version, snapshot), allow)
 
 
 def cross_version_gate(lake: str, served: str, version: str, snapshot: datetime,
@@ -485,16 +480,23 @@ def cross_version_gate(lake: str, served: str, version: str, snapshot: datetime,
         return None
     at = theirs[-1]
     subject = f"{version} at {snapshot.isoformat()} (vs the served {served} at {at.isoformat()})"
-    fraction = sample_fraction(lake, (served, at), (version, snapshot))
-    subject += _sampled(fraction)
-    theirs, ours = read_vectors(lake, served, at, fraction), read_vectors(lake, version, snapshot, fraction)
-    if (few := _too_few("cross_version", subject, theirs, ours)) is not None:
+    return _judge("cross_version", lake, subject, (served, at), (version, snapshot), allow)
+
+
+Side = tuple[str, datetime]      # (model version, snapshot)
+
+
+def _judge(kind: str, lake: str, subject: str, reference: Side, candidate: Side, allow: bool) -> DriftReport:
+    """Read both sides (one hash sample of users past ``MAX_GATE_USERS``), then check ``kind``'s figures
+    of ``candidate`` against ``reference`` (each a (model version, snapshot))."""
+    fraction = sample_fraction(lake, reference, candidate)
+    if fraction < 1.0:
+        subject += f" on {fraction:.2%} of the users (a hash sample, MAX_GATE_USERS)"
+    a, b = (read_vectors(lake, version, snapshot, fraction) for version, snapshot in (reference, candidate))
+    if (few := _too_few(kind, subject, a, b)) is not None:
         return few
-    return _decide(check("cross_version", cross_version_figures(theirs, ours), subject, lake), allow)
-
-
-def _sampled(fraction: float) -> str:
-    return "" if fraction >= 1.0 else f" on {fraction:.2%} of the users (a hash sample, MAX_GATE_USERS)"
+    figures = same_version_figures(a, b) if kind == "same_version" else cross_version_figures(a, b)
+    return _decide(check(kind, figures, subject, lake), allow)
 
 
 def _too_few(kind: str, subject: str, a: Vectors, b: Vectors) -> DriftReport | None:

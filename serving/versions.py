@@ -123,6 +123,13 @@ def slot_of(value: dict, version: str) -> str | None:
     return (published_versions(value).get(version) or {}).get("slot")
 
 
+def contract_views_stale(value: dict) -> bool:
+    """Whether ``value`` (a serving record) marks the contract views stale: the alias moved, or its
+    version's snapshot changed, and the copy into them has not finished (module docstring). A record
+    written before the mark existed (no ``contract_views``) is not stale."""
+    return bool(value.get("model_version")) and "contract_views" in value and value["contract_views"] is None
+
+
 def with_published(value: dict, version: str, entry: dict, serve: bool) -> dict:
     """``value`` with ``version``'s fully published snapshot ``entry`` (its slot included); with ``serve``
     the alias names it too, and the contract views are marked stale (``contract_views`` None) until

@@ -318,3 +318,12 @@ def test_a_reader_follows_its_versions_slot_and_refuses_a_slot_published_to_anot
     sqlite3.connect(tmp_path / "online.db").close()          # a store that opens, with no table
     read = SqliteReader(str(tmp_path / "online.db"), cfg).read(["u0000001"])
     assert read.click_missing.all() and "redis online store" in read.error
+
+
+def test_only_a_record_that_marks_them_says_the_contract_views_are_stale():
+    from serving.versions import contract_views_stale
+
+    assert contract_views_stale({"model_version": N, "contract_views": None})        # the copy is running
+    assert not contract_views_stale({"model_version": N, "contract_views": N})        # the copy is whole
+    assert not contract_views_stale({"model_version": N})        # written before the mark existed
+    assert not contract_views_stale({})                          # nothing published
