@@ -2,12 +2,16 @@
 whole lake, and a re-ingest of unchanged files / their first ingest.
 
     .venv/bin/python -m benchmarks.daily_incremental [--users 6000] [--days 42] [--work DIR]
+        [--model-users N] [--shuffle-partitions 8]
 
 Protocol: ``duet generate --landing`` writes ``--days`` days of events in day folders (about 4 clicks per
-user and day: ``--users 6000 --days 42`` is about a million clicks; a long history, because what a day
-costs against a rebuild depends on how many days the rebuild holds). A model is pre-trained once on a
-week of a first lake's snapshots (not timed). Then, on a fresh lake holding only that model, with the
-same Spark settings, each as a fresh process:
+user and day: ``--users 6000 --days 42`` is about a million clicks, ``--users 96000`` about 16 million; a
+long history, because what a day costs against a rebuild depends on how many days the rebuild holds). A
+model is pre-trained once, for one epoch on a week of snapshots of a separate generation of
+``--model-users`` users (default: 6,000) with the same settings (not timed; the encoders hash their ids,
+so a model trained on fewer users embeds any of them). Then, on a fresh lake holding only that model,
+with the same Spark settings (``local[2]``, driver 6g, ``--shuffle-partitions``), each as a fresh
+process:
 
 1. **rebuild**: ``duet backfill`` of every day but the last two: ingest every landed file, build every
    snapshot (one job), embed each, validate, publish the newest, label at it;
@@ -35,8 +39,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DUET = str(REPO / ".venv" / "bin" / "duet")
-SPARK = ["--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=8",
-         "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.memory=6g"]
+
+
+def spark_args(shuffle_partitions: int) -> list[str]:
+    """The Spark settings of every timed command: two local cores, a 6g driver."""
+    return ["--master", "local[2]", "--conf", f"spark.sql.shuffle.partitions={shuffle_partitions}",
+            "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.memory=6g"]
+
 START = date(2026, 1, 5)
 
 
@@ -54,12 +63,13 @@ INGEST_PASSES = """
 import json, sys, time
 from core.spark import spark_session
 from spark_jobs.ingest import IngestConfig, ingest_file
-spark = spark_session("local[2]", {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false"})
+spark = spark_session("local[2]", {"spark.sql.shuffle.partitions": sys.argv[2], "spark.ui.enabled": "false",
+                                   "spark.driver.memory": "6g"})
 cfg = IngestConfig(lake=sys.argv[1])
 seconds = []
 for _ in range(2):
     started = time.perf_counter()
-    for path in sys.argv[2:]:
+    for path in sys.argv[3:]:
         ingest_file(spark, cfg, "clicks", path)
     seconds.append(round(time.perf_counter() - started, 2))
 print(json.dumps(seconds))
@@ -67,54 +77,70 @@ print(json.dumps(seconds))
 
 
 def arguments(argv: list[str] | None, doc: str, folder: str) -> tuple[argparse.Namespace, Path]:
-    """--users, --days (about a million clicks by default) and --work (emptied): this benchmark's and
-    ``benchmarks.worker_scaling``'s."""
+    """--users, --days (about a million clicks by default), --model-users, --shuffle-partitions and
+    --work (emptied): this benchmark's and ``benchmarks.worker_scaling``'s."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--users", type=int, default=6000)
     parser.add_argument("--days", type=int, default=42)
+    parser.add_argument("--model-users", type=int, default=6000,
+                        help="users of the separate generation the model is pre-trained on (not timed)")
+    parser.add_argument("--shuffle-partitions", type=int, default=8)
     parser.add_argument("--work", default=str(REPO / "bench-work" / folder))
     args = parser.parse_args(argv)
     shutil.rmtree(args.work, ignore_errors=True)
     return args, Path(args.work)
 
 
+def pretrained_models(work: Path, users: int, spark: list[str]) -> Path:
+    """The models folder of a lake whose duet model was pre-trained for one epoch on the first week of
+    snapshots of a generation of ``users`` users over 10 days (not timed by either benchmark)."""
+    from core.lake import Lake
+
+    _, out = timed(DUET, "generate", "--out", str(work / "model-gen"), "--users", str(users),
+                   "--days", "10", "--start", START.isoformat())
+    generated = json.loads(out)
+    model_lake = work / "model-lake"
+    first = START + timedelta(days=1)
+    timed(DUET, "ingest", "--lake", str(model_lake), "--clicks", generated["clicks_path"],
+          "--conversions", generated["conversions_path"], *spark)
+    timed(DUET, "sequences", "--lake", str(model_lake), "--from", first.isoformat(),
+          "--to", (first + timedelta(days=6)).isoformat(), *spark)
+    timed(DUET, "pretrain", "--lake", str(model_lake), "--epochs", "1")
+    return Path(Lake(str(model_lake)).models)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, work = arguments(argv, __doc__, "daily-incremental")
+    spark = spark_args(args.shuffle_partitions)
     landing = work / "landing"
     _, out = timed(DUET, "generate", "--out", str(work / "gen"), "--users", str(args.users), "--days",
                    str(args.days), "--start", START.isoformat(), "--landing", str(landing))
     generated = json.loads(out)
     first, last = START + timedelta(days=1), START + timedelta(days=args.days - 2)
 
-    # the model (not timed): pre-trained on a first lake's sequences
-    model_lake = work / "model-lake"
-    timed(DUET, "ingest", "--lake", str(model_lake), "--clicks", generated["clicks_path"],
-          "--conversions", generated["conversions_path"], *SPARK)
-    timed(DUET, "sequences", "--lake", str(model_lake), "--from", first.isoformat(),
-          "--to", (first + timedelta(days=6)).isoformat(), *SPARK)
-    timed(DUET, "pretrain", "--lake", str(model_lake), "--epochs", "1")
-
     from core.lake import Lake
 
     lake = work / "lake"
-    shutil.copytree(Lake(str(model_lake)).models, Lake(str(lake)).models)
+    shutil.copytree(pretrained_models(work, args.model_users, spark), Lake(str(lake)).models)
     rebuild, out = timed(DUET, "backfill", "--lake", str(lake), "--landing", str(landing), "--from",
-                         first.isoformat(), "--to", last.isoformat(), *SPARK)
+                         first.isoformat(), "--to", last.isoformat(), *spark)
     rebuild_record = json.loads(out.strip().splitlines()[-1])
     nxt = (last + timedelta(days=1)).isoformat()
-    day = (DUET, "daily", "--lake", str(lake), "--landing", str(landing), "--date", nxt, *SPARK)
+    day = (DUET, "daily", "--lake", str(lake), "--landing", str(landing), "--date", nxt, *spark)
     next_day, out = timed(*day)
     next_record = json.loads(out.strip().splitlines()[-1])
     noop, out = timed(*day)
     noop_record = json.loads(out.strip().splitlines()[-1])
 
     files = sorted(str(p) for p in landing.glob("*/clicks.parquet"))
-    _, out = timed(sys.executable, "-c", INGEST_PASSES, str(work / "ingest-lake"), *files)
+    _, out = timed(sys.executable, "-c", INGEST_PASSES, str(work / "ingest-lake"),
+                   str(args.shuffle_partitions), *files)
     first_ingest, reingest = json.loads(out.strip().splitlines()[-1])
 
     print(json.dumps({
         "benchmark": "daily_incremental", "machine": f"{platform.node()} {platform.machine()}",
         "users": args.users, "days": args.days, "clicks": generated["clicks"],
+        "model_users": args.model_users, "shuffle_partitions": args.shuffle_partitions,
         "rebuild_s": rebuild, "next_day_s": next_day, "noop_s": noop,
         "next_over_rebuild": round(next_day / rebuild, 3),
         "next_day_steps": {s["step"]: s["why"] for s in next_record["steps"]},

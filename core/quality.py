@@ -25,7 +25,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING
@@ -56,6 +56,10 @@ class Suite:
     where: str | None = None
     # The snapshots ``where`` restricts a table kept per snapshot to (``duet.validation``); None: all.
     snapshots: tuple[datetime, ...] | None = None
+    # A suite of the rows added since a pass (``on_added_rows``): the [version, stamp] that pass checked
+    # every row through, and the [version, stamp] the table is read at (its rows added in between).
+    rows_since: tuple[int, int] | None = None
+    read_at: tuple[int, int] | None = None
 
 
 # (paths of the tables present, their Delta properties by path) -> the suites to run.
@@ -181,6 +185,9 @@ class TableResult:
     # For a table kept per snapshot, and each such table the suite read: the snapshots checked, each with
     # the digest of its files at the version read (``core.table_versions.snapshot_files``), by path.
     snapshot_files: dict[str, dict[str, str]] = field(default_factory=dict)
+    # [version, stamp] of a pass every row through which was checked before, when this run checked only
+    # the rows added since (``on_added_rows``); None: every row (of ``where``).
+    rows_since: list[int] | None = None
 
 
 @dataclass
@@ -203,7 +210,8 @@ class LakeReport:
         lines = []
         for t in self.tables:
             mark = "PASS" if t.success else "FAIL"
-            lines.append(f"{mark} {t.table} ({t.rows} rows, {t.evaluated} expectations)")
+            since = f", the rows added since version {t.rows_since[0]}" if t.rows_since else ""
+            lines.append(f"{mark} {t.table} ({t.rows} rows{since}, {t.evaluated} expectations)")
             lines += [f"     failed: {d}" for d in t.failed]
         lines += [f"     {k}: {v:.4f}" for k, v in self.metrics.items()]
         lines += [f"SKIP {path}: {why}" for path, why in self.unchanged.items()]
@@ -245,11 +253,12 @@ def suite_fingerprint(suite: Suite) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _pinned(spark: SparkSession, lake: str, table: Table) -> tuple[DataFrame, list[int] | None]:
-    """``table`` read at its current Delta version, and [that version, its commit stamp]
+def _pinned(spark: SparkSession, lake: str, table: Table,
+            at: tuple[int, int] | None = None) -> tuple[DataFrame, list[int] | None]:
+    """``table`` read at its current Delta version (or ``at``'s), and [that version, its commit stamp]
     (``core.table_versions.pin``; None, and the latest version read, if delta-rs finds no table)."""
     location = table.location(lake)
-    pinned = pin(location)
+    pinned = at or pin(location)
     reader = spark.read.format("delta")
     if pinned is not None:
         reader = reader.option("versionAsOf", pinned[0])
@@ -259,12 +268,13 @@ def _pinned(spark: SparkSession, lake: str, table: Table) -> tuple[DataFrame, li
 def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[TableResult, dict]:
     import great_expectations as gx
 
-    df, pin = _pinned(spark, lake, suite.table)
+    df, pin = _pinned(spark, lake, suite.table, suite.read_at)
     pins = {suite.table.path: pin}
     if suite.where:
         df = df.where(suite.where)
     for other in suite.needs:
-        needed, pins[other.path] = _pinned(spark, lake, other)
+        needed, pins[other.path] = _pinned(spark, lake, other,
+                                           suite.read_at if other == suite.table else None)
         needed.createOrReplaceTempView(view_name(other))
     name = suite.table.path.replace("/", "_")
     asset = context.data_sources.add_spark(name=f"{name}_source").add_dataframe_asset(name=name)
@@ -286,8 +296,8 @@ def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[T
               for r in result.results if not r.success]
     versions = {} if None in pins.values() else pins
     return TableResult(suite.table.path, rows, bool(result.success), failed, len(result.results), versions,
-                       suite_fingerprint(suite), suite.where, _checked_files(lake, suite, versions)), \
-        result.to_json_dict()
+                       suite_fingerprint(suite), suite.where, _checked_files(lake, suite, versions),
+                       None if suite.rows_since is None else list(suite.rows_since)), result.to_json_dict()
 
 
 def _checked_files(lake: str, suite: Suite, pins: dict[str, list[int]]) -> dict[str, dict[str, str]]:
@@ -317,12 +327,18 @@ RUNS_SEARCHED = 20
 SuiteAt = Callable[[datetime], Suite]
 
 
-def _fingerprint_at(suite: Suite, at: SuiteAt | None) -> Callable[[str], str]:
-    """The fingerprint an earlier run (by its ``run_at``) must have recorded for its result to count."""
-    fixed = suite_fingerprint(suite)
+def _fingerprint_at(suite: Suite, at: SuiteAt | None,
+                    made: Callable[[Suite], Suite | None] = lambda s: s) -> Callable[[str], str | None]:
+    """The fingerprint an earlier run (by its ``run_at``) must have recorded for its result to count; with
+    ``made``, that of the suite ``made`` makes of it (None: none)."""
+    def fingerprint(s: Suite) -> str | None:
+        made_of = made(s)
+        return None if made_of is None else suite_fingerprint(made_of)
+
+    fixed = fingerprint(suite)
     if at is None:
         return lambda _: fixed
-    return cache(lambda run_at: suite_fingerprint(at(datetime.fromisoformat(run_at))))
+    return cache(lambda run_at: fingerprint(at(datetime.fromisoformat(run_at))))
 
 
 def reusable_pass(lake: str, suite: Suite, at: SuiteAt | None = None) -> LakeReport | None:
@@ -398,6 +414,82 @@ def checked_snapshots(lake: str, suite: Suite, at: SuiteAt | None = None) -> set
         except (ValueError, KeyError, TypeError, AttributeError):   # not a summary this module wrote
             continue
     return {datetime.fromisoformat(s) for s in covered}
+
+
+# GX expectation types whose verdict on a set of rows is the conjunction of their verdicts on its rows (for
+# ``ExpectColumnValuesToBeBetween`` only without ``mostly``): on the rows added since a pass they say what
+# they would say on every row.
+ROW_BY_ROW = ("expect_table_columns_to_match_set", "expect_column_values_to_not_be_null",
+              "expect_column_values_to_be_between", "expect_column_pair_values_a_to_be_greater_than_b")
+
+
+def on_added_rows(suite: Suite, files: list[str], since: tuple[int, int],
+                  read_at: tuple[int, int]) -> Suite | None:
+    """``suite`` for a table that at most gained rows since a pass checked it through ``since``: the rows
+    of ``files`` (the data files added since, ``core.table_versions.files_added_since``) read at
+    ``read_at``, with checks that then decide what the whole suite would decide on every row:
+
+    - row-by-row checks (``ROW_BY_ROW``) on those rows;
+    - "KEY is unique" as a query: no added row's key appears twice in the whole table;
+    - a query check (``no_rows``) on the whole table, not only the added rows: a cross-table check, such
+      as an old conversion whose attributed click arrived since, may change its verdict on old rows.
+
+    None when a check is of another kind (its verdict could need every row): the caller checks every row.
+    """
+    own = view_name(suite.table)
+    checks = []
+    for e in suite.expectations:
+        config = e.configuration
+        kind, kwargs = config.type, config.kwargs
+        if kind in ROW_BY_ROW and kwargs.get("mostly") in (None, 1, 1.0):
+            checks.append(e)
+        elif kind == "expect_column_values_to_be_unique" and kwargs.get("mostly") in (None, 1, 1.0):
+            key = kwargs["column"]
+            checks.append(no_rows(
+                f"SELECT b.{key}, count(*) AS rows FROM {{batch}} b JOIN {own} t ON b.{key} = t.{key} "
+                f"GROUP BY b.{key} HAVING count(*) > 1", e.description))
+        elif kind == "expect_query_to_return_no_rows":
+            checks.append(no_rows(kwargs["unexpected_rows_query"].replace("{batch}", own), e.description))
+        else:
+            return None
+    names = ", ".join(f"'{name}'" for name in files)
+    where = f"_metadata.file_name IN ({names})" if files else "false"
+    needs = suite.needs if suite.table in suite.needs else (*suite.needs, suite.table)
+    return replace(suite, expectations=checks, needs=needs,
+                   where=f"({suite.where}) AND {where}" if suite.where else where,
+                   rows_since=since, read_at=read_at)
+
+
+def covered_through(lake: str, suite: Suite, at: SuiteAt | None = None) -> dict[str, list[int]] | None:
+    """The tables a passing run of this suite read, each as [version, stamp], when that run checked every
+    row of ``suite``'s table through the version it read and the table has at most gained rows since
+    (``only_inserted_since``); None otherwise.
+
+    The newest passing result of the table among the newest ``RUNS_SEARCHED`` runs that checked every row
+    (no ``where``), or the rows added since such a version (``rows_since``; ``on_added_rows``, which is
+    only run from a covered version, so its pass extends the cover), decides."""
+    location = suite.table.location(lake)
+    whole = _fingerprint_at(suite, at)
+    added = _fingerprint_at(suite, at, lambda s: on_added_rows(s, [], (0, 0), (0, 0)))
+    for summary_path in sorted(Lake(lake).quality.glob("*/summary.json"), reverse=True)[:RUNS_SEARCHED]:
+        try:
+            summary = json.loads(summary_path.read_text())
+            for found in summary["tables"]:
+                if found["table"] != suite.table.path or found.get("success") is not True:
+                    continue
+                if found.get("rows_since") is not None:
+                    expected = added(summary["run_at"])
+                elif found.get("where") is None:
+                    expected = whole(summary["run_at"])
+                else:
+                    continue
+                pins = found.get("versions") or {}
+                version, stamp = pins[suite.table.path]
+                if found.get("suite") == expected:
+                    return pins if only_inserted_since(location, version, stamp) else None
+        except (ValueError, KeyError, TypeError, AttributeError):   # not a summary this module wrote
+            continue
+    return None
 
 
 def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,

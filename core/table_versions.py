@@ -123,6 +123,17 @@ def only_inserted_since(location: str, version: int, stamp: int | None = None) -
     return False
 
 
+def files_added_since(location: str, version: int, now: int | None = None) -> list[str]:
+    """The names of the data files the table holds at ``now`` (default: its current version) and did not
+    hold at ``version`` (a Delta data file's name is unique in its table: a UUID). When every commit since
+    ``version`` at most added rows (``only_inserted_since``), the rows added since are in these files (an
+    OPTIMIZE since puts rows already there into new files too: a superset)."""
+    from core.object_storage import delta_table
+
+    then = set(delta_table(location, version).file_uris())
+    return sorted(uri.rsplit("/", 1)[-1] for uri in delta_table(location, now).file_uris() if uri not in then)
+
+
 # Delta keeps timestamp statistics in milliseconds: a file's [min, max] is widened by this much.
 _STATS_PRECISION = timedelta(milliseconds=1)
 

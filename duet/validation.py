@@ -31,16 +31,19 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
     ``snapshots`` restricts the tables kept per snapshot (the sequence tables, the embeddings) to the rows
     of those snapshots (``duet daily``, ``duet validate --snapshot``): every check of their suites holds
     per snapshot, so the rows of new snapshots pass alone exactly when they pass within the whole table.
-    Tables with no snapshot (raw, quarantine, the ranker's) are checked whole.
+    Tables with no snapshot (raw, quarantine, the ranker's) are then checked as by ``new_only``.
 
-    ``new_only`` (``duet validate`` without ``--all``; ignored with ``snapshots``) leaves out what an earlier
-    pass still holds for: the snapshots ``core.quality.checked_snapshots`` finds covered, and a table not
-    kept per snapshot whose last whole pass still holds (``core.quality.reusable_pass``: no row changed
-    since). The report's ``unchanged`` says what was left out.
+    ``new_only`` (``duet validate`` without ``--all``) leaves out what an earlier pass still holds for: the
+    snapshots ``core.quality.checked_snapshots`` finds covered (without ``snapshots``), and a table not kept
+    per snapshot whose last whole pass still holds (``core.quality.reusable_pass``: no row changed since).
+    Of such a table that has only gained rows since a pass checked every row (the raw tables' insert-only
+    ingest), only the rows added since are checked, with the checks that then decide as a check of every
+    row would (``core.quality.on_added_rows``: a key's uniqueness and the cross-table checks against the
+    whole tables). The report's ``unchanged`` says what was left out.
     """
     from core.contracts import PER_SNAPSHOT, RAW_CONVERSIONS, TABLES
-    from core.quality import checked_snapshots, reusable_pass
-    from core.table_versions import snapshot_files
+    from core.quality import checked_snapshots, covered_through, on_added_rows, reusable_pass
+    from core.table_versions import files_added_since, pin, snapshot_files, unchanged_since
     from encoders import quality as encoder_quality
     from ranker import quality as ranker_quality
     from spark_jobs import quality
@@ -65,13 +68,15 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
         if unchecked:   # e.g. features/_snapshots, read by the sequence suites; or a table missing its input
             raise DuetError(f"no suite checks {', '.join(unchecked)} in this lake on its own")
         chosen_suites = [s for s in suites if chosen(s.table.path)]
-        if not new_only or snapshots is not None:
-            return [_of_snapshots(s, snapshots) for s in chosen_suites]
+        if not new_only and snapshots is None:
+            return chosen_suites
 
         def at(path: str):   # the suite of ``path`` as a run at an earlier instant built it
             return lambda instant: next(s for s in all_suites(quality.QualityConfig(now=instant), present,
                                                               properties) if s.table.path == path)
-        return [r for r in (new_rows(s, at(s.table.path)) for s in chosen_suites) if r is not None]
+        kept = [_of_snapshots(s, snapshots) if snapshots is not None and s.table.path in PER_SNAPSHOT
+                else new_rows(s, at(s.table.path)) for s in chosen_suites]
+        return [s for s in kept if s is not None]
 
     def all_suites(cfg, present: set[str], properties: dict[str, dict[str, str]]) -> list:
         return (quality.suites_for(cfg, present, properties) + encoder_quality.suites_for(lake, present)
@@ -83,10 +88,22 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
         """``suite`` restricted to what no earlier pass holds for; None when that is nothing."""
         path = suite.table.path
         if path not in PER_SNAPSHOT:
-            if reusable_pass(lake, suite, at) is None:
+            if reusable_pass(lake, suite, at) is not None:
+                unchanged[path] = "no row changed since a pass"
+                return None
+            read = covered_through(lake, suite, at)
+            current = pin(suite.table.location(lake))
+            if read is None or current is None:
                 return suite
-            unchanged[path] = "no row changed since a pass"
-            return None
+            since = tuple(read[path])
+            added = files_added_since(suite.table.location(lake), since[0], current[0])
+            if not added:
+                others = {t.path: t.location(lake) for t in TABLES if t.path in read and t.path != path}
+                if all(unchanged_since(location, *read[p]) for p, location in others.items()):
+                    unchanged[path] = "no row changed since a pass"
+                    return None
+                return suite              # a table its checks read changed: every row, as before
+            return on_added_rows(suite, added, since, current) or suite
         present = set(snapshot_files(suite.table.location(lake), PER_SNAPSHOT[path]) or {})
         done = checked_snapshots(lake, suite, at) & present
         if done:

@@ -19,7 +19,8 @@
   it registers that version as the served one (the contract views' and the ``serving`` FeatureService's
   source) and refreshes the contract views (``user_click_embeddings``, ``user_conversion_embeddings``,
   ``user_sequence_summary``: a copy for clients that name them, such as raw ``feast serve``). Those are
-  rewritten *in place* (cleared, then the snapshot materialized), so a raw-Feast client may read them
+  rewritten *in place* (cleared, then filled: on SQLite copied from the alias's slot in one transaction,
+  ``copy_online_rows``; on Redis the snapshot materialized), so a raw-Feast client may read them
   half-written: the record says so, ``contract_views`` is None from the switch until the copy is whole,
   then the version (``duet consistency`` and ``duet status`` report them stale meanwhile); duet's own
   readers never read them when they name a version. A promote killed midway serves the new version whole
@@ -40,6 +41,7 @@ import fcntl
 import io
 import json
 import os
+import sqlite3
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -193,12 +195,39 @@ def clear_views(store, names) -> None:
                           entities_to_keep=[], partial=True)
 
 
+def copy_online_rows(store, pairs) -> bool:
+    """SQLite: the online rows of each (source view, target view) of ``pairs`` copied table to table, in
+    one transaction (the views of a pair have the same features, so a row's key, name, value and stamps
+    are the same in both). False, doing nothing, on another online store."""
+    from feast.infra.online_stores.sqlite import _table_id
+
+    config = store.config
+    if config.online_store.type != "sqlite":
+        return False
+    versioning = config.registry.enable_online_feature_view_versioning
+    conn = store._get_provider().online_store._get_conn(config)
+    try:
+        with conn:                                 # one transaction: committed whole, or rolled back
+            for source, target in pairs:
+                tables = [_table_id(config.project, store.get_feature_view(name), versioning)
+                          for name in (source, target)]
+                conn.execute(f'INSERT INTO "{tables[1]}" SELECT * FROM "{tables[0]}"')
+    except sqlite3.OperationalError:               # a table missing: nothing copied, materialize instead
+        return False
+    return True
+
+
 def refresh_contract_views(store, lake: str, value: dict) -> dict:
     """Copy the alias's snapshot into the contract views, in place (module docstring): cleared (no row of
-    another version or snapshot stays), then the snapshot materialized; ``value`` (the record, which
-    marks them stale) is then written with ``contract_views`` naming the version, and returned."""
+    another version or snapshot stays), then filled: on SQLite copied from the alias's slot, which holds
+    that snapshot (``copy_online_rows``), elsewhere (and for a record without a slot) materialized;
+    ``value`` (the record, which marks them stale) is then written with ``contract_views`` naming the
+    version, and returned."""
     clear_views(store, ALIAS_VIEWS)
-    materialize(store, datetime.fromisoformat(value["snapshot"]), ALIAS_VIEWS)
+    slot = value.get("slot")
+    source = slot_views(value["model_version"], slot).names if slot else None
+    if source is None or not copy_online_rows(store, zip(source, ALIAS_VIEWS, strict=True)):
+        materialize(store, datetime.fromisoformat(value["snapshot"]), ALIAS_VIEWS)
     done = {**value, "contract_views": value["model_version"]}
     write_record(lake, done)
     return done

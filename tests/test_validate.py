@@ -34,8 +34,16 @@ def _copy(lake, tmp_path):
     return target
 
 
-def test_generated_lake_passes_and_results_are_written(spark, clean_lake):
-    report = validate(spark, str(clean_lake))
+@pytest.fixture(scope="module")
+def first_pass(spark, clean_lake):
+    """``duet validate``'s default on the clean lake before any pass: every table, whole. Its results stay
+    in the lake, so the copies later tests take hold this pass."""
+    assert not (clean_lake / "_quality").exists()
+    return validate(spark, str(clean_lake), new_only=True)
+
+
+def test_generated_lake_passes_and_results_are_written(first_pass, clean_lake):
+    report = first_pass
     assert report.success, report.summary()
     assert [t.table for t in report.tables] == ["raw/clicks", "raw/conversions", "features/click_sequences",
                                                 "features/conversion_sequences"]
@@ -131,11 +139,11 @@ def test_cli_exits_non_zero_naming_the_expectation(spark, clean_lake, tmp_path, 
     assert "no suite checks features/_snapshots" in capsys.readouterr().err
 
 
-def test_by_default_only_what_no_earlier_pass_covers_is_checked(spark, clean_lake, tmp_path, capsys):
-    lake = _copy(clean_lake, tmp_path)
-    shutil.rmtree(lake / "_quality", ignore_errors=True)
+def test_by_default_only_what_no_earlier_pass_covers_is_checked(spark, clean_lake, first_pass, tmp_path,
+                                                                capsys):
+    first = first_pass                                       # no pass before it: every table, whole
+    lake = _copy(clean_lake, tmp_path)                       # with that pass's results
     sequences = ["features/click_sequences", "features/conversion_sequences"]
-    first = validate(spark, str(lake), new_only=True)       # no pass yet: every table, whole
     assert first.success and first.unchanged == {}
     assert [t.where for t in first.tables] == [None] * 4
 
@@ -172,6 +180,57 @@ def test_by_default_only_what_no_earlier_pass_covers_is_checked(spark, clean_lak
     assert duet(["validate", "--lake", str(lake), "--all", "--table", "raw/clicks"]) == 0
     assert "PASS raw/clicks" in capsys.readouterr().out
     assert duet(["validate", "--lake", str(lake), "--all", "--snapshot", "2026-01-08"]) == 1
+
+
+def test_rows_added_to_a_raw_table_since_a_pass_are_checked_alone_and_decide_as_every_row_would(
+        spark, clean_lake, first_pass, tmp_path):
+    lake = _copy(clean_lake, tmp_path)                       # with the first pass: every row checked
+    clicks, conv = f"delta.`{lake}/raw/clicks`", f"delta.`{lake}/raw/conversions`"
+    raw = ["raw/clicks", "raw/conversions"]
+    a, b = (r.user_id for r in spark.sql(f"SELECT DISTINCT user_id FROM {clicks} ORDER BY 1 LIMIT 2")
+            .collect())
+
+    def insert_conversion(cid: str, user: str, click: str) -> None:
+        spark.sql(f"INSERT INTO {conv} (conversion_id, user_id, advertiser_id, conversion_type, "
+                  "conversion_ts, report_ts, attributed_click_id, value) "
+                  f"VALUES ('{cid}', '{user}', 'adv1', 'purchase', "
+                  f"TIMESTAMP '2026-01-07 12:00:00', TIMESTAMP '2026-01-07 13:00:00', '{click}', NULL)")
+
+    def insert_click(cid: str, user: str) -> None:
+        spark.sql(f"INSERT INTO {clicks} (click_id, user_id, ad_id, advertiser_id, click_ts) "
+                  f"VALUES ('{cid}', '{user}', 'ad1', 'adv1', TIMESTAMP '2026-01-07 11:00:00')")
+
+    # A day's worth: one new click, one conversion attributed to a click that has not arrived (an orphan).
+    insert_click("new-1", a)
+    insert_conversion("conv-1", a, "late-click")
+    second = validate(spark, str(lake), tables=raw, new_only=True)
+    assert second.success, second.summary()
+    first_pins = {t.table: t.versions[t.table] for t in first_pass.tables}
+    assert {t.table: (t.rows, t.rows_since) for t in second.tables} == {
+        "raw/clicks": (1, first_pins["raw/clicks"]), "raw/conversions": (1, first_pins["raw/conversions"])}
+    assert "the rows added since version" in second.summary()
+
+    # The late click arrives for another user, with a new conversion: the old conversion now names a
+    # click of someone else. The cross-table check reads every conversion, not only the one added.
+    insert_click("late-click", b)
+    insert_conversion("conv-2", a, "new-1")
+    # And a click whose key an old click has: unique within the rows added, not within the table.
+    old_click = spark.sql(f"SELECT min(click_id) FROM {clicks}").first()[0]
+    insert_click(old_click, a)
+    third = validate(spark, str(lake), tables=raw, new_only=True)
+    assert {t.table: (t.rows, t.rows_since) for t in third.tables} == {
+        "raw/clicks": (2, second.tables[0].versions["raw/clicks"]),
+        "raw/conversions": (1, second.tables[1].versions["raw/conversions"])}
+    failed = {t.table: t.failed for t in third.tables}
+    assert failed == {"raw/clicks": ["raw/clicks: click_id is unique"],
+                      "raw/conversions": [next(d for d in failed["raw/conversions"] if "same user" in d)]}
+    # The same verdicts as checking every row (``duet validate --all``).
+    every_row = validate(spark, str(lake), tables=raw)
+    assert {t.table: t.failed for t in every_row.tables} == failed
+    assert all(t.rows_since is None and t.where is None for t in every_row.tables)
+    # A failed run extends nothing: the next run checks the rows added since the last pass again.
+    fourth = validate(spark, str(lake), tables=raw, new_only=True)
+    assert [(t.rows, t.rows_since) for t in fourth.tables] == [(t.rows, t.rows_since) for t in third.tables]
 
 
 def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):

@@ -4,15 +4,18 @@ variants go through: pre-training, embedding, publishing through Feast (SQLite),
 and the ranker's ablation beside ``none``. Every reader asks the registry when it is called, so a stage
 that kept a copy of the variant list taken at import refuses the toy here and fails this test.
 
-The lake: 300 synthetic users over 20 days, the small demo's size (the ranker's periods need that many
-days); a toy model of width 8 trained for one epoch; one ranker seed.
+The lake: the raw and sequence tables of the session's small demo (tests/conftest.py ``demo_run``: 300
+synthetic users over 20 days, ``EVENTS``; the ranker's periods need that many days), copied; a toy model
+of width 8 trained for one epoch; one ranker seed.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +26,13 @@ from core.errors import DuetError
 from core.snapshots import daily_snapshots
 from core.variants import NO_VECTOR, Variant, register, variant, variant_names
 from duet.cli import build_parser
-from duet.generate import GeneratorConfig, generate
+from duet.generate import GeneratorConfig
 from encoders import model_store
 from encoders.config import ModelConfig, PretrainConfig, TrainConfig
 from encoders.variants import parameter_report
 from ranker.config import RankerConfig, check_variants
 from ranker.splits import demo_periods
+from tests.conftest import SMALL_DEMO_ARGS
 
 TOY = Variant("toy", "tests.toy_variant:ToyEncoder", two_embeddings=True, color="#9467bd",
               about="a test's toy: means of the clicked and converted advertisers, no attention")
@@ -76,7 +80,7 @@ def test_a_registered_variant_is_known_inside_its_with_block_only():
 
 
 @pytest.fixture(scope="module")
-def toy_lake(spark, tmp_path_factory):
+def toy_lake(spark, demo_run, tmp_path_factory):
     """The toy registered, and every stage run on it: what each returned, by stage."""
     from encoders.embed import embed_snapshots
     from encoders.pretrain import pretrain
@@ -86,21 +90,22 @@ def toy_lake(spark, tmp_path_factory):
     from serving.publish import PublishConfig, publish
     from serving.store import StoreConfig, feature_store
     from spark_jobs.examples import ExamplesConfig, build_examples
-    from spark_jobs.ingest import IngestConfig, ingest
-    from spark_jobs.sequences import build_sequences
 
     root = tmp_path_factory.mktemp("toy")
     lake = str(root / "lake")
-    events = generate(EVENTS, root / "events")
-    ingest(spark, IngestConfig(lake=lake), events.clicks_path, events.conversions_path)
-    # Daily snapshots from the day after the first events to the day after the last (as the demo).
+    # The small demo's events (EVENTS) and its sequences of every daily snapshot, from the day after the
+    # first events to the day after the last: its raw and feature tables, copied; none of its models.
+    assert SMALL_DEMO_ARGS.split() == ["--users", str(EVENTS.users), "--days", str(EVENTS.days),
+                                       "--seed", str(EVENTS.seed)]
+    _, demo_lake, _, _ = demo_run
+    for tables in ("raw", "features"):
+        shutil.copytree(Path(demo_lake) / tables, Path(lake) / tables)
     first = EVENTS.start + timedelta(days=1)
     snapshots = daily_snapshots(first.isoformat(), (first + timedelta(days=EVENTS.days - 1)).isoformat())
     periods = demo_periods(snapshots)
     splits = periods.splits
-    # Sequences and embeddings only where they are read: pre-training's snapshots, the snapshots the
-    # ranker's point-in-time joins reach, and the latest (the one published).
-    build_sequences(spark, lake, [t for t in snapshots if t < splits.test_until] + snapshots[-1:])
+    # Embeddings only where they are read: the snapshots the ranker's point-in-time joins reach, and the
+    # latest (the one published).
     reach = [t for t in snapshots if splits.train_from - EMBEDDING_TTL <= t < splits.test_until]
     with register(TOY):
         cfg = PretrainConfig(model=replace(SIZES, variant=TOY.name),
