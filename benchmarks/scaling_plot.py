@@ -61,26 +61,24 @@ def svg(results: list[dict]) -> str:
     parts.append(f'<rect x="{LEFT}" y="{TOP}" width="{WIDTH - LEFT - RIGHT}" '
                  f'height="{HEIGHT - TOP - BOTTOM}" fill="none" stroke="#444"/>')
 
-    def line(points, colour, dash, width=2):
-        path = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in points)
+    def polyline(pixels, colour, dash, width=2):
+        path = " ".join(f"{px:.1f},{py:.1f}" for px, py in pixels)
         dashes = f' stroke-dasharray="{dash}"' if dash else ""
         return f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="{width}"{dashes}/>'
 
+    def legend(row: int, colour: str, dash: str, label: str, width: int = 2) -> list[str]:
+        at = TOP + 10 + 20 * row
+        return [polyline([(WIDTH - RIGHT + 10, at), (WIDTH - RIGHT + 40, at)], colour, dash, width),
+                f'<text x="{WIDTH - RIGHT + 46}" y="{at + 4}">{label}</text>']
+
     for points in reference.values():
-        parts.append(line(points, "#aaa", "2,3", 1))
-    legend_y = TOP + 10
-    for (job, workers), (colour, dash) in STYLE.items():
-        parts.append(line(series[(job, workers)], colour, dash))
-        for a, b in series[(job, workers)]:
-            parts.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3" fill="{colour}"/>')
-        parts.append(line([], colour, dash).replace(
-            'points=""', f'points="{WIDTH - RIGHT + 10},{legend_y} {WIDTH - RIGHT + 40},{legend_y}"'))
-        label = f"{job}, {workers} worker{'s' if workers != '1' else ''}"
-        parts.append(f'<text x="{WIDTH - RIGHT + 46}" y="{legend_y + 4}">{label}</text>')
-        legend_y += 20
-    parts.append(f'<line x1="{WIDTH - RIGHT + 10}" x2="{WIDTH - RIGHT + 40}" y1="{legend_y}" '
-                 f'y2="{legend_y}" stroke="#aaa" stroke-dasharray="2,3"/>')
-    parts.append(f'<text x="{WIDTH - RIGHT + 46}" y="{legend_y + 4}">linear in clicks</text>')
+        parts.append(polyline([(x(a), y(b)) for a, b in points], "#aaa", "2,3", 1))
+    for row, ((job, workers), (colour, dash)) in enumerate(STYLE.items()):
+        points = series[(job, workers)]
+        parts.append(polyline([(x(a), y(b)) for a, b in points], colour, dash))
+        parts += [f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3" fill="{colour}"/>' for a, b in points]
+        parts += legend(row, colour, dash, f"{job}, {workers} worker{'s' if workers != '1' else ''}")
+    parts += legend(len(STYLE), "#aaa", "2,3", "linear in clicks", 1)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

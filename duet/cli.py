@@ -582,9 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: every table present)")
     p.add_argument("--snapshot", action="append", default=[], metavar="TS",
                    help="check only these snapshots' rows of the tables kept per snapshot (sequences, "
-                        "embeddings; repeatable, or --from/--to); the others are checked whole. Without "
+                        "embeddings; repeatable, or --from/--to); the others as without it. Without "
                         "it (and without --all), the snapshots no earlier pass covers, and the other "
-                        "tables unless no row changed since their last pass")
+                        "tables unless no row changed since their last pass (of a raw table that only "
+                        "gained rows, the rows added since)")
     p.add_argument("--all", action="store_true",
                    help="check every table whole, whatever earlier passes hold")
     p.add_argument("--from", dest="date_from", metavar="D", help="first daily snapshot (YYYY-MM-DD)")
