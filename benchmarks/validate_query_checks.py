@@ -32,7 +32,7 @@ def _suites(spark, lake: str, now: datetime, reference: bool):
     from spark_jobs import quality
     from tests.reference_quality import gx_reference
 
-    properties = present_tables(spark, lake)
+    properties = present_tables(lake)
     present = set(properties)
     suites = (quality.suites_for(quality.QualityConfig(now=now), present, properties)
               + encoder_quality.suites_for(lake, present))

@@ -227,12 +227,13 @@ class LakeReport:
                 "reused": self.reused, "unchanged": self.unchanged}
 
 
-def present_tables(spark: SparkSession, lake: str) -> dict[str, dict[str, str]]:
-    """The contract tables under ``lake``, by path, with their Delta properties."""
-    from delta.tables import DeltaTable
+def present_tables(lake: str) -> dict[str, dict[str, str]]:
+    """The contract tables under ``lake``, by path, with their Delta properties (read from each table's
+    log with delta-rs: Spark's ``DESCRIBE DETAIL`` ran a job per table, about 1.5 s each at 16M clicks)."""
+    from core.object_storage import delta_table, is_delta_table
 
-    return {t.path: DeltaTable.forPath(spark, t.location(lake)).detail().first()["properties"]
-            for t in TABLES if DeltaTable.isDeltaTable(spark, t.location(lake))}
+    return {t.path: dict(delta_table(t.location(lake)).metadata().configuration)
+            for t in TABLES if is_delta_table(t.location(lake))}
 
 
 def suite_fingerprint(suite: Suite) -> str:
@@ -513,7 +514,7 @@ def validate_lake(spark: SparkSession, lake: str, suites_for: SuitesFor,
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     tables, raw_results = [], {}
-    properties = present_tables(spark, lake)
+    properties = present_tables(lake)
     for suite in suites_for(set(properties), properties):
         result, raw = _run_suite(context, spark, lake, suite)
         tables.append(result)

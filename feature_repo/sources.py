@@ -69,22 +69,33 @@ def _within_window(snapshot: str, times: str) -> str:
 
 
 def summary_query(lake: str) -> str:
-    """The summary figures per (user, snapshot) as Spark SQL."""
+    """The summary figures per (user, snapshot) as Spark SQL: each sequence table's figures, the two
+    stacked (``UNION ALL``) and grouped by (user, snapshot), a side the user lacks at that snapshot taking
+    its default (0 events, -1 hours, a 0 share). Not a FULL OUTER JOIN with the keys coalesced: a filter on
+    the snapshot (Feast's ``[T, T]`` window, a training set's range) passes through a grouping key and a
+    union down to both tables' ``snapshot_ts`` partitions, where through ``coalesce`` of a full join it
+    read every snapshot of both (about 15 s a read at 16M clicks, where the snapshot alone takes 1)."""
+    clicks = (f"SELECT user_id, snapshot_ts, length AS c_length, CAST(NULL AS INT) AS v_length, "
+              f"{_within_window('snapshot_ts', 'click_ts')} AS c_7d, CAST(NULL AS INT) AS v_7d, "
+              f"{_hours_since('snapshot_ts', 'click_ts')} AS c_hours, CAST(NULL AS DOUBLE) AS v_hours, "
+              f"CAST(NULL AS DOUBLE) AS share FROM {_delta(CLICK_SEQUENCES.location(lake))}")
+    conversions = (f"SELECT user_id, snapshot_ts, CAST(NULL AS INT) AS c_length, length AS v_length, "
+                   f"CAST(NULL AS INT) AS c_7d, {_within_window('snapshot_ts', 'conversion_ts')} AS v_7d, "
+                   f"CAST(NULL AS DOUBLE) AS c_hours, "
+                   f"{_hours_since('snapshot_ts', 'conversion_ts')} AS v_hours, "
+                   f"size(filter(attributed, x -> x)) / length AS share "
+                   f"FROM {_delta(CONVERSION_SEQUENCES.location(lake))}")
     return f"""
-        SELECT coalesce(c.user_id, v.user_id) AS user_id,
-               coalesce(c.snapshot_ts, v.snapshot_ts) AS event_timestamp,
-               coalesce(c.length, 0) AS click_count,
-               coalesce(v.length, 0) AS conversion_count,
-               {_within_window("c.snapshot_ts", "c.click_ts")} AS clicks_7d,
-               {_within_window("v.snapshot_ts", "v.conversion_ts")} AS conversions_7d,
-               CAST(coalesce({_hours_since("c.snapshot_ts", "c.click_ts")}, -1) AS FLOAT)
-                   AS hours_since_click,
-               CAST(coalesce({_hours_since("v.snapshot_ts", "v.conversion_ts")}, -1) AS FLOAT)
-                   AS hours_since_conversion,
-               CAST(coalesce(size(filter(v.attributed, x -> x)) / v.length, 0) AS FLOAT) AS attributed_share
-        FROM {_delta(CLICK_SEQUENCES.location(lake))} c
-        FULL OUTER JOIN {_delta(CONVERSION_SEQUENCES.location(lake))} v
-          ON c.user_id = v.user_id AND c.snapshot_ts = v.snapshot_ts"""
+        SELECT user_id, snapshot_ts AS event_timestamp,
+               coalesce(max(c_length), 0) AS click_count,
+               coalesce(max(v_length), 0) AS conversion_count,
+               coalesce(max(c_7d), 0) AS clicks_7d,
+               coalesce(max(v_7d), 0) AS conversions_7d,
+               CAST(coalesce(max(c_hours), -1) AS FLOAT) AS hours_since_click,
+               CAST(coalesce(max(v_hours), -1) AS FLOAT) AS hours_since_conversion,
+               CAST(coalesce(max(share), 0) AS FLOAT) AS attributed_share
+        FROM ({clicks} UNION ALL {conversions})
+        GROUP BY user_id, snapshot_ts"""
 
 
 def summary_source(lake: str, name: str) -> SparkSource:

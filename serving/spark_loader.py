@@ -1,6 +1,7 @@
 """Load registered online feature views for one snapshot into Feast's Redis online store from the Spark
-executors, in Feast's own layout, so that the SDK, the feature server and ``serving.fast`` read the rows
-exactly as if ``store.materialize(T, T)`` had written them (issue 26: "loading the online store at scale").
+executors, or into its SQLite online store from the driver, in Feast's own layout, so that the SDK, the
+feature server and ``serving.fast`` read the rows exactly as if ``store.materialize(T, T)`` had written
+them (issue 26: "loading the online store at scale").
 
 Why: Feast's local engine collects every row of a view to the driver and converts and writes it from one
 Python process (about 3,300 users/s here, BENCHMARKS.md); a snapshot of 10M users must not go through one
@@ -30,6 +31,18 @@ Views that read the same source with the same join keys are written in one pass,
 ``HSET`` per entity (the hash Feast leaves after writing them one by one); other views take a pass each.
 The registry is not touched: Feast's materialization intervals serve ``materialize_incremental``, which
 duet never uses.
+
+**SQLite** (the embedded default) is one local file, which only the driver can write: each pass's rows
+are collected to the driver as Arrow (``DataFrame.toArrow``, what Feast's own materialize collects too,
+through pandas) and upserted with one ``executemany`` per view, in one transaction per pass, in the rows
+Feast 0.67's ``SqliteOnlineStore.online_write_batch`` writes: per entity and feature ``(entity_key,
+feature_name, value, value_text, event_ts, created_ts)``, the key ``serialize_entity_key`` (no project),
+the value the same ``ValueProto`` bytes as above, ``value_text`` Feast's ``extract_text_and_num`` (the
+number as Python prints it for ``Float32`` and ``Int32``, else null), and the stamps as naive UTC
+datetimes through the ``sqlite3`` adapter Feast registers (whole epoch seconds). Feast's per-row Python
+conversion and one ``execute`` per value took about 55 s for 96,000 users here (BENCHMARKS.md, "Daily
+operation"). A store with ``vector_enabled`` or ``enable_openai_compatible_store`` (extra columns) is
+refused: ``serving.versions.materialize`` gives it to Feast's materialize.
 
 The executors import this module, ``redis`` and Feast's protobuf modules: true in local mode (the driver's
 interpreter, ``core.spark``) and in the project's image, where every node has the same environment.
@@ -263,6 +276,52 @@ def _partition_writer(target: _Target, plan: _Pass, batch_rows: int):
 _COUNTS = ("rows", "written", "skipped")
 
 
+# --- SQLite (written by the driver: the online store is one local file) ---------------------------------
+
+def _texts(column, kind: str) -> list[str | None]:
+    """Feast's ``value_text`` of each row (``extract_text_and_num`` of the ``ValueProto``): for ``Float32``
+    the float32 value as Python prints it once widened (what reading ``float_val`` gives), for ``Int32``
+    the integer; null for a null or NaN (an empty ``ValueProto``) and for every other type."""
+    if kind == "FLOAT":
+        values = column.to_numpy(zero_copy_only=False).astype("<f4")      # null -> NaN
+        return [None if np.isnan(v) else str(float(v)) for v in values]
+    if kind == "INT32":
+        return [None if v is None else str(int(v)) for v in column.to_pylist()]
+    return [None] * len(column)
+
+
+def sqlite_loadable(config) -> bool:
+    """Whether the SQLite online store of ``config`` has Feast's plain table (module docstring)."""
+    online = config.online_store
+    return (online.type == "sqlite" and not getattr(online, "vector_enabled", False)
+            and not getattr(online, "enable_openai_compatible_store", False))
+
+
+def _sqlite_pass(conn, config, plan: _Pass, table, snapshot: datetime, batch_rows: int) -> int:
+    """Upsert the pass's rows (an Arrow table from ``_rows(keep_created=True)``) into its views' SQLite
+    tables, in one transaction; returns the entities written."""
+    from feast.infra.online_stores.sqlite import _quote_id
+    from feast.utils import to_naive_utc
+
+    event_ts = to_naive_utc(snapshot)
+    with conn:
+        for view in plan.views:
+            sql = (f"INSERT INTO {_quote_id(f'{config.project}_{view.name}')} "
+                   "(entity_key, feature_name, value, value_text, event_ts, created_ts) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+                   "value = excluded.value, value_text = excluded.value_text, "
+                   "event_ts = excluded.event_ts, created_ts = excluded.created_ts")
+            for batch in table.to_batches(max_chunksize=batch_rows):
+                keys = _entity_keys(batch, plan.keys, plan.key_types, config.entity_key_serialization_version)
+                created = [None if c is None else to_naive_utc(c) for c in batch.column(CREATED).to_pylist()]
+                for _, column, kind in view.features:
+                    values = batch.column(column)
+                    conn.executemany(sql, zip(keys, [column] * batch.num_rows, _ENCODERS[kind](values),
+                                              _texts(values, kind), [event_ts] * batch.num_rows, created,
+                                              strict=True))
+    return table.num_rows
+
+
 # --- the driver -----------------------------------------------------------------------------------------
 
 @dataclass
@@ -289,7 +348,7 @@ class LoadReport:
     def line(self) -> str:
         per = "; ".join(f"{', '.join(p.views)}: {p.written:,} entities, {p.partitions} partitions, "
                         f"{p.seconds:.1f} s" for p in self.passes)
-        return f"loaded {self.snapshot} from the executors in {self.seconds:.1f} s ({per})"
+        return f"loaded {self.snapshot} in {self.seconds:.1f} s ({per})"
 
     def to_dict(self) -> dict:
         return {"snapshot": self.snapshot, "seconds": self.seconds,
@@ -336,8 +395,12 @@ def _plan(store, view_names: Sequence[str]) -> list[_Pass]:
             for (source, timestamp, created, _, keys), group in groups.items()]
 
 
-def _rows(spark, plan: _Pass, snapshot: datetime):
-    """(the pass's rows at the snapshot, one per entity; duplicates dropped) as a DataFrame."""
+CREATED = "__duet_created"      # the created timestamp's column in ``_rows(keep_created=True)``
+
+
+def _rows(spark, plan: _Pass, snapshot: datetime, keep_created: bool = False):
+    """(the pass's rows at the snapshot, one per entity; duplicates dropped) as a DataFrame; with
+    ``keep_created``, the created timestamp too, as ``CREATED`` (null without a created column)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -356,21 +419,27 @@ def _rows(spark, plan: _Pass, snapshot: datetime):
         order = [F.col(f"`__duet_{s}`").desc() for s in stamps]
         rank = F.row_number().over(Window.partitionBy(*plan.keys).orderBy(*order))
         rows = rows.withColumn("__duet_rank", rank).where("__duet_rank = 1")
-    return rows.select(*[q(dst) for _, dst in plan.columns]), duplicates
+    created = [F.col(f"`__duet_{plan.created}`") if plan.created else F.lit(None).cast("timestamp")]
+    return rows.select(*[q(dst) for _, dst in plan.columns],
+                       *([created[0].alias(CREATED)] if keep_created else [])), duplicates
 
 
 def load_views(spark, store, snapshot: datetime, view_names: Sequence[str],
                batch_rows: int = DEFAULT_BATCH_ROWS, log=print) -> LoadReport:
-    """Write the rows of ``view_names`` (registered, online, on ``store``'s Redis online store) at
-    ``snapshot`` from the executors (module docstring); returns what was written. ``batch_rows``: rows
-    per Arrow batch and per Redis pipeline."""
+    """Write the rows of ``view_names`` (registered, online, on ``store``'s Redis or SQLite online store) at
+    ``snapshot``: Redis from the executors, SQLite from the driver (module docstring); returns what was
+    written. ``batch_rows``: rows per Arrow batch, per Redis pipeline and per SQLite ``executemany``."""
     from google.protobuf.timestamp_pb2 import Timestamp
 
     from core.spark import session_settings
 
     config = store.config
-    if config.online_store.type != "redis":
-        raise DuetError(f"the executor loader writes Redis; this store's online store is "
+    on_sqlite = config.online_store.type == "sqlite"
+    if on_sqlite and not sqlite_loadable(config):
+        raise DuetError("this SQLite online store has vector or OpenAI-compatible columns, which the loader "
+                        "does not write: use Feast's materialize (serving.versions.materialize)")
+    if config.online_store.type not in ("redis", "sqlite"):
+        raise DuetError(f"the loader writes Redis and SQLite; this store's online store is "
                         f"{config.online_store.type}: use Feast's materialize (serving.versions.materialize)")
     if snapshot.tzinfo is None:
         raise DuetError(f"{snapshot.isoformat()} has no time zone: give the snapshot as an instant")
@@ -382,6 +451,13 @@ def load_views(spark, store, snapshot: datetime, view_names: Sequence[str],
     started = time.perf_counter()
     for plan in _plan(store, view_names):
         begun = time.perf_counter()
+        if on_sqlite:
+            rows, duplicates = _rows(spark, plan, snapshot, keep_created=True)
+            conn = store._get_provider().online_store._get_conn(config)
+            written = _sqlite_pass(conn, config, plan, rows.toArrow(), snapshot, batch_rows)
+            report.passes.append(PassReport([v.name for v in plan.views], written, written, 0, duplicates,
+                                            partitions=1, seconds=round(time.perf_counter() - begun, 2)))
+            continue
         rows, duplicates = _rows(spark, plan, snapshot)
         with session_settings(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows)}):
             counts = rows.mapInArrow(_partition_writer(target, plan, batch_rows),

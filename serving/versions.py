@@ -146,20 +146,23 @@ def with_published(value: dict, version: str, entry: dict, serve: bool) -> dict:
 
 
 def materialize(store, snapshot: datetime, views) -> None:
-    """The snapshot's rows into ``views`` by its own window ``[T, T]`` (``serving.publish``). On Redis,
-    with a Spark session active (``duet publish``, ``promote`` and ``rollback`` start one), the rows are
-    written from the executors (``serving.spark_loader``: Feast's layout, byte-equal to Feast's own
-    writes, tested), so no snapshot passes through the driver; otherwise Feast's ``materialize``, which
-    collects each view's rows in this process (SQLite, the embedded default, is one local file)."""
-    if store.config.online_store.type == "redis":
-        from pyspark.sql import SparkSession
+    """The snapshot's rows into ``views`` by its own window ``[T, T]`` (``serving.publish``). With a Spark
+    session active (``duet publish``, ``promote`` and ``rollback`` start one), ``serving.spark_loader``
+    writes them in Feast's layout, byte-equal to Feast's own writes (tested): on Redis from the
+    executors, so no snapshot passes through the driver; on SQLite (the embedded default, one local file)
+    from the driver, vectorized, in place of Feast's conversion of each value in Python. Otherwise, and
+    for an online store the loader does not write, Feast's ``materialize``."""
+    from pyspark.sql import SparkSession
 
-        spark = SparkSession.getActiveSession()
-        if spark is not None:
-            from serving.spark_loader import load_views
+    from serving.spark_loader import sqlite_loadable
 
-            load_views(spark, store, snapshot, list(views), log=lambda _: None)
-            return
+    config = store.config
+    spark = SparkSession.getActiveSession()
+    if spark is not None and (config.online_store.type == "redis" or sqlite_loadable(config)):
+        from serving.spark_loader import load_views
+
+        load_views(spark, store, snapshot, list(views), log=lambda _: None)
+        return
     feast_materialize(store, snapshot, views)
 
 
