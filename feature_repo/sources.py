@@ -74,15 +74,18 @@ def summary_query(lake: str) -> str:
     its default (0 events, -1 hours, a 0 share). Not a FULL OUTER JOIN with the keys coalesced: a filter on
     the snapshot (Feast's ``[T, T]`` window, a training set's range) passes through a grouping key and a
     union down to both tables' ``snapshot_ts`` partitions, where through ``coalesce`` of a full join it
-    read every snapshot of both (about 15 s a read at 16M clicks, where the snapshot alone takes 1)."""
+    read every snapshot of both (about 15 s a read at 16M clicks, where the snapshot alone takes 1). The
+    hours are cast to FLOAT in each branch, as the join cast them once: through a DOUBLE first, a value
+    could round differently."""
     clicks = (f"SELECT user_id, snapshot_ts, length AS c_length, CAST(NULL AS INT) AS v_length, "
               f"{_within_window('snapshot_ts', 'click_ts')} AS c_7d, CAST(NULL AS INT) AS v_7d, "
-              f"{_hours_since('snapshot_ts', 'click_ts')} AS c_hours, CAST(NULL AS DOUBLE) AS v_hours, "
+              f"CAST({_hours_since('snapshot_ts', 'click_ts')} AS FLOAT) AS c_hours, "
+              f"CAST(NULL AS FLOAT) AS v_hours, "
               f"CAST(NULL AS DOUBLE) AS share FROM {_delta(CLICK_SEQUENCES.location(lake))}")
     conversions = (f"SELECT user_id, snapshot_ts, CAST(NULL AS INT) AS c_length, length AS v_length, "
                    f"CAST(NULL AS INT) AS c_7d, {_within_window('snapshot_ts', 'conversion_ts')} AS v_7d, "
-                   f"CAST(NULL AS DOUBLE) AS c_hours, "
-                   f"{_hours_since('snapshot_ts', 'conversion_ts')} AS v_hours, "
+                   f"CAST(NULL AS FLOAT) AS c_hours, "
+                   f"CAST({_hours_since('snapshot_ts', 'conversion_ts')} AS FLOAT) AS v_hours, "
                    f"size(filter(attributed, x -> x)) / length AS share "
                    f"FROM {_delta(CONVERSION_SEQUENCES.location(lake))}")
     return f"""

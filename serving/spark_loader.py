@@ -33,16 +33,19 @@ The registry is not touched: Feast's materialization intervals serve ``materiali
 duet never uses.
 
 **SQLite** (the embedded default) is one local file, which only the driver can write: each pass's rows
-are collected to the driver as Arrow (``DataFrame.toArrow``, what Feast's own materialize collects too,
-through pandas) and upserted with one ``executemany`` per view, in one transaction per pass, in the rows
-Feast 0.67's ``SqliteOnlineStore.online_write_batch`` writes: per entity and feature ``(entity_key,
-feature_name, value, value_text, event_ts, created_ts)``, the key ``serialize_entity_key`` (no project),
-the value the same ``ValueProto`` bytes as above, ``value_text`` Feast's ``extract_text_and_num`` (the
-number as Python prints it for ``Float32`` and ``Int32``, else null), and the stamps as naive UTC
-datetimes through the ``sqlite3`` adapter Feast registers (whole epoch seconds). Feast's per-row Python
-conversion and one ``execute`` per value took about 55 s for 96,000 users here (BENCHMARKS.md, "Daily
-operation"). A store with ``vector_enabled`` or ``enable_openai_compatible_store`` (extra columns) is
-refused: ``serving.versions.materialize`` gives it to Feast's materialize.
+are collected to the driver as Arrow (``DataFrame.toArrow``; Feast's own materialize collects them too,
+through pandas), a pass of more than ``SQLITE_SLICE_ROWS`` entities in hash slices so that the driver
+holds at most that many at once (under Spark's ``maxResultSize``). They are upserted with one
+``executemany`` per view and slice, in one transaction per pass, as the rows Feast 0.67's
+``SqliteOnlineStore.online_write_batch`` writes: per entity and feature ``(entity_key, feature_name,
+value, value_text, event_ts, created_ts)``, the key ``serialize_entity_key`` (no project), the value the
+same ``ValueProto`` bytes as above, ``value_text`` Feast's ``extract_text_and_num`` (the number as Python
+prints it for ``Float32`` and ``Int32``, else null), and the stamps as naive UTC datetimes through the
+``sqlite3`` adapter Feast registers (whole epoch seconds). Feast's per-row Python conversion and one
+``execute`` per value took about 55 s for 96,000 users here (BENCHMARKS.md, "Daily operation"). A store
+with ``vector_enabled`` or ``enable_openai_compatible_store`` (extra columns) is refused
+(``NotLoadable``), like a source other than a ``SparkSource`` or a type without an encoder:
+``serving.versions.materialize`` gives those to Feast's materialize.
 
 The executors import this module, ``redis`` and Feast's protobuf modules: true in local mode (the driver's
 interpreter, ``core.spark``) and in the project's image, where every node has the same environment.
@@ -53,9 +56,10 @@ The executors get plain data (the online store's settings as a dict, the encodin
 
 from __future__ import annotations
 
+import math
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,7 +69,14 @@ from core.errors import DuetError
 from core.times import sql_timestamp
 
 DEFAULT_BATCH_ROWS = 2_000
+# SQLite: the most entities collected to the driver at once; a larger pass is read in hash slices.
+SQLITE_SLICE_ROWS = 500_000
 _NULL = b""        # an empty ValueProto: what Feast stores for a null value
+
+
+class NotLoadable(DuetError):
+    """A store, view or type the loader does not write (refused before anything is written): Feast's
+    materialize does (``serving.versions.materialize`` falls back to it)."""
 
 
 # --- encoding (runs on the executors) -------------------------------------------------------------------
@@ -297,29 +308,40 @@ def sqlite_loadable(config) -> bool:
             and not getattr(online, "enable_openai_compatible_store", False))
 
 
-def _sqlite_pass(conn, config, plan: _Pass, table, snapshot: datetime, batch_rows: int) -> int:
-    """Upsert the pass's rows (an Arrow table from ``_rows(keep_created=True)``) into its views' SQLite
-    tables, in one transaction; returns the entities written."""
-    from feast.infra.online_stores.sqlite import _quote_id
+def _sqlite_pass(conn, config, plan: _Pass, tables: Iterable, snapshot: datetime, batch_rows: int) -> int:
+    """Upsert the pass's rows (Arrow tables: the slices of ``_rows(keep_created=True)``) into its views'
+    SQLite tables, in one transaction; returns the entities written."""
     from feast.utils import to_naive_utc
 
     event_ts = to_naive_utc(snapshot)
+    written = 0
     with conn:
-        for view in plan.views:
-            sql = (f"INSERT INTO {_quote_id(f'{config.project}_{view.name}')} "
-                   "(entity_key, feature_name, value, value_text, event_ts, created_ts) "
-                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-                   "value = excluded.value, value_text = excluded.value_text, "
-                   "event_ts = excluded.event_ts, created_ts = excluded.created_ts")
-            for batch in table.to_batches(max_chunksize=batch_rows):
-                keys = _entity_keys(batch, plan.keys, plan.key_types, config.entity_key_serialization_version)
-                created = [None if c is None else to_naive_utc(c) for c in batch.column(CREATED).to_pylist()]
-                for _, column, kind in view.features:
-                    values = batch.column(column)
-                    conn.executemany(sql, zip(keys, [column] * batch.num_rows, _ENCODERS[kind](values),
-                                              _texts(values, kind), [event_ts] * batch.num_rows, created,
-                                              strict=True))
-    return table.num_rows
+        for table in tables:
+            written += table.num_rows
+            for view in plan.views:
+                _sqlite_view(conn, config, view, plan, table, event_ts, batch_rows)
+    return written
+
+
+def _sqlite_view(conn, config, view: _View, plan: _Pass, table, event_ts: datetime, batch_rows: int) -> None:
+    """One view's rows of one Arrow table upserted as Feast's ``online_write_batch`` does (the caller's
+    transaction): one row per entity and feature."""
+    from feast.infra.online_stores.sqlite import _quote_id
+    from feast.utils import to_naive_utc
+
+    sql = (f"INSERT INTO {_quote_id(f'{config.project}_{view.name}')} "
+           "(entity_key, feature_name, value, value_text, event_ts, created_ts) "
+           "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+           "value = excluded.value, value_text = excluded.value_text, "
+           "event_ts = excluded.event_ts, created_ts = excluded.created_ts")
+    for batch in table.to_batches(max_chunksize=batch_rows):
+        keys = _entity_keys(batch, plan.keys, plan.key_types, config.entity_key_serialization_version)
+        created = [None if c is None else to_naive_utc(c) for c in batch.column(CREATED).to_pylist()]
+        stamps = [event_ts] * batch.num_rows
+        for _, column, kind in view.features:
+            values = batch.column(column)
+            conn.executemany(sql, zip(keys, [column] * batch.num_rows, _ENCODERS[kind](values),
+                                      _texts(values, kind), stamps, created, strict=True))
 
 
 # --- the driver -----------------------------------------------------------------------------------------
@@ -366,8 +388,8 @@ def _plan(store, view_names: Sequence[str]) -> list[_Pass]:
         view = store.get_feature_view(name)
         source = view.batch_source
         if not isinstance(source, SparkSource):
-            raise DuetError(f"view {name} reads a {type(source).__name__}: the executor loader reads "
-                            "SparkSources only (publish it with Feast's materialize)")
+            raise NotLoadable(f"view {name} reads a {type(source).__name__}: the loader reads "
+                              "SparkSources only (publish it with Feast's materialize)")
         if not view.online:
             raise DuetError(f"view {name} is not online: nothing to load")
         mapping = dict(source.field_mapping or {})          # source column -> name in the view
@@ -384,8 +406,8 @@ def _plan(store, view_names: Sequence[str]) -> list[_Pass]:
         for feature in view.features:
             kind = feature.dtype.to_value_type().name
             if kind not in _ENCODERS:
-                raise DuetError(f"{name}:{feature.name} is {feature.dtype}: the executor loader encodes "
-                                f"{', '.join(sorted(_ENCODERS))} (publish it with Feast's materialize)")
+                raise NotLoadable(f"{name}:{feature.name} is {feature.dtype}: the loader encodes "
+                                  f"{', '.join(sorted(_ENCODERS))} (publish it with Feast's materialize)")
             features.append((_mmh3(f"{stored}:{feature.name}"), feature.name, kind))
         group["views"].append(_View(stored, f"_ts:{stored}".encode(), tuple(features)))
         for column in [k for k, _ in keys] + [f.name for f in view.features]:
@@ -398,22 +420,27 @@ def _plan(store, view_names: Sequence[str]) -> list[_Pass]:
 CREATED = "__duet_created"      # the created timestamp's column in ``_rows(keep_created=True)``
 
 
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 def _rows(spark, plan: _Pass, snapshot: datetime, keep_created: bool = False):
-    """(the pass's rows at the snapshot, one per entity; duplicates dropped) as a DataFrame; with
-    ``keep_created``, the created timestamp too, as ``CREATED`` (null without a created column)."""
+    """(the pass's rows at the snapshot, one per entity, as a DataFrame; the rows dropped as duplicates;
+    the entities). With ``keep_created``, the created timestamp too, as ``CREATED`` (null without a
+    created column)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    def q(name: str) -> str:
-        return "`" + name.replace("`", "``") + "`"
-
+    q = _q
     stamps = [plan.timestamp] + ([plan.created] if plan.created else [])
     selected = [f"{q(src)} AS {q(dst)}" for src, dst in plan.columns] + [
         f"{q(s)} AS {q('__duet_' + s)}" for s in stamps]
     rows = spark.sql(f"SELECT {', '.join(selected)} FROM {plan.source} "
                      f"WHERE {q(plan.timestamp)} = {sql_timestamp(snapshot)}")
-    counted = rows.groupBy(*plan.keys).count().where("count > 1").agg(F.sum("count"), F.count("*")).first()
-    duplicates = int((counted[0] or 0) - counted[1])
+    repeated = F.col("count") > 1
+    counted = rows.groupBy(*plan.keys).count().agg(
+        F.sum(F.when(repeated, F.col("count"))), F.count(F.when(repeated, 1)), F.count("*")).first()
+    duplicates, entities = int((counted[0] or 0) - counted[1]), int(counted[2])
     if duplicates:
         # Feast's dedup: per entity, the latest (event, created) timestamps; in [T, T] only created differs.
         order = [F.col(f"`__duet_{s}`").desc() for s in stamps]
@@ -421,26 +448,31 @@ def _rows(spark, plan: _Pass, snapshot: datetime, keep_created: bool = False):
         rows = rows.withColumn("__duet_rank", rank).where("__duet_rank = 1")
     created = [F.col(f"`__duet_{plan.created}`") if plan.created else F.lit(None).cast("timestamp")]
     return rows.select(*[q(dst) for _, dst in plan.columns],
-                       *([created[0].alias(CREATED)] if keep_created else [])), duplicates
+                       *([created[0].alias(CREATED)] if keep_created else [])), duplicates, entities
 
 
 def load_views(spark, store, snapshot: datetime, view_names: Sequence[str],
-               batch_rows: int = DEFAULT_BATCH_ROWS, log=print) -> LoadReport:
+               batch_rows: int = DEFAULT_BATCH_ROWS, log=print,
+               slice_rows: int = SQLITE_SLICE_ROWS) -> LoadReport:
     """Write the rows of ``view_names`` (registered, online, on ``store``'s Redis or SQLite online store) at
     ``snapshot``: Redis from the executors, SQLite from the driver (module docstring); returns what was
-    written. ``batch_rows``: rows per Arrow batch, per Redis pipeline and per SQLite ``executemany``."""
+    written. ``batch_rows``: rows per Arrow batch, per Redis pipeline and per SQLite ``executemany``;
+    ``slice_rows``: on SQLite, the most entities collected to the driver at once. Raises ``NotLoadable``,
+    before writing anything, for what it does not write."""
     from google.protobuf.timestamp_pb2 import Timestamp
+    from pyspark.sql import functions as F
 
     from core.spark import session_settings
 
     config = store.config
     on_sqlite = config.online_store.type == "sqlite"
     if on_sqlite and not sqlite_loadable(config):
-        raise DuetError("this SQLite online store has vector or OpenAI-compatible columns, which the loader "
-                        "does not write: use Feast's materialize (serving.versions.materialize)")
+        raise NotLoadable("this SQLite online store has vector or OpenAI-compatible columns, which the "
+                          "loader does not write: use Feast's materialize (serving.versions.materialize)")
     if config.online_store.type not in ("redis", "sqlite"):
-        raise DuetError(f"the loader writes Redis and SQLite; this store's online store is "
-                        f"{config.online_store.type}: use Feast's materialize (serving.versions.materialize)")
+        raise NotLoadable(f"the loader writes Redis and SQLite; this store's online store is "
+                          f"{config.online_store.type}: use Feast's materialize "
+                          "(serving.versions.materialize)")
     if snapshot.tzinfo is None:
         raise DuetError(f"{snapshot.isoformat()} has no time zone: give the snapshot as an instant")
     stamp = Timestamp()
@@ -452,13 +484,18 @@ def load_views(spark, store, snapshot: datetime, view_names: Sequence[str],
     for plan in _plan(store, view_names):
         begun = time.perf_counter()
         if on_sqlite:
-            rows, duplicates = _rows(spark, plan, snapshot, keep_created=True)
+            rows, duplicates, entities = _rows(spark, plan, snapshot, keep_created=True)
+            slices = max(1, math.ceil(entities / slice_rows))
+            parts = [rows] if slices == 1 else [
+                rows.where(F.pmod(F.xxhash64(*[F.col(_q(k)) for k in plan.keys]), F.lit(slices)) == i)
+                for i in range(slices)]
             conn = store._get_provider().online_store._get_conn(config)
-            written = _sqlite_pass(conn, config, plan, rows.toArrow(), snapshot, batch_rows)
+            written = _sqlite_pass(conn, config, plan, (part.toArrow() for part in parts), snapshot,
+                                   batch_rows)
             report.passes.append(PassReport([v.name for v in plan.views], written, written, 0, duplicates,
-                                            partitions=1, seconds=round(time.perf_counter() - begun, 2)))
+                                            partitions=slices, seconds=round(time.perf_counter() - begun, 2)))
             continue
-        rows, duplicates = _rows(spark, plan, snapshot)
+        rows, duplicates, _ = _rows(spark, plan, snapshot)
         with session_settings(spark, {"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows)}):
             counts = rows.mapInArrow(_partition_writer(target, plan, batch_rows),
                                      ", ".join(f"{c} long" for c in _COUNTS))

@@ -151,18 +151,19 @@ def materialize(store, snapshot: datetime, views) -> None:
     writes them in Feast's layout, byte-equal to Feast's own writes (tested): on Redis from the
     executors, so no snapshot passes through the driver; on SQLite (the embedded default, one local file)
     from the driver, vectorized, in place of Feast's conversion of each value in Python. Otherwise, and
-    for an online store the loader does not write, Feast's ``materialize``."""
+    for what the loader does not write (``spark_loader.NotLoadable``: another online store, a view whose
+    source is not a ``SparkSource``, a type it has no encoder for), Feast's ``materialize``."""
     from pyspark.sql import SparkSession
 
-    from serving.spark_loader import sqlite_loadable
+    from serving.spark_loader import NotLoadable, load_views
 
-    config = store.config
     spark = SparkSession.getActiveSession()
-    if spark is not None and (config.online_store.type == "redis" or sqlite_loadable(config)):
-        from serving.spark_loader import load_views
-
-        load_views(spark, store, snapshot, list(views), log=lambda _: None)
-        return
+    if spark is not None:
+        try:
+            load_views(spark, store, snapshot, list(views), log=lambda _: None)
+            return
+        except NotLoadable:
+            pass                  # refused before anything was written
     feast_materialize(store, snapshot, views)
 
 

@@ -1,4 +1,5 @@
-"""The executor loader (``serving.spark_loader``) against Feast's own materialization, on a real Redis.
+"""The loader (``serving.spark_loader``) against Feast's own materialization, on a real Redis (from the
+executors) and on SQLite (from the driver).
 
 One small lake (``tests/feature_lake.py``) and one registry; the version's click and conversion views
 (``Array(Float32)`` and ``UnixTimestamp`` features, one source: one pass of the loader) and the sequence
@@ -129,10 +130,11 @@ def test_driver_load_into_sqlite_equals_feast_materialize_row_for_row(spark, tmp
 
     clear_views(store, views)
     assert all(not r for r in _sqlite_rows(store, views).values())
-    report = load_views(spark, store, SNAPSHOT, views, batch_rows=64, log=lambda _: None)
+    # In slices of at most 100 users (4 for the 301 embedded), as a snapshot of millions is read.
+    report = load_views(spark, store, SNAPSHOT, views, batch_rows=64, log=lambda _: None, slice_rows=100)
     assert len(report.passes) == 2, report.to_dict()
     embeddings = next(p for p in report.passes if p.duplicates)
-    assert (embeddings.duplicates, embeddings.written) == (1, USERS + 1)
+    assert (embeddings.duplicates, embeddings.written, embeddings.partitions) == (1, USERS + 1, 4)
     loaded = _sqlite_rows(store, views)
     assert {v: len(r) for v, r in loaded.items()} == {v: len(r) for v, r in expected.items()}
     assert all(len(r) > USERS for r in expected.values())
