@@ -142,3 +142,24 @@ def test_driver_load_into_sqlite_equals_feast_materialize_row_for_row(spark, tmp
         for want, got in zip(expected[view], loaded[view], strict=True):
             assert got == want, (view, want[:2])
     assert store.get_online_features(features=features, entity_rows=rows).to_dict() == feast_read
+
+
+def test_what_the_loader_refuses_goes_to_feasts_materialize_and_other_errors_do_not(spark, monkeypatch):
+    from core.errors import DuetError
+    from serving import spark_loader, versions
+
+    fed = []
+    monkeypatch.setattr(versions, "feast_materialize", lambda store, snapshot, views: fed.append(list(views)))
+
+    def refuse(*args, **kwargs):      # what _plan says of a view whose source is not a SparkSource
+        raise spark_loader.NotLoadable("view v reads a FileSource: the loader reads SparkSources only")
+    monkeypatch.setattr(spark_loader, "load_views", refuse)
+    versions.materialize(object(), SNAPSHOT, ["v"])
+    assert fed == [["v"]]
+
+    def fail(*args, **kwargs):
+        raise DuetError("the snapshot has no time zone")
+    monkeypatch.setattr(spark_loader, "load_views", fail)
+    with pytest.raises(DuetError, match="no time zone"):
+        versions.materialize(object(), SNAPSHOT, ["v"])
+    assert fed == [["v"]]
