@@ -74,7 +74,7 @@ def summary_query(lake: str) -> str:
     its default (0 events, -1 hours, a 0 share). Not a FULL OUTER JOIN with the keys coalesced: a filter on
     the snapshot (Feast's ``[T, T]`` window, a training set's range) passes through a grouping key and a
     union down to both tables' ``snapshot_ts`` partitions, where through ``coalesce`` of a full join it
-    read every snapshot of both (about 15 s a read at 16M clicks, where the snapshot alone takes 1). The
+    read every snapshot of both (a ``[T, T]`` read at 16M clicks: 15.9 s, now 1.6 s). The
     hours are cast to FLOAT in each branch, as the join cast them once: through a DOUBLE first, a value
     could round differently."""
     clicks = (f"SELECT user_id, snapshot_ts, length AS c_length, CAST(NULL AS INT) AS v_length, "

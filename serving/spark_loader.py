@@ -41,8 +41,9 @@ holds at most that many at once (under Spark's ``maxResultSize``). They are upse
 value, value_text, event_ts, created_ts)``, the key ``serialize_entity_key`` (no project), the value the
 same ``ValueProto`` bytes as above, ``value_text`` Feast's ``extract_text_and_num`` (the number as Python
 prints it for ``Float32`` and ``Int32``, else null), and the stamps as naive UTC datetimes through the
-``sqlite3`` adapter Feast registers (whole epoch seconds). Feast's per-row Python conversion and one
-``execute`` per value took about 55 s for 96,000 users here (BENCHMARKS.md, "Daily operation"). A store
+``sqlite3`` adapter Feast registers (whole epoch seconds). Feast's materialize converts each value in
+Python and runs one ``execute`` per value: 57.2 s for 96,000 users at 16M clicks, the loader 35.7 s on the
+same rows (BENCHMARKS.md, "A day against a rebuild at 16M clicks, 8413cc0"). A store
 with ``vector_enabled`` or ``enable_openai_compatible_store`` (extra columns) is refused
 (``NotLoadable``), like a source other than a ``SparkSource`` or a type without an encoder:
 ``serving.versions.materialize`` gives those to Feast's materialize.
@@ -350,10 +351,10 @@ def _sqlite_view(conn, config, view: _View, plan: _Pass, table, event_ts: dateti
 class PassReport:
     views: list[str]
     rows: int               # rows read at the snapshot (after the per-entity dedup)
-    written: int            # entities whose hash was written (HSET)
+    written: int            # entities whose hash was written (Redis HSET) or rows upserted (SQLite)
     skipped: int            # (entity, view) rows not written: stored as new or newer (skip_dedup off)
     duplicates: int         # rows dropped by the per-entity dedup (latest created timestamp kept)
-    partitions: int
+    partitions: int         # Redis: the tasks that wrote; SQLite: the slices collected to the driver
     seconds: float
 
 
@@ -396,7 +397,7 @@ def _plan(store, view_names: Sequence[str]) -> list[_Pass]:
         reverse = {v: k for k, v in mapping.items()}
         keys = tuple((c.name, c.dtype.to_value_type().name) for c in view.entity_columns)
         if not keys:
-            raise DuetError(f"view {name} has no join keys: the executor loader writes entity views only")
+            raise DuetError(f"view {name} has no join keys: the loader writes entity views only")
         created = source.created_timestamp_column or None
         timestamp = reverse.get(source.timestamp_field, source.timestamp_field)
         group = groups.setdefault((source.get_table_query_string(), timestamp, reverse.get(created, created),
@@ -431,12 +432,11 @@ def _rows(spark, plan: _Pass, snapshot: datetime, keep_created: bool = False):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    q = _q
     stamps = [plan.timestamp] + ([plan.created] if plan.created else [])
-    selected = [f"{q(src)} AS {q(dst)}" for src, dst in plan.columns] + [
-        f"{q(s)} AS {q('__duet_' + s)}" for s in stamps]
+    selected = [f"{_q(src)} AS {_q(dst)}" for src, dst in plan.columns] + [
+        f"{_q(s)} AS {_q('__duet_' + s)}" for s in stamps]
     rows = spark.sql(f"SELECT {', '.join(selected)} FROM {plan.source} "
-                     f"WHERE {q(plan.timestamp)} = {sql_timestamp(snapshot)}")
+                     f"WHERE {_q(plan.timestamp)} = {sql_timestamp(snapshot)}")
     repeated = F.col("count") > 1
     counted = rows.groupBy(*plan.keys).count().agg(
         F.sum(F.when(repeated, F.col("count"))), F.count(F.when(repeated, 1)), F.count("*")).first()
@@ -446,9 +446,11 @@ def _rows(spark, plan: _Pass, snapshot: datetime, keep_created: bool = False):
         order = [F.col(f"`__duet_{s}`").desc() for s in stamps]
         rank = F.row_number().over(Window.partitionBy(*plan.keys).orderBy(*order))
         rows = rows.withColumn("__duet_rank", rank).where("__duet_rank = 1")
-    created = [F.col(f"`__duet_{plan.created}`") if plan.created else F.lit(None).cast("timestamp")]
-    return rows.select(*[q(dst) for _, dst in plan.columns],
-                       *([created[0].alias(CREATED)] if keep_created else [])), duplicates, entities
+    columns = [F.col(_q(dst)) for _, dst in plan.columns]
+    if keep_created:
+        created = F.col(_q(f"__duet_{plan.created}")) if plan.created else F.lit(None).cast("timestamp")
+        columns.append(created.alias(CREATED))
+    return rows.select(*columns), duplicates, entities
 
 
 def load_views(spark, store, snapshot: datetime, view_names: Sequence[str],
