@@ -196,6 +196,13 @@ SEQUENCE_SNAPSHOTS = Table(
         ("max_conversions", "int"),
         ("tables", "array<string>"),
         ("updated_at", "timestamp"),
+        # What the build read: each raw table's Delta version and its commit stamp (ms since the epoch;
+        # ``core.table_versions.pin``), so that the next snapshot can grow from this one
+        # (``spark_jobs.sequences.incremental_base``). Null in records written before they were kept.
+        ("raw_clicks_version", "long", True),
+        ("raw_clicks_stamp", "long", True),
+        ("raw_conversions_version", "long", True),
+        ("raw_conversions_stamp", "long", True),
     ),
 )
 

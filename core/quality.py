@@ -54,7 +54,9 @@ class Suite:
     expectations: list[Expectation]
     needs: tuple[Table, ...] = ()
     where: str | None = None
-    # The snapshots ``where`` restricts a table kept per snapshot to (``duet.validation``); None: all.
+    # The snapshots ``where`` restricts a table kept per snapshot to (``duet.validation``); None: all. Every
+    # check of such a table holds per snapshot, so the per-snapshot tables it needs are read at these
+    # snapshots only (``_run_suite``).
     snapshots: tuple[datetime, ...] | None = None
     # A suite of the rows added since a pass (``on_added_rows``): the [version, stamp] that pass checked
     # every row through, and the [version, stamp] the table is read at (its rows added in between).
@@ -266,6 +268,12 @@ def _pinned(spark: SparkSession, lake: str, table: Table,
     return reader.load(location), (None if pinned is None else list(pinned))
 
 
+def _in_snapshots(column: str, snapshots: tuple[datetime, ...]) -> str:
+    from core.times import sql_timestamp
+
+    return f"{column} IN ({', '.join(sql_timestamp(s) for s in snapshots)})"
+
+
 def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[TableResult, dict]:
     import great_expectations as gx
 
@@ -276,6 +284,10 @@ def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[T
     for other in suite.needs:
         needed, pins[other.path] = _pinned(spark, lake, other,
                                            suite.read_at if other == suite.table else None)
+        if suite.snapshots is not None and other.path in PER_SNAPSHOT:
+            # A check of a snapshot's rows reads another per-snapshot table's rows of that snapshot only
+            # (``Suite.snapshots``): the view holds those, so its partitions are all a query reads.
+            needed = needed.where(_in_snapshots(PER_SNAPSHOT[other.path], suite.snapshots))
         needed.createOrReplaceTempView(view_name(other))
     name = suite.table.path.replace("/", "_")
     asset = context.data_sources.add_spark(name=f"{name}_source").add_dataframe_asset(name=name)

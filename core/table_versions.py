@@ -134,6 +134,31 @@ def files_added_since(location: str, version: int, now: int | None = None) -> li
     return sorted(uri.rsplit("/", 1)[-1] for uri in delta_table(location, now).file_uris() if uri not in then)
 
 
+def least_added_since(location: str, version: int, column: str,
+                      now: int | None = None) -> tuple[int, datetime | None]:
+    """(how many data files the table gained from ``version`` to ``now`` (default: its current version),
+    the least value of ``column`` in them by their statistics). The least value is None when no file was
+    added or some added file has no statistics for ``column`` (nothing can be told from them then: treat
+    it as "anything"). Delta truncates a timestamp's minimum to the millisecond, never above the true least
+    value, so a bound the statistic meets, the rows meet too. An OPTIMIZE since ``version`` adds files of
+    older rows: their least values count, which errs on the safe side."""
+    import pyarrow as pa
+
+    from core.object_storage import delta_table
+
+    added = set(files_added_since(location, version, now))
+    if not added:
+        return 0, None
+    actions = pa.table(delta_table(location, now).get_add_actions(flatten=True))
+    names = [p.rsplit("/", 1)[-1] for p in actions.column("path").to_pylist()]
+    field = f"min.{column}"
+    lows = actions.column(field).to_pylist() if field in actions.schema.names else [None] * len(names)
+    found = [low for name, low in zip(names, lows, strict=True) if name in added]
+    if len(found) != len(added) or any(low is None for low in found):
+        return len(added), None
+    return len(added), min(found)
+
+
 # Delta keeps timestamp statistics in milliseconds: a file's [min, max] is widened by this much.
 _STATS_PRECISION = timedelta(milliseconds=1)
 

@@ -10,7 +10,7 @@ step        what                                                                
 ==========  ====================================================================================  ==========
 ingest      every file of every landed day folder up to ``D - 1`` (``Landing``); a file the ingest  run
             log already holds costs a checksum, no Spark job (``spark_jobs.ingest``)
-sequences   the snapshots (one Spark job for all of them)                                         day
+sequences   the snapshots (one Spark job for all of them; one day grows from the day before)          day
 embed       those snapshots with the served model version (``_feast/serving.json``; else the      day
             newest duet model), ``--changed-only`` (a snapshot rebuilt since is re-embedded for the
             users whose sequences changed)

@@ -158,7 +158,7 @@ def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = 
     def suites_for(present: set[str], properties: dict) -> list:
         suites = quality.suites_for(lake, present)
         where = f"model_version = '{version}' AND event_timestamp = {sql_timestamp(snapshot)}"
-        return [replace(s, where=where) for s in suites]
+        return [replace(s, where=where, snapshots=(snapshot,)) for s in suites]
 
     return validate_lake(spark, lake, suites_for)
 

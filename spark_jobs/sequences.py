@@ -16,6 +16,15 @@ which for dense daily snapshots is the dominant term and the same for any implem
 alternative, a range join of events to snapshots, shuffles every event once per snapshot it belongs to
 (up to lookback / spacing times: 30x for daily snapshots and a 30-day lookback).
 
+A single snapshot, what a daily run asks for, **grows from the latest complete snapshot before it** when
+that gives exactly the same rows (``incremental_base``, ``grown_click_sequences``,
+``grown_conversion_sequences``): one day of clicks is read and shuffled, not the lookback's 30. That holds
+when no event known before the base snapshot reached a raw table after the base was built, which the Delta
+log tells without reading a row: each build reads the raw tables at pinned versions and records them with
+its snapshots; the next build checks that every commit since only added rows and that every file added
+since has a least ``click_ts`` / ``report_ts`` at or after the base. A late event (or an OPTIMIZE of a raw
+table since) makes the snapshot be built from the raw tables instead; the report says which way and why.
+
 Writes are idempotent, atomic and safe against a concurrent run. The tables are partitioned by
 ``snapshot_ts`` and have Delta Change Data Feed on. Snapshots not yet in a table are written by one
 overwrite of their partitions (``replaceWhere``); if the requested snapshots are already there, one MERGE
@@ -68,6 +77,9 @@ SEQUENCE_TABLES = (CLICK_SEQUENCES.path, CONVERSION_SEQUENCES.path)
 # Delta's commit conflicts (PySpark's classes for them share no base class of their own).
 CONFLICTS = tuple(getattr(delta.exceptions, name) for name in delta.exceptions.__all__)
 CREATE_ATTEMPTS = 10  # a second apart: how long to wait for a concurrent run's creation of a table
+RAW_TABLES = (RAW_CLICKS, RAW_CONVERSIONS)  # in the order of their columns in features/_snapshots
+# Per raw table path: (Delta version, commit stamp) a build read it at (``core.table_versions.pin``).
+Pins = Mapping[str, tuple[int, int]]
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,145 @@ def conversion_sequences(conversions: DataFrame, snapshots: list[datetime], cfg:
     )
 
 
+def grown_click_sequences(clicks: DataFrame, previous: DataFrame, since: datetime, snapshot: datetime,
+                          cfg: SequenceConfig) -> DataFrame:
+    """features/click_sequences rows for ``snapshot`` from the rows of an earlier snapshot ``since``
+    (``previous``) and the clicks of ``[since, snapshot)``, when no click before ``since`` reached
+    raw/clicks after ``since`` was built (``incremental_base`` makes sure). Pure transform.
+
+    Exact: every click of the new window at or after ``since`` is later than every click ``previous``
+    holds, so a user's sequence is the old one cut to the new window, followed by the new clicks in (time,
+    id) order, of which the last ``max_clicks`` are kept. What the cap dropped at ``since`` is older than
+    what it kept there, so it would have been dropped again."""
+    lo = snapshot - cfg.click_lookback
+    kept = previous.select("user_id", F.filter(
+        F.transform(F.arrays_zip("click_ts", "ad_ids", "advertiser_ids"),
+                    lambda e: F.struct(e["click_ts"].alias("click_ts"), e["ad_ids"].alias("ad_id"),
+                                       e["advertiser_ids"].alias("advertiser_id"))),
+        lambda e: e["click_ts"] >= F.lit(lo)).alias("old"))
+    window = clicks.where((F.col("click_ts") >= F.lit(max(since, lo)))
+                          & (F.col("click_ts") < F.lit(snapshot)))
+    new = window.groupBy("user_id").agg(F.array_sort(F.collect_list(
+        F.struct("click_ts", "click_id", "ad_id", "advertiser_id"))).alias("new")).select(
+        "user_id", F.transform("new", lambda e: F.struct(e["click_ts"].alias("click_ts"),
+                                                          e["ad_id"].alias("ad_id"),
+                                                          e["advertiser_id"].alias("advertiser_id"))).alias("new"))
+    none = F.array().cast(kept.schema["old"].dataType)
+    both = kept.join(new, "user_id", "full_outer").select(
+        "user_id", F.concat(F.coalesce("old", none), F.coalesce("new", none)).alias("seq"))
+    cap = cfg.max_clicks
+    seq = F.slice("seq", F.greatest(F.size("seq") - cap + 1, F.lit(1)), cap)
+    rows = both.select("user_id", seq.alias("seq")).where(F.size("seq") > 0)
+    return rows.select(
+        "user_id", F.lit(snapshot).alias("snapshot_ts"),
+        F.transform("seq", lambda e: e["ad_id"]).alias("ad_ids"),
+        F.transform("seq", lambda e: e["advertiser_id"]).alias("advertiser_ids"),
+        F.transform("seq", lambda e: e["click_ts"]).alias("click_ts"),
+        F.size("seq").cast("int").alias("length"),
+    )
+
+
+def _field(name: str) -> Callable[[Column], Column]:
+    # Not ``lambda e, name=name``: PySpark hands a two-argument function the element's index.
+    return lambda e: e[name]
+
+
+def grown_conversion_sequences(conversions: DataFrame, previous: DataFrame, since: datetime,
+                               snapshot: datetime, cfg: SequenceConfig) -> DataFrame:
+    """features/conversion_sequences rows for ``snapshot`` from those of an earlier snapshot ``since``
+    (``previous``), when no conversion reported before ``since`` reached raw/conversions after ``since``
+    was built (``incremental_base`` makes sure). Pure transform.
+
+    A conversion reported in ``[since, snapshot)`` may have happened before conversions a sequence already
+    holds, so the users with such a conversion are built again from raw/conversions
+    (``conversion_sequences``). Every other user's eligible conversions are those of ``since`` less the
+    ones now older than the lookback, the oldest: the old sequence cut to the new window is exact."""
+    lo = snapshot - cfg.conversion_lookback
+    reported = conversions.where((F.col("report_ts") >= F.lit(since)) & (F.col("report_ts") < F.lit(snapshot))
+                                 & (F.col("conversion_ts") >= F.lit(lo)))
+    affected = reported.select("user_id").distinct()
+    rebuilt = conversion_sequences(conversions.join(affected, "user_id", "left_semi"), [snapshot], cfg)
+    arrays = ("advertiser_ids", "conversion_types", "conversion_ts", "attributed")
+    cut = previous.join(affected, "user_id", "left_anti").select(
+        "user_id", F.filter(F.arrays_zip(*arrays), lambda e: e["conversion_ts"] >= F.lit(lo)).alias("seq"))
+    kept = cut.where(F.size("seq") > 0).select(
+        "user_id", F.lit(snapshot).alias("snapshot_ts"),
+        *[F.transform("seq", _field(a)).alias(a) for a in arrays],
+        F.size("seq").cast("int").alias("length"))
+    return kept.unionByName(rebuilt)
+
+
+@dataclass(frozen=True)
+class Base:
+    """A complete snapshot a later one can grow from (``incremental_base``), and the raw tables' pins its
+    build read."""
+
+    snapshot: datetime
+    pins: dict[str, tuple[int, int]]
+
+
+# Which column of a raw table says an event is known before a snapshot (the windows above).
+KNOWN_AT = {RAW_CLICKS.path: "click_ts", RAW_CONVERSIONS.path: "report_ts"}
+
+
+def _records(lake: str) -> dict[datetime, dict]:
+    """Each snapshot's current record in ``features/_snapshots`` (its newest row), read with delta-rs."""
+    from deltalake.exceptions import TableNotFoundError
+
+    from core.object_storage import delta_table
+
+    try:
+        rows = delta_table(SEQUENCE_SNAPSHOTS.location(lake)).to_pyarrow_table().to_pylist()
+    except TableNotFoundError:
+        return {}
+    latest: dict[datetime, dict] = {}
+    for row in sorted(rows, key=lambda r: r["updated_at"]):
+        latest[row["snapshot_ts"].astimezone(UTC)] = row
+    return latest
+
+
+def incremental_base(lake: str, snapshot: datetime, cfg: SequenceConfig,
+                     pins: Pins) -> tuple[Base | None, str]:
+    """The snapshot ``snapshot`` can grow from (``grown_*_sequences``), or None and why it is built from
+    the raw tables. It is the latest snapshot before ``snapshot``, less than a click lookback before it,
+    complete in both tables with the same settings, whose record says which versions of the raw tables
+    its build read; since those versions, each raw table may only have gained rows (``only_inserted_since``:
+    ingest's insert-only MERGEs, maintenance) and only rows known at or after that snapshot, by the least
+    ``click_ts`` / ``report_ts`` in the statistics of the files added since (``least_added_since``), read
+    from the Delta log. A late event (a click before the base snapshot ingested after it was built) makes
+    the snapshot be built in full, as does an OPTIMIZE of a raw table since (it adds files of old rows)."""
+    from core.table_versions import least_added_since, only_inserted_since
+
+    records = _records(lake)
+    complete = [t for t, r in records.items()
+                if t < snapshot and set(SEQUENCE_TABLES) <= set(r["tables"] or ())
+                and all(r[k] == v for k, v in cfg.settings().items())]
+    if not complete:
+        return None, f"no complete snapshot before {snapshot:%Y-%m-%d %H:%M} built with these settings"
+    since = max(complete)
+    record = records[since]
+    if snapshot - since >= cfg.click_lookback:
+        return None, f"the latest complete snapshot ({since:%Y-%m-%d %H:%M}) is a click lookback or more back"
+    base, why = {}, []
+    for raw in RAW_TABLES:
+        name = raw.path.split("/")[-1]
+        version, stamp = record.get(f"raw_{name}_version"), record.get(f"raw_{name}_stamp")
+        location = raw.location(lake)
+        if version is None or stamp is None:
+            why.append(f"the record of {since:%Y-%m-%d %H:%M} does not say which {raw.path} it read")
+        elif not only_inserted_since(location, version, stamp):
+            why.append(f"{raw.path} changed other than by added rows since {since:%Y-%m-%d %H:%M} was built")
+        else:
+            files, least = least_added_since(location, version, KNOWN_AT[raw.path], pins[raw.path][0])
+            if files and (least is None or least < since):
+                why.append(f"{raw.path} gained rows known before {since:%Y-%m-%d %H:%M} since it was built "
+                           f"(late events; {files} files added)")
+            base[raw.path] = (int(version), int(stamp))
+    if why:
+        return None, "; ".join(why)
+    return Base(since, base), f"grown from {since:%Y-%m-%d %H:%M}"
+
+
 def _another_run(table: Table) -> str:
     return f"{table.path}: another run is writing these snapshots at the same time; re-run when it is done"
 
@@ -216,16 +367,19 @@ LATEST_RECORDS = ("SELECT snapshot_ts, r.* FROM (SELECT snapshot_ts, max_by(stru
 
 
 def record_snapshots(spark: SparkSession, lake: str, snapshots: list[datetime], cfg: SequenceConfig,
-                     tables: list[str]) -> None:
-    """Record in ``features/_snapshots`` that ``snapshots`` are built with ``cfg`` and complete in
-    ``tables`` (an empty list: being built, complete in neither). The table is a log: one append per
-    call, which never conflicts with another run's, and a snapshot's newest row is its record."""
+                     tables: list[str], pins: Pins | None = None) -> None:
+    """Record in ``features/_snapshots`` that ``snapshots`` are built with ``cfg`` from the raw tables at
+    ``pins`` and complete in ``tables`` (an empty list: being built, complete in neither). The table is a
+    log: one append per call, which never conflicts with another run's, and a snapshot's newest row is its
+    record. A log made before the record kept ``pins`` gains their columns with the first such append."""
     if not DeltaTable.isDeltaTable(spark, SEQUENCE_SNAPSHOTS.location(lake)):
         _ensure(spark, SEQUENCE_SNAPSHOTS, lake)
     now = datetime.now(UTC)
-    rows = spark.createDataFrame([(s, *cfg.settings().values(), tables, now) for s in snapshots],
+    read = [value for raw in RAW_TABLES for value in (pins or {}).get(raw.path, (None, None))]
+    rows = spark.createDataFrame([(s, *cfg.settings().values(), tables, now, *read) for s in snapshots],
                                  spark_schema(SEQUENCE_SNAPSHOTS))
-    rows.write.format("delta").mode("append").save(SEQUENCE_SNAPSHOTS.location(lake))
+    rows.write.format("delta").mode("append").option("mergeSchema", "true") \
+        .save(SEQUENCE_SNAPSHOTS.location(lake))
 
 
 def complete_snapshots(spark: SparkSession, lake: str) -> dict[datetime, SequenceConfig]:
@@ -293,33 +447,52 @@ def write_snapshots(spark: SparkSession, table: Table, lake: str, rows: DataFram
 
 def report_lines(report: Mapping[str, dict]) -> list[str]:
     """``build_sequences``'s report as the lines ``duet sequences`` and ``duet daily`` print."""
-    return [f"{path}: {f['rows']} rows for {f['snapshots']} snapshot(s) ({f['mode']}; read {f['files_read']} "
-            f"of {f['files']} raw files)" for path, f in report.items()]
+    return [f"{path}: {f['rows']} rows for {f['snapshots']} snapshot(s) ({f['mode']}; {f['built']}; read "
+            f"{f['files_read']} of {f['files']} raw files)" for path, f in report.items()]
 
 
 def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
                     cfg: SequenceConfig | None = None) -> dict[str, dict]:
-    """Build both sequence tables for ``snapshots``; return per-table row counts, write mode, and how many
-    of the raw table's files the windows read (``files_read`` of ``files``: partition pruning at work)."""
+    """Build both sequence tables for ``snapshots``; return per-table row counts, write mode, how the
+    rows were built (``built``: grown from an earlier snapshot, or from the raw tables and why) and how
+    many of the raw table's files were read (``files_read`` of ``files``: partition pruning at work).
+
+    Both raw tables are read at the versions current when the build starts (pinned, and recorded with
+    the snapshots). A single snapshot grows from the latest complete one before it when
+    ``incremental_base`` finds that exact (a daily run: one day's clicks and reports read and shuffled,
+    not the lookback's); otherwise, and for several snapshots at once, it is built from the raw tables."""
+    from core.table_versions import pin
+
     cfg = cfg or SequenceConfig()
     snapshots = check_snapshots(snapshots)
     require_utc(spark)
-    jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences, relevant_clicks),
-            (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences, relevant_conversions))
-    for raw, *_ in jobs:  # both inputs must be there before either table is written
+    jobs = ((RAW_CLICKS, CLICK_SEQUENCES, click_sequences, relevant_clicks, grown_click_sequences),
+            (RAW_CONVERSIONS, CONVERSION_SEQUENCES, conversion_sequences, relevant_conversions,
+             grown_conversion_sequences))
+    for raw in RAW_TABLES:  # both inputs must be there before either table is written
         if not DeltaTable.isDeltaTable(spark, raw.location(lake)):
             raise DuetError(f"{raw.location(lake)} is not a Delta table: run `duet ingest` first")
-    record_snapshots(spark, lake, snapshots, cfg, [])  # incomplete until both tables are written
+    pins = {raw.path: pin(raw.location(lake)) for raw in RAW_TABLES}
+    base, built = (incremental_base(lake, snapshots[0], cfg, pins) if len(snapshots) == 1
+                   else (None, f"{len(snapshots)} snapshots in one pass"))
+    built = built if base else f"from the raw tables: {built}"
+    record_snapshots(spark, lake, snapshots, cfg, [], pins)  # incomplete until both tables are written
     report = {}
-    for raw, table, build, relevant in jobs:
-        events = spark.read.format("delta").load(raw.location(lake))
-        files = {"files_read": len(relevant(events, snapshots, cfg).inputFiles()),
-                 "files": len(events.inputFiles())}
-        rows = build(events, snapshots, cfg)
+    for raw, table, build, relevant, grow in jobs:
+        events = spark.read.format("delta").option("versionAsOf", pins[raw.path][0]).load(raw.location(lake))
+        if base is None:
+            read, rows = relevant(events, snapshots, cfg), build(events, snapshots, cfg)
+        else:
+            previous = (spark.read.format("delta").load(table.location(lake))
+                        .where(F.col("snapshot_ts") == F.lit(base.snapshot)))
+            read = events.where(F.col(KNOWN_AT[raw.path]) >= F.lit(base.snapshot))
+            rows = grow(events, previous, base.snapshot, snapshots[0], cfg)
+        files = {"files_read": len(read.inputFiles()), "files": len(events.inputFiles())}
         mode = write_snapshots(spark, table, lake, rows, snapshots)
         counts = (spark.read.format("delta").load(table.location(lake))
                   .where(F.col("snapshot_ts").isin(snapshots))
                   .groupBy().agg(F.count("*").alias("rows")).first())
-        report[table.path] = {"rows": int(counts["rows"]), "snapshots": len(snapshots), "mode": mode, **files}
-    record_snapshots(spark, lake, snapshots, cfg, list(SEQUENCE_TABLES))
+        report[table.path] = {"rows": int(counts["rows"]), "snapshots": len(snapshots), "mode": mode,
+                              "built": built, **files}
+    record_snapshots(spark, lake, snapshots, cfg, list(SEQUENCE_TABLES), pins)
     return report

@@ -21,12 +21,19 @@ from core.snapshots import daily_snapshots
 from core.spark import spark_schema
 from duet.generate import GeneratorConfig, generate
 from spark_jobs.delta_io import insert_new
-from spark_jobs.sequences import SequenceConfig, build_sequences, relevant_clicks
+from spark_jobs.sequences import (
+    SequenceConfig,
+    build_sequences,
+    click_sequences,
+    conversion_sequences,
+    relevant_clicks,
+)
 from tests.conftest import REPO, SHORT_RUN_ENV
 from tests.reference_sequences import reference_sequences
 
 T = datetime(2026, 1, 10, tzinfo=UTC)          # the snapshot of the hand-made cases
 NOON = datetime(2026, 1, 10, 12, 30, tzinfo=UTC)  # a snapshot at a non-midnight instant
+T_10 = T
 
 
 def _ts(s: str) -> datetime:
@@ -145,7 +152,10 @@ def _sorted(table: pa.Table) -> pa.Table:
 def test_spark_equals_the_duckdb_reference_on_a_million_clicks(spark, generated_lake):
     snapshots = daily_snapshots("2026-01-08", "2026-01-13") + [_ts("2026-01-16 07:45:00")]
     cfg = SequenceConfig(click_lookback=timedelta(days=7), conversion_lookback=timedelta(days=10))
-    build_sequences(spark, str(generated_lake), snapshots, cfg)
+    build_sequences(spark, str(generated_lake), snapshots[:5], cfg)      # one pass over the raw tables
+    for before, snapshot in zip(snapshots[4:], snapshots[5:], strict=False):   # each grown from the last
+        report = build_sequences(spark, str(generated_lake), [snapshot], cfg)
+        assert {r["built"] for r in report.values()} == {f"grown from {before:%Y-%m-%d %H:%M}"}, report
     expected = reference_sequences(str(generated_lake), snapshots, 7 * 86400, 10 * 86400, 64, 16)
     for name, want in expected.items():
         got = _sorted(DeltaTable(str(generated_lake / "features" / name)).to_pyarrow_table())
@@ -155,6 +165,72 @@ def test_spark_equals_the_duckdb_reference_on_a_million_clicks(spark, generated_
         assert got.equals(want), name
     capped = expected["click_sequences"].column("length").to_pylist()
     assert max(capped) == 64 and min(capped) == 1
+
+
+def test_a_day_grows_from_the_day_before_exactly_unless_events_came_late(spark, tmp_path):
+    """One snapshot grows from the complete one before it when no event known before that one has reached
+    the raw tables since it was built (``incremental_base``); the rows equal a build from the raw tables.
+    A late click or a late report makes the next snapshot be built from the raw tables, and says so."""
+    lake, P, T = tmp_path / "lake", T_10, T_10 + timedelta(days=1)
+    clicks = [
+        ("a1", "a", "ad1", "adv1", _ts("2026-01-07 12:00:00")),   # in P's window, out of T's
+        ("a2", "a", "ad2", "adv1", _ts("2026-01-08 00:00:00")),   # exactly T - lookback: in both
+        ("a3", "a", "ad3", "adv2", _ts("2026-01-09 00:00:00")),
+        ("c1", "c", "ad1", "adv1", _ts("2026-01-07 01:00:00")),   # c: nothing left at T
+        ("d0", "d", "ad5", "adv1", _ts("2026-01-10 01:00:00")),   # known before P was built, after P
+    ]
+    conversions = [
+        ("va1", "a", "adv1", "purchase", _ts("2026-01-09 10:00:00"), _ts("2026-01-09 12:00:00"), "a3", 5.0),
+        ("ve1", "e", "adv2", "lead", _ts("2026-01-05 10:00:00"), _ts("2026-01-06 00:00:00"), None, None),
+        ("ve2", "e", "adv2", "lead", _ts("2026-01-08 10:00:00"), _ts("2026-01-08 11:00:00"), None, None),
+    ]
+    _write_raw(spark, lake, clicks, conversions)
+    report = build_sequences(spark, str(lake), [P], CFG)
+    assert report["features/click_sequences"]["built"].startswith("from the raw tables: no complete snapshot")
+
+    def insert(table, rows):
+        insert_new(spark, table, str(lake), spark.createDataFrame(rows, spark_schema(table)))
+
+    insert(RAW_CLICKS, [
+        ("a4", "a", "ad4", "adv1", _ts("2026-01-10 00:00:00")),   # exactly P: in T, after a's old clicks
+        ("a5", "a", "ad5", "adv3", _ts("2026-01-10 05:00:00")),   # a: 4 clicks in T's window, cap 3
+        ("b2", "b", "ad2", "adv1", _ts("2026-01-10 07:00:00")),   # b: new, two at one instant (id order)
+        ("b1", "b", "ad1", "adv2", _ts("2026-01-10 07:00:00")),
+        ("x1", "x", "ad1", "adv1", _ts("2026-01-11 00:00:00")),   # exactly T: out
+    ])
+    insert(RAW_CONVERSIONS, [
+        # a: reported after P, happened before a's conversion of P: ordered before it
+        ("va0", "a", "adv1", "lead", _ts("2026-01-09 09:00:00"), _ts("2026-01-10 02:00:00"), None, None),
+        ("vf1", "f", "adv1", "lead", _ts("2026-01-10 09:00:00"), _ts("2026-01-11 00:00:00"), None, None),
+    ])
+    report = build_sequences(spark, str(lake), [T], CFG)
+    assert {r["built"] for r in report.values()} == {"grown from 2026-01-10 00:00"}
+    grown = {name: _rows(lake, name) for name in ("click_sequences", "conversion_sequences")}
+    assert [grown["click_sequences"][(u, T)]["ad_ids"] for u in ("a", "b", "d")] == [
+        ["ad3", "ad4", "ad5"], ["ad1", "ad2"], ["ad5"]]
+    assert ("c", T) not in grown["click_sequences"] and ("x", T) not in grown["click_sequences"]
+    assert ("f", T) not in grown["conversion_sequences"]
+    assert grown["conversion_sequences"][("a", T)]["conversion_types"] == ["lead", "purchase"]
+    assert grown["conversion_sequences"][("e", T)]["conversion_ts"] == [_ts("2026-01-08 10:00:00")]
+    # The same snapshot built from the raw tables: not a row differs.
+    for name, build, raw in (("click_sequences", click_sequences, RAW_CLICKS),
+                             ("conversion_sequences", conversion_sequences, RAW_CONVERSIONS)):
+        build(spark.read.format("delta").load(raw.location(lake)), [T], CFG).write.format("delta") \
+            .save(str(tmp_path / "raw-built" / "features" / name))
+        assert _rows(tmp_path / "raw-built", name) == {k: r for k, r in grown[name].items() if k[1] == T}
+
+    # A click before T and a conversion reported before T, ingested after T was built.
+    insert(RAW_CLICKS, [("g1", "g", "ad1", "adv1", _ts("2026-01-10 12:00:00"))])
+    insert(RAW_CONVERSIONS, [
+        ("vg1", "g", "adv1", "lead", _ts("2026-01-10 09:00:00"), _ts("2026-01-10 23:00:00"), None, None)])
+    later = T + timedelta(days=1)
+    report = build_sequences(spark, str(lake), [later], CFG)
+    assert {r["built"] for r in report.values()} == {
+        "from the raw tables: raw/clicks gained rows known before 2026-01-11 00:00 since it was built (late "
+        "events; 1 files added); raw/conversions gained rows known before 2026-01-11 00:00 since it was "
+        "built (late events; 1 files added)"}
+    assert _rows(lake, "click_sequences")[("g", later)]["ad_ids"] == ["ad1"]
+    assert _rows(lake, "conversion_sequences")[("g", later)]["conversion_types"] == ["lead"]
 
 
 def test_a_snapshot_reads_only_the_click_days_its_window_needs(spark, tmp_path):
