@@ -45,7 +45,10 @@ DUET = str(REPO / ".venv" / "bin" / "duet")
 START, DAYS, USERS = "2026-01-05", 14, 150
 BASE_FROM, BASE_TO, DATE = "2026-01-06", "2026-01-11", "2026-01-14"
 STEPS = ("ingest", "sequences", "embed", "validate", "publish", "labels")
-VOLATILE = {"created_timestamp", "ingested_at", "updated_at"}
+# Columns that differ between two lakes given the same commands: when rows were written, and which raw
+# table versions a sequence build read (``features/_snapshots``: commit stamps, and versions after a re-run).
+VOLATILE = {"created_timestamp", "ingested_at", "updated_at", "raw_clicks_version", "raw_clicks_stamp",
+            "raw_conversions_version", "raw_conversions_stamp"}
 SPARK = ["--master", "local[2]", "--conf", "spark.sql.shuffle.partitions=4",
          "--conf", "spark.ui.enabled=false"]
 

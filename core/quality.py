@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -268,7 +268,8 @@ def _pinned(spark: SparkSession, lake: str, table: Table,
     return reader.load(location), (None if pinned is None else list(pinned))
 
 
-def _in_snapshots(column: str, snapshots: tuple[datetime, ...]) -> str:
+def snapshot_filter(column: str, snapshots: Sequence[datetime]) -> str:
+    """Spark SQL keeping the rows of ``snapshots`` (``column``: the table's ``PER_SNAPSHOT`` column)."""
     from core.times import sql_timestamp
 
     return f"{column} IN ({', '.join(sql_timestamp(s) for s in snapshots)})"
@@ -287,7 +288,7 @@ def _run_suite(context, spark: SparkSession, lake: str, suite: Suite) -> tuple[T
         if suite.snapshots is not None and other.path in PER_SNAPSHOT:
             # A check of a snapshot's rows reads another per-snapshot table's rows of that snapshot only
             # (``Suite.snapshots``): the view holds those, so its partitions are all a query reads.
-            needed = needed.where(_in_snapshots(PER_SNAPSHOT[other.path], suite.snapshots))
+            needed = needed.where(snapshot_filter(PER_SNAPSHOT[other.path], suite.snapshots))
         needed.createOrReplaceTempView(view_name(other))
     name = suite.table.path.replace("/", "_")
     asset = context.data_sources.add_spark(name=f"{name}_source").add_dataframe_asset(name=name)
@@ -318,6 +319,9 @@ def _checked_files(lake: str, suite: Suite, pins: dict[str, list[int]]) -> dict[
     snapshot, or when a table's files cannot be told apart: then no later run reuses this one)."""
     if suite.table.path not in PER_SNAPSHOT or not pins:
         return {}
+    if suite.where is not None and suite.where != snapshot_filter(PER_SNAPSHOT[suite.table.path],
+                                                                  suite.snapshots or ()):
+        return {}   # part of each snapshot (the publish gate's one model version): no snapshot was checked
     wanted = None if suite.snapshots is None else set(suite.snapshots)
     checked = {}
     for table in (suite.table, *suite.needs):

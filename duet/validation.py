@@ -121,12 +121,12 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
 def _of_snapshots(suite, snapshots: Sequence[datetime] | None):
     """``suite`` restricted to ``snapshots`` when its table is kept per snapshot (``validate``)."""
     from core.contracts import PER_SNAPSHOT
-    from core.times import sql_timestamp
+    from core.quality import snapshot_filter
 
     column = PER_SNAPSHOT.get(suite.table.path)
     if snapshots is None or column is None:
         return suite
-    where = f"{column} IN ({', '.join(sql_timestamp(s) for s in snapshots)})"
+    where = snapshot_filter(column, snapshots)
     return replace(suite, where=f"({suite.where}) AND {where}" if suite.where else where,
                    snapshots=tuple(snapshots))
 

@@ -18,12 +18,16 @@ alternative, a range join of events to snapshots, shuffles every event once per 
 
 A single snapshot, what a daily run asks for, **grows from the latest complete snapshot before it** when
 that gives exactly the same rows (``incremental_base``, ``grown_click_sequences``,
-``grown_conversion_sequences``): one day of clicks is read and shuffled, not the lookback's 30. That holds
+``grown_conversion_sequences``): the base's rows and one day of clicks are read and shuffled, not the
+lookback's 30 days of clicks (``raw/conversions`` is still read whole, for the users with a report since
+the base, whose sequences are built again). That holds
 when no event known before the base snapshot reached a raw table after the base was built, which the Delta
 log tells without reading a row: each build reads the raw tables at pinned versions and records them with
 its snapshots; the next build checks that every commit since only added rows and that every file added
-since has a least ``click_ts`` / ``report_ts`` at or after the base. A late event (or an OPTIMIZE of a raw
-table since) makes the snapshot be built from the raw tables instead; the report says which way and why.
+since has a least ``click_ts`` / ``report_ts`` at or after the base. A late event, an OPTIMIZE of a raw
+table since, a base more than a click lookback back or built from newer raw versions, or several
+snapshots at once (a daily catching up) make the snapshot be built from the raw tables instead; the
+report says which way and why.
 
 Writes are idempotent, atomic and safe against a concurrent run. The tables are partitioned by
 ``snapshot_ts`` and have Delta Change Data Feed on. Snapshots not yet in a table are written by one
@@ -262,11 +266,11 @@ def grown_conversion_sequences(conversions: DataFrame, previous: DataFrame, sinc
 
 @dataclass(frozen=True)
 class Base:
-    """A complete snapshot a later one can grow from (``incremental_base``), and the raw tables' pins its
-    build read."""
+    """A complete snapshot a later one can grow from (``incremental_base``), and the Delta versions of the
+    sequence tables to read its rows at (by path)."""
 
     snapshot: datetime
-    pins: dict[str, tuple[int, int]]
+    versions: dict[str, int]
 
 
 # Which column of a raw table says an event is known before a snapshot (the windows above).
@@ -299,7 +303,7 @@ def incremental_base(lake: str, snapshot: datetime, cfg: SequenceConfig,
     ``click_ts`` / ``report_ts`` in the statistics of the files added since (``least_added_since``), read
     from the Delta log. A late event (a click before the base snapshot ingested after it was built) makes
     the snapshot be built in full, as does an OPTIMIZE of a raw table since (it adds files of old rows)."""
-    from core.table_versions import least_added_since, only_inserted_since
+    from core.table_versions import least_added_since, only_inserted_since, pin
 
     records = _records(lake)
     complete = [t for t, r in records.items()
@@ -308,27 +312,38 @@ def incremental_base(lake: str, snapshot: datetime, cfg: SequenceConfig,
     if not complete:
         return None, f"no complete snapshot before {snapshot:%Y-%m-%d %H:%M} built with these settings"
     since = max(complete)
+    at = f"{since:%Y-%m-%d %H:%M}"
     record = records[since]
     if snapshot - since >= cfg.click_lookback:
-        return None, f"the latest complete snapshot ({since:%Y-%m-%d %H:%M}) is a click lookback or more back"
-    base, why = {}, []
+        return None, f"the latest complete snapshot ({at}) is a click lookback or more back"
+    why = []
     for raw in RAW_TABLES:
         name = raw.path.split("/")[-1]
         version, stamp = record.get(f"raw_{name}_version"), record.get(f"raw_{name}_stamp")
         location = raw.location(lake)
         if version is None or stamp is None:
-            why.append(f"the record of {since:%Y-%m-%d %H:%M} does not say which {raw.path} it read")
+            why.append(f"the record of {at} does not say which {raw.path} it read")
+        elif version > pins[raw.path][0]:
+            why.append(f"{at} was built from a later {raw.path} than this build reads (a run since)")
         elif not only_inserted_since(location, version, stamp):
-            why.append(f"{raw.path} changed other than by added rows since {since:%Y-%m-%d %H:%M} was built")
+            why.append(f"{raw.path} changed other than by added rows since {at} was built (or its log "
+                       "no longer reaches back to that build)")
         else:
             files, least = least_added_since(location, version, KNOWN_AT[raw.path], pins[raw.path][0])
-            if files and (least is None or least < since):
-                why.append(f"{raw.path} gained rows known before {since:%Y-%m-%d %H:%M} since it was built "
-                           f"(late events; {files} files added)")
-            base[raw.path] = (int(version), int(stamp))
+            if files and least is None:
+                why.append(f"{raw.path} gained files without statistics of {KNOWN_AT[raw.path]} since {at} "
+                           "was built")
+            elif files and least < since:
+                why.append(f"{raw.path} gained rows known before {at} since it was built (late events; "
+                           f"{files} file(s) added since)")
     if why:
         return None, "; ".join(why)
-    return Base(since, base), f"grown from {since:%Y-%m-%d %H:%M}"
+    # The base's rows are read at the sequence tables' versions now; a run rebuilding the base appends its
+    # "being built" record before it writes, so a record unchanged after these pins names these rows.
+    versions = {table.path: pin(table.location(lake))[0] for table in (CLICK_SEQUENCES, CONVERSION_SEQUENCES)}
+    if _records(lake).get(since) != record:
+        return None, f"the record of {at} changed while this build started (another run is rebuilding it)"
+    return Base(since, versions), f"grown from {at}"
 
 
 def _another_run(table: Table) -> str:
@@ -378,8 +393,14 @@ def record_snapshots(spark: SparkSession, lake: str, snapshots: list[datetime], 
     read = [value for raw in RAW_TABLES for value in (pins or {}).get(raw.path, (None, None))]
     rows = spark.createDataFrame([(s, *cfg.settings().values(), tables, now, *read) for s in snapshots],
                                  spark_schema(SEQUENCE_SNAPSHOTS))
-    rows.write.format("delta").mode("append").option("mergeSchema", "true") \
-        .save(SEQUENCE_SNAPSHOTS.location(lake))
+    writer = rows.write.format("delta").mode("append").option("mergeSchema", "true")
+    try:
+        writer.save(SEQUENCE_SNAPSHOTS.location(lake))
+    except CONFLICTS:
+        # The first append to a log made before the pins were kept adds their columns: a change of the
+        # table's metadata, which fails an append committed at the same moment. Once is enough: the retry
+        # writes to the new schema, and plain appends never conflict.
+        writer.save(SEQUENCE_SNAPSHOTS.location(lake))
 
 
 def complete_snapshots(spark: SparkSession, lake: str) -> dict[datetime, SequenceConfig]:
@@ -480,12 +501,14 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
     report = {}
     for raw, table, build, relevant, grow in jobs:
         events = spark.read.format("delta").option("versionAsOf", pins[raw.path][0]).load(raw.location(lake))
+        read = relevant(events, snapshots, cfg)
         if base is None:
-            read, rows = relevant(events, snapshots, cfg), build(events, snapshots, cfg)
+            rows = build(events, snapshots, cfg)
         else:
-            previous = (spark.read.format("delta").load(table.location(lake))
-                        .where(F.col("snapshot_ts") == F.lit(base.snapshot)))
-            read = events.where(F.col(KNOWN_AT[raw.path]) >= F.lit(base.snapshot))
+            previous = (spark.read.format("delta").option("versionAsOf", base.versions[table.path])
+                        .load(table.location(lake)).where(F.col("snapshot_ts") == F.lit(base.snapshot)))
+            if raw == RAW_CLICKS:   # the day's clicks only; conversions: the affected users' are rebuilt
+                read = events.where(F.col("click_ts") >= F.lit(base.snapshot))
             rows = grow(events, previous, base.snapshot, snapshots[0], cfg)
         files = {"files_read": len(read.inputFiles()), "files": len(events.inputFiles())}
         mode = write_snapshots(spark, table, lake, rows, snapshots)

@@ -33,7 +33,6 @@ from tests.reference_sequences import reference_sequences
 
 T = datetime(2026, 1, 10, tzinfo=UTC)          # the snapshot of the hand-made cases
 NOON = datetime(2026, 1, 10, 12, 30, tzinfo=UTC)  # a snapshot at a non-midnight instant
-T_10 = T
 
 
 def _ts(s: str) -> datetime:
@@ -171,12 +170,12 @@ def test_a_day_grows_from_the_day_before_exactly_unless_events_came_late(spark, 
     """One snapshot grows from the complete one before it when no event known before that one has reached
     the raw tables since it was built (``incremental_base``); the rows equal a build from the raw tables.
     A late click or a late report makes the next snapshot be built from the raw tables, and says so."""
-    lake, P, T = tmp_path / "lake", T_10, T_10 + timedelta(days=1)
+    lake, P, S = tmp_path / "lake", T, T + timedelta(days=1)
     clicks = [
-        ("a1", "a", "ad1", "adv1", _ts("2026-01-07 12:00:00")),   # in P's window, out of T's
-        ("a2", "a", "ad2", "adv1", _ts("2026-01-08 00:00:00")),   # exactly T - lookback: in both
+        ("a1", "a", "ad1", "adv1", _ts("2026-01-07 12:00:00")),   # in P's window, out of S's
+        ("a2", "a", "ad2", "adv1", _ts("2026-01-08 00:00:00")),   # exactly S - lookback: in both
         ("a3", "a", "ad3", "adv2", _ts("2026-01-09 00:00:00")),
-        ("c1", "c", "ad1", "adv1", _ts("2026-01-07 01:00:00")),   # c: nothing left at T
+        ("c1", "c", "ad1", "adv1", _ts("2026-01-07 01:00:00")),   # c: nothing left at S
         ("d0", "d", "ad5", "adv1", _ts("2026-01-10 01:00:00")),   # known before P was built, after P
     ]
     conversions = [
@@ -192,43 +191,43 @@ def test_a_day_grows_from_the_day_before_exactly_unless_events_came_late(spark, 
         insert_new(spark, table, str(lake), spark.createDataFrame(rows, spark_schema(table)))
 
     insert(RAW_CLICKS, [
-        ("a4", "a", "ad4", "adv1", _ts("2026-01-10 00:00:00")),   # exactly P: in T, after a's old clicks
-        ("a5", "a", "ad5", "adv3", _ts("2026-01-10 05:00:00")),   # a: 4 clicks in T's window, cap 3
+        ("a4", "a", "ad4", "adv1", _ts("2026-01-10 00:00:00")),   # exactly P: in S, after a's old clicks
+        ("a5", "a", "ad5", "adv3", _ts("2026-01-10 05:00:00")),   # a: 4 clicks in S's window, cap 3
         ("b2", "b", "ad2", "adv1", _ts("2026-01-10 07:00:00")),   # b: new, two at one instant (id order)
         ("b1", "b", "ad1", "adv2", _ts("2026-01-10 07:00:00")),
-        ("x1", "x", "ad1", "adv1", _ts("2026-01-11 00:00:00")),   # exactly T: out
+        ("x1", "x", "ad1", "adv1", _ts("2026-01-11 00:00:00")),   # exactly S: out
     ])
     insert(RAW_CONVERSIONS, [
         # a: reported after P, happened before a's conversion of P: ordered before it
         ("va0", "a", "adv1", "lead", _ts("2026-01-09 09:00:00"), _ts("2026-01-10 02:00:00"), None, None),
         ("vf1", "f", "adv1", "lead", _ts("2026-01-10 09:00:00"), _ts("2026-01-11 00:00:00"), None, None),
     ])
-    report = build_sequences(spark, str(lake), [T], CFG)
+    report = build_sequences(spark, str(lake), [S], CFG)
     assert {r["built"] for r in report.values()} == {"grown from 2026-01-10 00:00"}
     grown = {name: _rows(lake, name) for name in ("click_sequences", "conversion_sequences")}
-    assert [grown["click_sequences"][(u, T)]["ad_ids"] for u in ("a", "b", "d")] == [
+    assert [grown["click_sequences"][(u, S)]["ad_ids"] for u in ("a", "b", "d")] == [
         ["ad3", "ad4", "ad5"], ["ad1", "ad2"], ["ad5"]]
-    assert ("c", T) not in grown["click_sequences"] and ("x", T) not in grown["click_sequences"]
-    assert ("f", T) not in grown["conversion_sequences"]
-    assert grown["conversion_sequences"][("a", T)]["conversion_types"] == ["lead", "purchase"]
-    assert grown["conversion_sequences"][("e", T)]["conversion_ts"] == [_ts("2026-01-08 10:00:00")]
+    assert ("c", S) not in grown["click_sequences"] and ("x", S) not in grown["click_sequences"]
+    assert ("f", S) not in grown["conversion_sequences"]
+    assert grown["conversion_sequences"][("a", S)]["conversion_types"] == ["lead", "purchase"]
+    assert grown["conversion_sequences"][("e", S)]["conversion_ts"] == [_ts("2026-01-08 10:00:00")]
     # The same snapshot built from the raw tables: not a row differs.
     for name, build, raw in (("click_sequences", click_sequences, RAW_CLICKS),
                              ("conversion_sequences", conversion_sequences, RAW_CONVERSIONS)):
-        build(spark.read.format("delta").load(raw.location(lake)), [T], CFG).write.format("delta") \
+        build(spark.read.format("delta").load(raw.location(lake)), [S], CFG).write.format("delta") \
             .save(str(tmp_path / "raw-built" / "features" / name))
-        assert _rows(tmp_path / "raw-built", name) == {k: r for k, r in grown[name].items() if k[1] == T}
+        assert _rows(tmp_path / "raw-built", name) == {k: r for k, r in grown[name].items() if k[1] == S}
 
-    # A click before T and a conversion reported before T, ingested after T was built.
+    # A click before S and a conversion reported before S, ingested after S was built.
     insert(RAW_CLICKS, [("g1", "g", "ad1", "adv1", _ts("2026-01-10 12:00:00"))])
     insert(RAW_CONVERSIONS, [
         ("vg1", "g", "adv1", "lead", _ts("2026-01-10 09:00:00"), _ts("2026-01-10 23:00:00"), None, None)])
-    later = T + timedelta(days=1)
+    later = S + timedelta(days=1)
     report = build_sequences(spark, str(lake), [later], CFG)
     assert {r["built"] for r in report.values()} == {
         "from the raw tables: raw/clicks gained rows known before 2026-01-11 00:00 since it was built (late "
-        "events; 1 files added); raw/conversions gained rows known before 2026-01-11 00:00 since it was "
-        "built (late events; 1 files added)"}
+        "events; 1 file(s) added since); raw/conversions gained rows known before 2026-01-11 00:00 since it "
+        "was built (late events; 1 file(s) added since)"}
     assert _rows(lake, "click_sequences")[("g", later)]["ad_ids"] == ["ad1"]
     assert _rows(lake, "conversion_sequences")[("g", later)]["conversion_types"] == ["lead"]
 
