@@ -480,8 +480,8 @@ def build_sequences(spark: SparkSession, lake: str, snapshots: list[datetime],
 
     Both raw tables are read at the versions current when the build starts (pinned, and recorded with
     the snapshots). A single snapshot grows from the latest complete one before it when
-    ``incremental_base`` finds that exact (a daily run: one day's clicks and reports read and shuffled,
-    not the lookback's); otherwise, and for several snapshots at once, it is built from the raw tables."""
+    ``incremental_base`` finds that exact (a daily run: the base's rows and one day's clicks shuffled, not
+    the lookback's clicks); otherwise, and for several snapshots at once, it is built from the raw tables."""
     from core.table_versions import pin
 
     cfg = cfg or SequenceConfig()
