@@ -124,19 +124,11 @@ class StageCache:
 
 def snapshot_records(lake: Lake) -> dict:
     """Each snapshot's current record in ``features/_snapshots`` (its newest row: settings, the tables it
-    is complete in, ``updated_at``), by its UTC instant; empty without the log."""
-    from deltalake.exceptions import TableNotFoundError
+    is complete in, the raw versions its build read, ``updated_at``), by its UTC instant; empty without
+    the log (``spark_jobs.sequences.snapshot_records``)."""
+    from spark_jobs.sequences import snapshot_records as records
 
-    from core.object_storage import delta_table
-
-    try:
-        rows = delta_table(lake.table(SEQUENCE_SNAPSHOTS)).to_pyarrow_table().to_pylist()
-    except TableNotFoundError:
-        return {}
-    latest: dict = {}
-    for row in sorted(rows, key=lambda r: r["updated_at"]):
-        latest[row["snapshot_ts"].astimezone(UTC)] = row
-    return latest
+    return records(lake.root)
 
 
 def sequence_records(lake: Lake) -> list[list]:

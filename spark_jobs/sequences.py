@@ -277,8 +277,9 @@ class Base:
 KNOWN_AT = {RAW_CLICKS.path: "click_ts", RAW_CONVERSIONS.path: "report_ts"}
 
 
-def _records(lake: str) -> dict[datetime, dict]:
-    """Each snapshot's current record in ``features/_snapshots`` (its newest row), read with delta-rs."""
+def snapshot_records(lake: str) -> dict[datetime, dict]:
+    """Each snapshot's current record in ``features/_snapshots`` (its newest row), by its UTC instant, read
+    with delta-rs (no Spark); empty without the log."""
     from deltalake.exceptions import TableNotFoundError
 
     from core.object_storage import delta_table
@@ -305,7 +306,7 @@ def incremental_base(lake: str, snapshot: datetime, cfg: SequenceConfig,
     the snapshot be built in full, as does an OPTIMIZE of a raw table since (it adds files of old rows)."""
     from core.table_versions import least_added_since, only_inserted_since, pin
 
-    records = _records(lake)
+    records = snapshot_records(lake)
     complete = [t for t, r in records.items()
                 if t < snapshot and set(SEQUENCE_TABLES) <= set(r["tables"] or ())
                 and all(r[k] == v for k, v in cfg.settings().items())]
@@ -341,7 +342,7 @@ def incremental_base(lake: str, snapshot: datetime, cfg: SequenceConfig,
     # The base's rows are read at the sequence tables' versions now; a run rebuilding the base appends its
     # "being built" record before it writes, so a record unchanged after these pins names these rows.
     versions = {table.path: pin(table.location(lake))[0] for table in (CLICK_SEQUENCES, CONVERSION_SEQUENCES)}
-    if _records(lake).get(since) != record:
+    if snapshot_records(lake).get(since) != record:
         return None, f"the record of {at} changed while this build started (another run is rebuilding it)"
     return Base(since, versions), f"grown from {at}"
 
