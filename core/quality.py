@@ -403,6 +403,26 @@ def checked_snapshots(lake: str, suite: Suite, at: SuiteAt | None = None) -> set
     added cannot fail; and every per-snapshot check holds per snapshot, so a pass on a set of snapshots is
     a pass on each.
     """
+    covered: set[datetime] = set()
+    for _, _, _, snapshots in _covering_passes(lake, suite, at):
+        covered |= snapshots
+    return covered
+
+
+def snapshot_pass(lake: str, suite: Suite, snapshot: datetime,
+                  at: SuiteAt | None = None) -> LakeReport | None:
+    """The newest earlier pass that still covers ``snapshot`` of ``suite``'s table (as ``checked_snapshots``
+    decides), as a report of that run (``reused``), or None."""
+    for summary_path, summary, found, snapshots in _covering_passes(lake, suite, at):
+        if snapshot in snapshots:
+            return LakeReport(lake, summary["run_at"], [TableResult(**found)], {}, str(summary_path.parent),
+                              reused=True)
+    return None
+
+
+def _covering_passes(lake: str, suite: Suite, at: SuiteAt | None):
+    """Each passing result of ``suite`` among the newest runs, newest first, with the snapshots it still
+    covers (``checked_snapshots``): (summary path, summary, the table's result, those snapshots)."""
     fingerprint = _fingerprint_at(suite, at)
     locations = {t.path: t.location(lake) for t in TABLES}
     now: dict[str, dict[str, str]] = {}
@@ -413,7 +433,6 @@ def checked_snapshots(lake: str, suite: Suite, at: SuiteAt | None = None) -> set
             now[path] = {s.isoformat(): d for s, d in digests.items()}
         return now[path]
 
-    covered: set[str] = set()
     for summary_path in sorted(Lake(lake).quality.glob("*/summary.json"), reverse=True)[:RUNS_SEARCHED]:
         try:
             summary = json.loads(summary_path.read_text())
@@ -426,11 +445,12 @@ def checked_snapshots(lake: str, suite: Suite, at: SuiteAt | None = None) -> set
                 others = {p: v for p, v in (found.get("versions") or {}).items() if p not in PER_SNAPSHOT}
                 if not all(only_inserted_since(locations[p], v, stamp) for p, (v, stamp) in others.items()):
                     continue
-                covered |= {s for s in files[suite.table.path]
-                            if all(files_now(p).get(s) == digests.get(s) for p, digests in files.items())}
+                covered = {datetime.fromisoformat(s) for s in files[suite.table.path]
+                           if all(files_now(p).get(s) == digests.get(s) for p, digests in files.items())}
+                if covered:
+                    yield summary_path, summary, found, covered
         except (ValueError, KeyError, TypeError, AttributeError):   # not a summary this module wrote
             continue
-    return {datetime.fromisoformat(s) for s in covered}
 
 
 # GX expectation types whose verdict on a set of rows is the conjunction of their verdicts on its rows (for
@@ -440,6 +460,11 @@ ROW_BY_ROW = ("expect_table_columns_to_match_set", "expect_column_values_to_not_
               "expect_column_values_to_be_between", "expect_column_pair_values_a_to_be_greater_than_b")
 
 
+# The most rows added since a pass that ``on_added_rows`` checks (their keys are broadcast to every task:
+# at most some tens of MB); more, and a check of every row costs no more than a shuffle join would.
+BROADCAST_ROWS = 2_000_000
+
+
 def on_added_rows(suite: Suite, files: list[str], since: tuple[int, int],
                   read_at: tuple[int, int]) -> Suite | None:
     """``suite`` for a table that at most gained rows since a pass checked it through ``since``: the rows
@@ -447,7 +472,9 @@ def on_added_rows(suite: Suite, files: list[str], since: tuple[int, int],
     ``read_at``, with checks that then decide what the whole suite would decide on every row:
 
     - row-by-row checks (``ROW_BY_ROW``) on those rows;
-    - "KEY is unique" as a query: no added row's key appears twice in the whole table;
+    - "KEY is unique" as a query: no added row's key appears twice in the whole table. The added rows'
+      keys are broadcast, so the whole table is scanned once and not shuffled: the caller checks every
+      row instead when more than ``BROADCAST_ROWS`` were added (``core.table_versions.rows_in``);
     - a query check (``no_rows``) on the whole table, not only the added rows: a cross-table check, such
       as an old conversion whose attributed click arrived since, may change its verdict on old rows.
 
@@ -463,8 +490,8 @@ def on_added_rows(suite: Suite, files: list[str], since: tuple[int, int],
         elif kind == "expect_column_values_to_be_unique" and kwargs.get("mostly") in (None, 1, 1.0):
             key = kwargs["column"]
             checks.append(no_rows(
-                f"SELECT b.{key}, count(*) AS rows FROM {{batch}} b JOIN {own} t ON b.{key} = t.{key} "
-                f"GROUP BY b.{key} HAVING count(*) > 1", e.description))
+                f"SELECT /*+ BROADCAST(b) */ b.{key}, count(*) AS rows FROM {{batch}} b JOIN {own} t "
+                f"ON b.{key} = t.{key} GROUP BY b.{key} HAVING count(*) > 1", e.description))
         elif kind == "expect_query_to_return_no_rows":
             checks.append(no_rows(kwargs["unexpected_rows_query"].replace("{batch}", own), e.description))
         else:

@@ -134,6 +134,20 @@ def files_added_since(location: str, version: int, now: int | None = None) -> li
     return sorted(uri.rsplit("/", 1)[-1] for uri in delta_table(location, now).file_uris() if uri not in then)
 
 
+def rows_in(location: str, names: list[str], now: int | None = None) -> int | None:
+    """How many rows the data files ``names`` of the table at ``now`` (default: its current version) hold,
+    by their statistics (``numRecords``); None when one is not in the table or has no count."""
+    import pyarrow as pa
+
+    from core.object_storage import delta_table
+
+    actions = pa.table(delta_table(location, now).get_add_actions(flatten=True))
+    counts = dict(zip([p.rsplit("/", 1)[-1] for p in actions.column("path").to_pylist()],
+                      actions.column("num_records").to_pylist(), strict=True))
+    found = [counts.get(name) for name in names]
+    return None if any(n is None for n in found) else sum(found)
+
+
 def least_added_since(location: str, version: int, column: str,
                       now: int | None = None) -> tuple[int, datetime | None]:
     """(how many data files the table gained from ``version`` to ``now`` (default: its current version),

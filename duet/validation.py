@@ -42,8 +42,14 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
     whole tables). The report's ``unchanged`` says what was left out.
     """
     from core.contracts import PER_SNAPSHOT, RAW_CONVERSIONS, TABLES
-    from core.quality import checked_snapshots, covered_through, on_added_rows, reusable_pass
-    from core.table_versions import files_added_since, pin, snapshot_files, unchanged_since
+    from core.quality import (
+        BROADCAST_ROWS,
+        checked_snapshots,
+        covered_through,
+        on_added_rows,
+        reusable_pass,
+    )
+    from core.table_versions import files_added_since, pin, rows_in, snapshot_files, unchanged_since
     from encoders import quality as encoder_quality
     from ranker import quality as ranker_quality
     from spark_jobs import quality
@@ -103,6 +109,9 @@ def validate(spark: SparkSession, lake: str, now: datetime | None = None,
                     unchanged[path] = "no row changed since a pass"
                     return None
                 return suite              # a table its checks read changed: every row, as before
+            many = rows_in(suite.table.location(lake), added, current[0])
+            if many is None or many > BROADCAST_ROWS:
+                return suite              # too many added rows to broadcast: every row costs no more
             return on_added_rows(suite, added, since, current) or suite
         present = set(snapshot_files(suite.table.location(lake), PER_SNAPSHOT[path]) or {})
         done = checked_snapshots(lake, suite, at) & present

@@ -4,13 +4,16 @@
    published (that snapshot, that model version), cross-checked against the sequence tables. If any
    expectation fails, ``ValidationFailed`` names it and neither the registry nor the online store is
    touched. A whole-table pass of the same suite that still describes the rows
-   (``core.quality.reusable_pass``: the same checks, every table it read unchanged since) is the gate's
-   verdict without running it again: every check of the embedding suite that holds on the whole table
-   holds on each (snapshot, model version) of it (``encoders.quality``; tested), so ``duet validate``
-   then ``duet publish`` runs the suite once. ``revalidate`` runs it anyway. Then the stability gate
-   (``serving.drift.same_version_gate``): when the table holds an earlier snapshot of the version, this one
-   must not have drifted from it past the documented bounds (per-user cosine, neighbours, norms);
-   ``allow_drift`` publishes anyway and records the failed figures in the version's record.
+   (``core.quality.reusable_pass``: the same checks, every table it read unchanged since), or a pass of
+   the whole snapshot whose files, and those of the sequences it was checked against, are the same now
+   (``core.quality.snapshot_pass``, as ``duet validate --snapshot`` and ``duet daily`` leave), is the
+   gate's verdict without running it again: every check of the embedding suite that holds on the whole
+   table or a snapshot holds on each (snapshot, model version) of it (``encoders.quality``; tested), so
+   ``duet validate`` then ``duet publish`` runs the suite once. ``revalidate`` runs it anyway. Then the
+   stability gate (``serving.drift.same_version_gate``): when the table holds an earlier snapshot of the
+   version, this one must not have drifted from it past the documented bounds (per-user cosine,
+   neighbours, norms); ``allow_drift`` publishes anyway and records the failed figures in the version's
+   record.
 2. Apply: the repository's objects for the lake (``feature_repo.catalog``, both online slots of every
    two-embedding version included); the served version (the contract views' source) stays the one the
    ``serving`` alias names, or becomes this one when nothing is served yet.
@@ -146,14 +149,16 @@ def choose(spark, lake: str, snapshot: datetime | None,
 def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = False):
     """The embedding suite on the rows to publish, or the earlier whole-table pass that still holds
     (module docstring; not with ``revalidate``); returns the ``LakeReport`` (raises nothing)."""
-    from core.quality import reusable_pass, validate_lake
+    from core.quality import reusable_pass, snapshot_pass, validate_lake
     from encoders import quality
 
     if not revalidate:
         present = {t.path for t in TABLES if table_version(t.location(lake)) is not None}
-        reused = [reusable_pass(lake, s) for s in quality.suites_for(lake, present)]
-        if len(reused) == 1 and reused[0] is not None:
-            return reused[0]
+        suites = quality.suites_for(lake, present)
+        if len(suites) == 1:
+            reused = reusable_pass(lake, suites[0]) or snapshot_pass(lake, suites[0], snapshot)
+            if reused is not None:
+                return reused
 
     def suites_for(present: set[str], properties: dict) -> list:
         suites = quality.suites_for(lake, present)

@@ -179,6 +179,15 @@ def test_publish_replaces_and_every_read_path_returns_the_delta_rows(spark, back
         for reader in readers.values():
             _assert_reads(reader.read(ALL_USERS, as_of=S3), online, S3)
 
+        # 3b. A pass of a whole snapshot (`duet validate --snapshot`, as `duet daily` runs it before it
+        #     publishes) is the gate's verdict for that snapshot, and for no other.
+        if backend == "sqlite":
+            validate(spark, lake, tables=[USER_EMBEDDINGS.path], snapshots=[S2])
+            assert not publish(spark, PublishConfig(cfg, snapshot=S3), log=lambda _: None).gate_reused
+            checked = validate(spark, lake, tables=[USER_EMBEDDINGS.path], snapshots=[S3])
+            again = publish(spark, PublishConfig(cfg, snapshot=S3), log=lambda _: None)
+            assert again.gate_reused and again.gate_results == checked.results_dir
+
         # 4. Corrupt vectors (NaN, a wrong width, a duplicate key): the gate names each failed
         #    expectation and nothing changes online. (The gate runs before any store is touched, so one
         #    backend shows it.)

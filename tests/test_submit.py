@@ -40,7 +40,8 @@ def test_sequences_run_under_spark_submit(spark, tmp_path):
     result = _submit("sequences", "--lake", str(lake), "--snapshot", "2026-01-07")
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("features/click_sequences: 1 rows for 1 snapshot(s) (append; from the raw tables: no complete "
-            "snapshot before 2026-01-07 00:00 built with these settings; read 2 of 2 raw files)") in result.stdout
+            "snapshot before 2026-01-07 00:00 built with these settings; read 2 of 2 raw files)"
+            ) in result.stdout
     rows = DeltaTable(str(lake / "features/click_sequences")).to_pyarrow_table().to_pylist()
     assert [(r["user_id"], r["ad_ids"]) for r in rows] == [("u1", ["a1", "a2"])]
     conv = DeltaTable(str(lake / "features/conversion_sequences")).to_pyarrow_table().to_pylist()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import core.quality
 from core.contracts import RAW_CLICKS, RAW_CONVERSIONS
 from core.quality import view_name
 from core.snapshots import daily_snapshots
@@ -183,7 +184,7 @@ def test_by_default_only_what_no_earlier_pass_covers_is_checked(spark, clean_lak
 
 
 def test_rows_added_to_a_raw_table_since_a_pass_are_checked_alone_and_decide_as_every_row_would(
-        spark, clean_lake, first_pass, tmp_path):
+        spark, clean_lake, first_pass, tmp_path, monkeypatch):
     lake = _copy(clean_lake, tmp_path)                       # with the first pass: every row checked
     clicks, conv = f"delta.`{lake}/raw/clicks`", f"delta.`{lake}/raw/conversions`"
     raw = ["raw/clicks", "raw/conversions"]
@@ -231,6 +232,12 @@ def test_rows_added_to_a_raw_table_since_a_pass_are_checked_alone_and_decide_as_
     # A failed run extends nothing: the next run checks the rows added since the last pass again.
     fourth = validate(spark, str(lake), tables=raw, new_only=True)
     assert [(t.rows, t.rows_since) for t in fourth.tables] == [(t.rows, t.rows_since) for t in third.tables]
+    # More rows added than the uniqueness check broadcasts: that table's every row, the same verdicts.
+    monkeypatch.setattr(core.quality, "BROADCAST_ROWS", 1)
+    fifth = validate(spark, str(lake), tables=raw, new_only=True)
+    assert {t.table: (t.rows_since, t.failed) for t in fifth.tables} == {
+        "raw/clicks": (None, failed["raw/clicks"]),
+        "raw/conversions": (third.tables[1].rows_since, failed["raw/conversions"])}
 
 
 def test_sequence_corruptions_are_named(spark, clean_lake, tmp_path):
