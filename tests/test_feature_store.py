@@ -27,7 +27,7 @@ from feature_repo.catalog import CLICK_VIEW, CONVERSION_VIEW, read_serving, spec
 from feature_repo.views import SUMMARY_FEATURES
 from serving.fast import entity_key
 from serving.online import HttpReader, SdkReader, online_config
-from serving.publish import PublishConfig, publish
+from serving.publish import PublishConfig, gate, publish
 from serving.readers import fast_reader
 from serving.store import StoreConfig, apply, feature_store, render_yaml
 from tests import feature_lake as fl
@@ -181,12 +181,13 @@ def test_publish_replaces_and_every_read_path_returns_the_delta_rows(spark, back
 
         # 3b. A pass of a whole snapshot (`duet validate --snapshot`, as `duet daily` runs it before it
         #     publishes) is the gate's verdict for that snapshot, and for no other.
+        #     (The gate alone: publish asks it first, as steps 1 and 2 show.)
         if backend == "sqlite":
             validate(spark, lake, tables=[USER_EMBEDDINGS.path], snapshots=[S2])
-            assert not publish(spark, PublishConfig(cfg, snapshot=S3), log=lambda _: None).gate_reused
+            assert not gate(spark, lake, DUET, S3).reused
             checked = validate(spark, lake, tables=[USER_EMBEDDINGS.path], snapshots=[S3])
-            again = publish(spark, PublishConfig(cfg, snapshot=S3), log=lambda _: None)
-            assert again.gate_reused and again.gate_results == checked.results_dir
+            again = gate(spark, lake, DUET, S3)
+            assert again.reused and again.success and again.results_dir == checked.results_dir
 
         # 4. Corrupt vectors (NaN, a wrong width, a duplicate key): the gate names each failed
         #    expectation and nothing changes online. (The gate runs before any store is touched, so one
