@@ -199,7 +199,7 @@ class LakeReport:
     tables: list[TableResult]
     metrics: dict[str, float]
     results_dir: str
-    reused: bool = False      # an earlier run's pass, found by ``reusable_pass``; nothing was run now
+    reused: bool = False      # an earlier pass (``reusable_pass``, ``snapshot_pass``); nothing was run now
     # What was left out because an earlier pass still holds for it (``duet validate`` without ``--all``):
     # table path -> why, e.g. "12 snapshots unchanged since a pass".
     unchanged: dict[str, str] = field(default_factory=dict)
@@ -461,7 +461,8 @@ ROW_BY_ROW = ("expect_table_columns_to_match_set", "expect_column_values_to_not_
 
 
 # The most rows added since a pass that ``on_added_rows`` checks (their keys are broadcast to every task:
-# at most some tens of MB); more, and a check of every row costs no more than a shuffle join would.
+# under about 100 MB of this contract's short string keys); more, and a check of every row costs no more
+# than a shuffle join would.
 BROADCAST_ROWS = 2_000_000
 
 

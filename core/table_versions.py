@@ -134,16 +134,24 @@ def files_added_since(location: str, version: int, now: int | None = None) -> li
     return sorted(uri.rsplit("/", 1)[-1] for uri in delta_table(location, now).file_uris() if uri not in then)
 
 
-def rows_in(location: str, names: list[str], now: int | None = None) -> int | None:
-    """How many rows the data files ``names`` of the table at ``now`` (default: its current version) hold,
-    by their statistics (``numRecords``); None when one is not in the table or has no count."""
+def _file_statistic(location: str, field: str, now: int | None = None) -> dict[str, object]:
+    """Each data file's ``field`` in the table's add actions at ``now`` (default: its current version), by
+    file name (``num_records``, ``min.<column>``, ...); None where a file has none, every file None where
+    the log keeps no such statistic."""
     import pyarrow as pa
 
     from core.object_storage import delta_table
 
     actions = pa.table(delta_table(location, now).get_add_actions(flatten=True))
-    counts = dict(zip([p.rsplit("/", 1)[-1] for p in actions.column("path").to_pylist()],
-                      actions.column("num_records").to_pylist(), strict=True))
+    names = [p.rsplit("/", 1)[-1] for p in actions.column("path").to_pylist()]
+    values = actions.column(field).to_pylist() if field in actions.schema.names else [None] * len(names)
+    return dict(zip(names, values, strict=True))
+
+
+def rows_in(location: str, names: list[str], now: int | None = None) -> int | None:
+    """How many rows the data files ``names`` of the table at ``now`` (default: its current version) hold,
+    by their statistics (``numRecords``); None when one is not in the table or has no count."""
+    counts = _file_statistic(location, "num_records", now)
     found = [counts.get(name) for name in names]
     return None if any(n is None for n in found) else sum(found)
 
@@ -156,19 +164,12 @@ def least_added_since(location: str, version: int, column: str,
     it as "anything"). Delta truncates a timestamp's minimum to the millisecond, never above the true least
     value, so a bound the statistic meets, the rows meet too. An OPTIMIZE since ``version`` adds files of
     older rows: their least values count, which errs on the safe side."""
-    import pyarrow as pa
-
-    from core.object_storage import delta_table
-
-    added = set(files_added_since(location, version, now))
+    added = files_added_since(location, version, now)
     if not added:
         return 0, None
-    actions = pa.table(delta_table(location, now).get_add_actions(flatten=True))
-    names = [p.rsplit("/", 1)[-1] for p in actions.column("path").to_pylist()]
-    field = f"min.{column}"
-    lows = actions.column(field).to_pylist() if field in actions.schema.names else [None] * len(names)
-    found = [low for name, low in zip(names, lows, strict=True) if name in added]
-    if len(found) != len(added) or any(low is None for low in found):
+    lows = _file_statistic(location, f"min.{column}", now)
+    found = [lows.get(name) for name in added]
+    if any(low is None for low in found):
         return len(added), None
     return len(added), min(found)
 

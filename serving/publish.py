@@ -147,8 +147,9 @@ def choose(spark, lake: str, snapshot: datetime | None,
 
 
 def gate(spark, lake: str, version: str, snapshot: datetime, revalidate: bool = False):
-    """The embedding suite on the rows to publish, or the earlier whole-table pass that still holds
-    (module docstring; not with ``revalidate``); returns the ``LakeReport`` (raises nothing)."""
+    """The embedding suite on the rows to publish, or an earlier pass of the whole table or of the whole
+    snapshot that still holds (module docstring; not with ``revalidate``); returns the ``LakeReport``
+    (raises nothing)."""
     from core.quality import reusable_pass, snapshot_pass, validate_lake
     from encoders import quality
 
