@@ -225,3 +225,29 @@ def test_the_pooled_paired_reduction_and_its_minimum_detectable_effect():
     assert weak["mde"] > TARGET_MDE and "underpowered" in weak
     worse = pool([run(s, -0.004 - 0.0005 * s, 0.0006) for s in range(5)])["default"]["duet vs shared"]
     assert worse["verdict"] == "duet worse"
+
+
+# -- the wide part's ridge regression ----------------------------------------------------------------------
+
+def test_a_column_left_out_of_the_ridge_weighs_exactly_zero_and_the_rest_is_the_fit_without_it():
+    """``EXCLUDED`` leaves a column out (core.linear): a fit with columns left out is the fit on the other
+    columns alone, to L-BFGS's tolerance, and converges as fast. (Held out by a 1e9 penalty instead, the
+    fit stopped at its evaluation limit far from that optimum.)"""
+    import torch
+
+    from core.linear import EXCLUDED, fit_ridge
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((4000, 6)))
+    y = (torch.rand(4000, generator=torch.Generator().manual_seed(1)) <
+         torch.sigmoid(x[:, 0] - 0.5 * x[:, 1] - 2)).double()
+    kept = torch.tensor([True, True, True, False, True, False])
+    lams = (1.0, 100.0)
+    whole = fit_ridge(x, y, x, y, lams, max_iter=50, penalised=kept, fixed=(~kept).double() * EXCLUDED)
+    alone = fit_ridge(x[:, kept], y, x[:, kept], y, lams, max_iter=50)
+    assert whole.weight[~kept].eq(0).all()
+    np.testing.assert_allclose(whole.weight[kept].numpy(), alone.weight.numpy(), atol=1e-6)
+    assert whole.lam == alone.lam and whole.valid_loss == pytest.approx(alone.valid_loss, abs=1e-12)
+    # A lam of EXCLUDED on the penalised columns leaves them all out: the bias alone, the base rate.
+    out = fit_ridge(x, y, x, y, (EXCLUDED,), max_iter=50)
+    assert out.weight.eq(0).all() and out.bias == pytest.approx(float(torch.logit(y.mean())), abs=1e-6)
