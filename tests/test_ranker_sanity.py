@@ -1,7 +1,8 @@
 """The ranker against the generator's own ceiling (issue 22, acceptance 1, at twice the demo's users, one data
-seed, one ranker seed): fed the generator's latents as the user vector, it must close at least half of the gap between
-``none`` and the oracle NE at signal 1 and be no worse than the ridge regression on the same rows and
-inputs (its own wide part). ``benchmarks/ranker_ceiling.py`` runs the full protocol over seeds and scales.
+seed, one ranker seed): fed the generator's latents as the user vector, it must close at least half of the
+gap between ``none`` and the oracle NE at signal 1 and be no worse than the ridge regression on the same
+rows and inputs (its own wide part). ``benchmarks/ranker_ceiling.py`` runs the full protocol over seeds
+and scales.
 Also: the truth the generator writes, and the ceiling's pieces."""
 
 from __future__ import annotations
