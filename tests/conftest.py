@@ -11,19 +11,29 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DUET_SHARED_DATA", REPO.parent / "shared" / "data"))
 TAOBAO_SAMPLE = SHARED_DATA / "taobao_userbehavior_10k.csv"
 
+# Spark on the tests' tiny tables: interpreted, not compiled. For every new query plan Spark generates Java
+# source and compiles it with Janino (whole-stage code generation, and each expression's evaluator); on a
+# few thousand rows the compiling costs more CPU than it saves. Off, `tests/test_validate.py` took 134 s
+# against 163 and 176 s with it on (2026-12-07, one after another). Nothing computed changes: Spark keeps
+# an interpreted path for every expression and falls back to it whenever compiling fails. The compiled
+# path stays tested where the product's defaults run: `make demo` (the shared demo below: every stage).
+SMALL_DATA_SPARK = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+
 # The environment for a test's short command-line runs (a `duet` command on a few rows, spark-submit):
 # their driver JVM lives under a minute, too short for the JIT's second tier (C2) to pay back the CPU it
 # compiles with on 2 cores, so it stops at the first (C1): a cold `duet ingest` of three rows 48 -> 31 s,
 # a cold `duet validate` 44 -> 36 s (BENCHMARKS.md, "The driver JVM's start"). Nothing computed changes.
 # The session's own JVM and `make demo` run for minutes and keep the JVM's defaults (C1 alone made the
-# small demo 7% slower).
+# small demo 7% slower). The driver also takes SMALL_DATA_SPARK, as `spark.*` system properties (which a
+# SparkConf reads).
 SHORT_RUN_ENV = {**os.environ, "SPARK_SUBMIT_OPTS": " ".join(
-    filter(None, [os.environ.get("SPARK_SUBMIT_OPTS"), "-XX:TieredStopAtLevel=1"]))}
+    filter(None, [os.environ.get("SPARK_SUBMIT_OPTS"), "-XX:TieredStopAtLevel=1",
+                  *(f"-D{key}={value}" for key, value in SMALL_DATA_SPARK.items())]))}
 
 
 @pytest.fixture(scope="session")
 def spark():
-    """local[2] with few shuffle partitions and no UI: every Spark test shares it."""
+    """local[2] with few shuffle partitions, no UI, no code generation: every Spark test shares it."""
     from core.spark import spark_session
 
     session = spark_session(
@@ -33,6 +43,7 @@ def spark():
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
             "spark.driver.memory": "2g",
+            **SMALL_DATA_SPARK,
         },
         app_name="duet-tests",
     )
