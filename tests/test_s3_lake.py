@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -356,6 +357,10 @@ def test_backfill_and_daily_on_s3_equal_a_local_lake(s3, tmp_path, monkeypatch):
             record = json.loads(out.splitlines()[-1])
             assert record["status"] == "done" and record["exit"] == 0, record
             assert {s["step"] for s in record["steps"] if s["ran"]} >= {"embed", "validate", "publish"}
+    # Each day grew from the day before on S3 too: it read one click file, the day's (spark_jobs.sequences).
+    for day in (date(2026, 1, 9), date(2026, 1, 10)):
+        read = json.loads(Lake(lake).day_record(day, "sequences").read_text())["result"]["raw_files_read"]
+        assert read[CLICK_SEQUENCES.path][0] == 1, (day, read)
     again = run("daily", "--lake", lake, "--landing", s3_landing, "--date", "2026-01-10")
     assert "nothing to do" in again and json.loads(again.splitlines()[-1])["tables_changed"] == {}
 
