@@ -27,7 +27,7 @@ bench: setup
 
 # The tests that start a Spark standalone cluster or an S3 API server on loopback (marked `cluster`).
 test-cluster: setup
-	DUET_TEST_MARKERS=cluster bash scripts/test.sh $(PYTEST_ARGS)
+	DUET_TEST_WORKERS=0 DUET_TEST_MARKERS=cluster bash scripts/test.sh $(PYTEST_ARGS)
 
 lint: setup
 	.venv/bin/ruff check .

@@ -61,24 +61,38 @@ def taobao_sample() -> Path:
 
 # One small demo for every test that needs a finished pipeline (tests/test_demo.py: the README's
 # `make demo`, the ranker's leakage and ASOF checks, the report, online scoring, delayed feedback, the
-# idempotent re-run): the demo is the most expensive thing the suite runs, so it runs once; its tests
-# share one module so that pytest-xdist's --dist loadfile keeps them on one worker. The README's command
-# with smaller data (DEMO_ARGS). tests/test_byo_embedding.py also starts from it, on a copy of its lake
-# (in one process the demo still runs once; a second xdist worker taking that file would run its own).
+# idempotent re-run): the demo is the most expensive thing the suite runs, so it runs once per test run,
+# whatever the number of pytest-xdist workers: the first worker that needs it runs it under a file lock in
+# the run's shared temporary folder; the others wait for it and read what it left (its report, its
+# output). The README's command with smaller data (DEMO_ARGS). tests/test_byo_embedding.py,
+# tests/test_daily.py and tests/test_variant_registry.py start from a copy of its lake.
 SMALL_DEMO_ARGS = "--users 300 --days 20 --seed 5"
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, worker_id):
     """(workdir, lake, demo.json as a dict, the finished `make demo` process)."""
+    import fcntl
     import json
     import subprocess
 
-    work = tmp_path_factory.mktemp("demo-run") / "demo"
-    # A relative WORKDIR, as in the README's default (demo-work): paths resolve against make's directory.
-    workdir = os.path.relpath(work, REPO)
-    result = subprocess.run(["make", "demo", f"WORKDIR={workdir}", f"DEMO_ARGS={SMALL_DEMO_ARGS}"], cwd=REPO,
-                            capture_output=True, text=True, timeout=1200)
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":                # under xdist each worker's folder is in the run's folder
+        shared = shared.parent
+    work = shared / "demo-run" / "demo"
+    output = shared / "demo-run" / "make-demo.json"
+    with open(shared / "demo-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # released when the file closes
+        if not output.exists():
+            work.parent.mkdir(exist_ok=True)
+            # A relative WORKDIR, as in the README's default (demo-work): paths resolve against make's
+            # directory.
+            workdir = os.path.relpath(work, REPO)
+            result = subprocess.run(["make", "demo", f"WORKDIR={workdir}", f"DEMO_ARGS={SMALL_DEMO_ARGS}"],
+                                    cwd=REPO, capture_output=True, text=True, timeout=1200)
+            output.write_text(json.dumps({"args": result.args, "returncode": result.returncode,
+                                          "stdout": result.stdout, "stderr": result.stderr}))
+    result = subprocess.CompletedProcess(**json.loads(output.read_text()))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((work / "report" / "demo.json").read_text())
     return work, str(work / "lake"), report, result
