@@ -65,7 +65,7 @@ def taobao_sample() -> Path:
 # whatever the number of pytest-xdist workers: the first worker that needs it runs it under a file lock in
 # the run's shared temporary folder; the others wait for it and read what it left (its report, its
 # output). The README's command with smaller data (DEMO_ARGS). tests/test_byo_embedding.py,
-# tests/test_daily.py and tests/test_variant_registry.py start from a copy of its lake.
+# tests/test_daily.py and tests/test_variant_registry.py start from a copy of its lake (demo_lake).
 SMALL_DEMO_ARGS = "--users 300 --days 20 --seed 5"
 
 
@@ -74,6 +74,7 @@ def demo_run(tmp_path_factory, worker_id):
     """(workdir, lake, demo.json as a dict, the finished `make demo` process)."""
     import fcntl
     import json
+    import shutil
     import subprocess
 
     shared = tmp_path_factory.getbasetemp()
@@ -90,12 +91,22 @@ def demo_run(tmp_path_factory, worker_id):
             workdir = os.path.relpath(work, REPO)
             result = subprocess.run(["make", "demo", f"WORKDIR={workdir}", f"DEMO_ARGS={SMALL_DEMO_ARGS}"],
                                     cwd=REPO, capture_output=True, text=True, timeout=1200)
+            if result.returncode == 0:
+                shutil.copytree(work / "lake", work.parent / "lake-as-built")     # demo_lake
             output.write_text(json.dumps({"args": result.args, "returncode": result.returncode,
                                           "stdout": result.stdout, "stderr": result.stderr}))
     result = subprocess.CompletedProcess(**json.loads(output.read_text()))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((work / "report" / "demo.json").read_text())
     return work, str(work / "lake"), report, result
+
+
+@pytest.fixture(scope="session")
+def demo_lake(demo_run) -> Path:
+    """The shared demo's lake as `make demo` left it: a copy made before any test ran. The tests that start
+    from the demo's lake copy this one, since tests/test_demo.py re-runs the demo on its own lake, perhaps
+    at the same moment on another worker."""
+    return demo_run[0].parent / "lake-as-built"
 
 
 # The files that take longest, longest first: under --dist loadfile a worker takes the next file in

@@ -4,7 +4,7 @@ held against ``none`` and ``duet`` by the ranker's ablation (`duet evaluate`); a
 a NaN and a null are refused with nothing written; rows that fail the embedding suite fail the import; a
 version without weights never embeds.
 
-The lake is a copy of the session's small demo lake (tests/conftest.py ``demo_run``): no second demo runs,
+The lake is a copy of the session's small demo lake (tests/conftest.py ``demo_lake``): no second demo runs,
 and the demo's own lake, which tests/test_demo.py re-runs and checks for changes, is left as it was.
 """
 
@@ -31,12 +31,12 @@ WIDTH = 6
 
 
 @pytest.fixture(scope="module")
-def byo(spark, demo_run, tmp_path_factory):
+def byo(spark, demo_run, demo_lake, tmp_path_factory):
     """(a copy of the demo's lake, the demo's report, a folder for files). ``spark`` first: the commands
     run in this process then use the tests' session."""
-    _, lake, report, _ = demo_run
+    _, _, report, _ = demo_run
     root = tmp_path_factory.mktemp("byo")
-    shutil.copytree(lake, root / "lake")
+    shutil.copytree(demo_lake, root / "lake")
     return str(root / "lake"), report, root
 
 

@@ -1,9 +1,10 @@
 """`duet daily` (issue 25): one day's work on a copy of the session's small demo lake, the second run of
 the same date doing nothing, a day not landed yet, and why a step re-runs.
 
-The lake is a copy of tests/conftest.py ``demo_run``'s (a served duet model, snapshots up to 2026-01-25);
-its input files are split into a landing folder (``duet.generate.write_landing``) of which only the day
-before the run's date is kept, as if the earlier days had been processed and archived.
+The lake is a copy of tests/conftest.py ``demo_lake``, the shared demo's lake as built (a served duet model,
+snapshots up to 2026-01-25); its input files are split into a landing folder
+(``duet.generate.write_landing``) of which only the day before the run's date is kept, as if the earlier
+days had been processed and archived.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ DAY = date(2026, 1, 26)   # the day after the demo's newest snapshot
 
 
 @pytest.fixture(scope="module")
-def daily_lake(spark, demo_run, tmp_path_factory):
-    work, lake, report, _ = demo_run
+def daily_lake(spark, demo_run, demo_lake, tmp_path_factory):
+    work, _, report, _ = demo_run
     root = tmp_path_factory.mktemp("daily")
-    shutil.copytree(lake, root / "lake")
+    shutil.copytree(demo_lake, root / "lake")
     landing = root / "landing"
     write_landing(work / "input" / "clicks.parquet", work / "input" / "conversions.parquet", landing)
     for folder in landing.iterdir():

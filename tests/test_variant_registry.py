@@ -4,7 +4,7 @@ variants go through: pre-training, embedding, publishing through Feast (SQLite),
 and the ranker's ablation beside ``none``. Every reader asks the registry when it is called, so a stage
 that kept a copy of the variant list taken at import refuses the toy here and fails this test.
 
-The lake: the raw and sequence tables of the session's small demo (tests/conftest.py ``demo_run``: 300
+The lake: the raw and sequence tables of the session's small demo (tests/conftest.py ``demo_lake``: 300
 synthetic users over 20 days, ``EVENTS``; the ranker's periods need that many days), copied; a toy model
 of width 8 trained for one epoch; one ranker seed.
 """
@@ -80,7 +80,7 @@ def test_a_registered_variant_is_known_inside_its_with_block_only():
 
 
 @pytest.fixture(scope="module")
-def toy_lake(spark, demo_run, tmp_path_factory):
+def toy_lake(spark, demo_lake, tmp_path_factory):
     """The toy registered, and every stage run on it: what each returned, by stage."""
     from encoders.embed import embed_snapshots
     from encoders.pretrain import pretrain
@@ -97,7 +97,6 @@ def toy_lake(spark, demo_run, tmp_path_factory):
     # first events to the day after the last: its raw and feature tables, copied; none of its models.
     assert SMALL_DEMO_ARGS.split() == ["--users", str(EVENTS.users), "--days", str(EVENTS.days),
                                        "--seed", str(EVENTS.seed)]
-    _, demo_lake, _, _ = demo_run
     for tables in ("raw", "features"):
         shutil.copytree(Path(demo_lake) / tables, Path(lake) / tables)
     first = EVENTS.start + timedelta(days=1)
