@@ -2,7 +2,8 @@
 (tests/conftest.py `demo_run`): the README's `make demo`, the ranker's leakage and point-in-time checks
 (against an independent DuckDB ASOF join), the report, online scoring, the delayed-feedback experiment,
 and last the idempotent re-run. One module, so that `make test`'s workers (pytest-xdist, ``--dist
-loadfile``) run the demo once, on one worker, and these tests in this order."""
+loadfile``) run these tests on one worker in this order, the re-run last (the demo itself runs once per
+test run, whichever worker asks first: tests/conftest.py ``demo_run``)."""
 
 from __future__ import annotations
 
